@@ -1,0 +1,232 @@
+//! One answer from the upstream, from opening (with retries) to cleanup.
+//!
+//! Opening pulls upstream events until the first one that is part of the
+//! answer, so a failure before the first byte reaches the caller can still be
+//! retried on another token. Cleanup deletes the conversation the answer created
+//! unless the caller keeps it; callers run it before their response ends,
+//! because Lambda freezes the environment once the invocation completes.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::time::{timeout_at, Instant};
+
+use crate::config::Config;
+use crate::credentials::{fingerprint, shuffled};
+use crate::error::ApiError;
+use crate::upstream::{ChatTurn, EventStream, Upstream, UpstreamError, UpstreamEvent};
+
+pub struct Answer {
+    upstream: Arc<dyn Upstream>,
+    token: String,
+    chat_id: Option<String>,
+    message_id: Option<String>,
+    keep: bool,
+    buffered: VecDeque<UpstreamEvent>,
+    stream: EventStream,
+    idle_timeout: Duration,
+    deadline: Instant,
+    cleaned: bool,
+}
+
+impl Answer {
+    /// Open an answer, trying up to `1 + config.retries` times (a continued
+    /// conversation tries every token once, since only its owner can answer).
+    pub async fn open(
+        upstream: Arc<dyn Upstream>,
+        config: &Config,
+        tokens: &[String],
+        turn: &ChatTurn,
+        keep: bool,
+    ) -> Result<Answer, ApiError> {
+        let order = shuffled(tokens);
+        let mut attempts = 1 + config.retries as usize;
+        if turn.conversation_id.is_some() {
+            attempts = attempts.max(order.len());
+        }
+        let mut rejected: Vec<String> = Vec::new();
+        let mut last_error: Option<UpstreamError> = None;
+        let mut tried = 0;
+        for attempt in 0..attempts {
+            let live: Vec<&String> = order
+                .iter()
+                .filter(|t| !rejected.contains(&fingerprint(t)))
+                .collect();
+            let Some(token) = live.get(attempt % live.len().max(1)).copied() else {
+                break;
+            };
+            if tried > 0 {
+                tokio::time::sleep(config.retry_backoff * tried as u32).await;
+            }
+            tried += 1;
+            match Self::open_once(upstream.clone(), config, token, turn, keep).await {
+                Ok(answer) => return Ok(answer),
+                Err(error) => {
+                    tracing::warn!(
+                        upstream = upstream.name(),
+                        token = %fingerprint(token),
+                        attempt = tried,
+                        error = %error,
+                        "upstream failed before the first byte"
+                    );
+                    if let UpstreamError::TokenRejected { fingerprint, .. } = &error {
+                        rejected.push(fingerprint.clone());
+                    }
+                    let retryable = error.is_retryable();
+                    last_error = Some(error);
+                    if !retryable {
+                        break;
+                    }
+                }
+            }
+        }
+        let error =
+            last_error.unwrap_or_else(|| UpstreamError::Transport("no token to try".into()));
+        if rejected.len() > 1 && rejected.len() == tokens.len() {
+            return Err(ApiError::Unauthorized(format!(
+                "Every Hailuo token was rejected upstream ({}). Log in to hailuoai.com again and send fresh tokens.",
+                rejected.join(", ")
+            )));
+        }
+        Err(error.into())
+    }
+
+    async fn open_once(
+        upstream: Arc<dyn Upstream>,
+        config: &Config,
+        token: &str,
+        turn: &ChatTurn,
+        keep: bool,
+    ) -> Result<Answer, UpstreamError> {
+        let first_byte_deadline = Instant::now() + config.first_byte_timeout;
+        let timed_out = || {
+            UpstreamError::Timeout(format!(
+                "no answer within {} s",
+                config.first_byte_timeout.as_secs_f32()
+            ))
+        };
+        let stream = match timeout_at(first_byte_deadline, upstream.chat(token, turn)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(timed_out()),
+        };
+        let mut answer = Answer {
+            upstream: upstream.clone(),
+            token: token.to_string(),
+            chat_id: turn.conversation_id.clone(),
+            message_id: None,
+            keep: keep || turn.conversation_id.is_some(),
+            buffered: VecDeque::new(),
+            stream,
+            idle_timeout: config.idle_timeout,
+            deadline: Instant::now() + config.total_timeout,
+            cleaned: false,
+        };
+        // Prime: read until the first event that belongs to the answer itself.
+        loop {
+            let failure = match timeout_at(first_byte_deadline, answer.stream.next()).await {
+                Err(_) => timed_out(),
+                Ok(None) => {
+                    answer.buffered.push_back(UpstreamEvent::End);
+                    return Ok(answer);
+                }
+                Ok(Some(Ok(UpstreamEvent::Conversation {
+                    chat_id,
+                    message_id,
+                }))) => {
+                    answer.chat_id = Some(chat_id);
+                    answer.message_id = message_id;
+                    continue;
+                }
+                Ok(Some(Ok(event))) => {
+                    answer.buffered.push_back(event);
+                    return Ok(answer);
+                }
+                Ok(Some(Err(e))) => e,
+            };
+            answer.cleanup().await;
+            return Err(upstream.explain_failure(token, failure).await);
+        }
+    }
+
+    pub fn chat_id(&self) -> Option<&str> {
+        self.chat_id.as_deref()
+    }
+
+    pub fn message_id(&self) -> Option<&str> {
+        self.message_id.as_deref()
+    }
+
+    pub fn token_fingerprint(&self) -> String {
+        fingerprint(&self.token)
+    }
+
+    /// Whether the conversation outlives this answer.
+    pub fn is_kept(&self) -> bool {
+        self.keep
+    }
+
+    /// The next event; `None` after the end. Silences longer than the idle
+    /// timeout, and answers longer than the total timeout, are errors.
+    pub async fn next(&mut self) -> Option<Result<UpstreamEvent, UpstreamError>> {
+        if let Some(event) = self.buffered.pop_front() {
+            return Some(Ok(event));
+        }
+        loop {
+            let deadline = self.deadline.min(Instant::now() + self.idle_timeout);
+            return match timeout_at(deadline, self.stream.next()).await {
+                Ok(Some(Ok(UpstreamEvent::Conversation { .. }))) => continue,
+                Ok(other) => other,
+                Err(_) => Some(Err(UpstreamError::Timeout(format!(
+                    "the answer stalled for {} s",
+                    self.idle_timeout.as_secs_f32()
+                )))),
+            };
+        }
+    }
+
+    /// Delete the upstream conversation unless it is kept. Idempotent; failures
+    /// are logged, since the caller's answer is already complete.
+    pub async fn cleanup(&mut self) {
+        if self.cleaned {
+            return;
+        }
+        self.cleaned = true;
+        // Stop reading upstream first: dropping the stream closes the connection.
+        self.stream = futures_util::stream::empty().boxed();
+        if self.keep {
+            return;
+        }
+        let Some(chat_id) = self.chat_id.clone() else {
+            return;
+        };
+        match self
+            .upstream
+            .delete_conversation(&self.token, &chat_id)
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(token = %fingerprint(&self.token), chat_id, "deleted upstream conversation")
+            }
+            Err(e) => tracing::warn!(
+                token = %fingerprint(&self.token),
+                chat_id,
+                error = %e,
+                "could not delete upstream conversation"
+            ),
+        }
+    }
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        if !self.cleaned && !self.keep && self.chat_id.is_some() {
+            tracing::error!(
+                chat_id = self.chat_id.as_deref().unwrap_or_default(),
+                "answer dropped without cleanup; the upstream conversation is left behind"
+            );
+        }
+    }
+}

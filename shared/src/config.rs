@@ -1,0 +1,103 @@
+//! Everything read from the environment, once per execution environment.
+
+use std::time::Duration;
+
+use crate::upstream::hailuo::query::DeviceProfile;
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Hailuo web backend, `HAILUO_BASE_URL` (default `https://hailuoai.com`).
+    pub hailuo_base_url: String,
+    /// `Origin` and `Referer` the browser would send, `HAILUO_ORIGIN`.
+    pub hailuo_origin: String,
+    /// `User-Agent`, `HAILUO_USER_AGENT`.
+    pub user_agent: String,
+    /// `Sec-Ch-Ua`, `HAILUO_SEC_CH_UA`.
+    pub sec_ch_ua: String,
+    /// `Sec-Ch-Ua-Platform`, `HAILUO_SEC_CH_UA_PLATFORM`.
+    pub sec_ch_ua_platform: String,
+    /// The query string's fingerprint.
+    pub device_profile: DeviceProfile,
+    /// Timeout of a plain JSON call, `UPSTREAM_JSON_TIMEOUT_MS` (15 s).
+    pub json_timeout: Duration,
+    /// Time to the first upstream event, `UPSTREAM_FIRST_BYTE_TIMEOUT_MS` (30 s).
+    pub first_byte_timeout: Duration,
+    /// Longest silence between upstream events, `UPSTREAM_IDLE_TIMEOUT_MS` (60 s).
+    pub idle_timeout: Duration,
+    /// Longest whole answer, `UPSTREAM_TOTAL_TIMEOUT_MS` (840 s, under Lambda's 900 s cap).
+    pub total_timeout: Duration,
+    /// Extra tries when the upstream fails before the first byte, `UPSTREAM_RETRIES` (2).
+    pub retries: u32,
+    /// Pause before a retry (multiplied by the try number), `UPSTREAM_RETRY_BACKOFF_MS` (250 ms).
+    pub retry_backoff: Duration,
+    /// Largest request body accepted, `MAX_REQUEST_BYTES` (6 MiB, the function URL cap).
+    pub max_request_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self::from_lookup(|_| None)
+    }
+}
+
+impl Config {
+    pub fn from_env() -> Self {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Self {
+        let text = |k: &str, d: &str| {
+            get(k)
+                .filter(|v| !v.trim().is_empty())
+                .unwrap_or_else(|| d.to_string())
+        };
+        let num = |k: &str, d: u64| {
+            get(k)
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(d)
+        };
+        let ms = |k: &str, d: u64| Duration::from_millis(num(k, d));
+        Self {
+            hailuo_base_url: text("HAILUO_BASE_URL", "https://hailuoai.com").trim_end_matches('/').to_string(),
+            hailuo_origin: text("HAILUO_ORIGIN", "https://hailuoai.com").trim_end_matches('/').to_string(),
+            user_agent: text(
+                "HAILUO_USER_AGENT",
+                "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/127.0.0.0 Safari/537.36",
+            ),
+            sec_ch_ua: text(
+                "HAILUO_SEC_CH_UA",
+                "\"Not)A;Brand\";v=\"99\", \"Google Chrome\";v=\"127\", \"Chromium\";v=\"127\"",
+            ),
+            sec_ch_ua_platform: text("HAILUO_SEC_CH_UA_PLATFORM", "\"Windows\""),
+            device_profile: DeviceProfile::from_env(&get),
+            json_timeout: ms("UPSTREAM_JSON_TIMEOUT_MS", 15_000),
+            first_byte_timeout: ms("UPSTREAM_FIRST_BYTE_TIMEOUT_MS", 30_000),
+            idle_timeout: ms("UPSTREAM_IDLE_TIMEOUT_MS", 60_000),
+            total_timeout: ms("UPSTREAM_TOTAL_TIMEOUT_MS", 840_000),
+            retries: num("UPSTREAM_RETRIES", 2).min(5) as u32,
+            retry_backoff: ms("UPSTREAM_RETRY_BACKOFF_MS", 250),
+            max_request_bytes: num("MAX_REQUEST_BYTES", 6 * 1024 * 1024) as usize,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_overrides() {
+        let c = Config::default();
+        assert_eq!(c.hailuo_base_url, "https://hailuoai.com");
+        assert_eq!(c.retries, 2);
+        let c = Config::from_lookup(|k| match k {
+            "HAILUO_BASE_URL" => Some("http://127.0.0.1:1/".into()),
+            "UPSTREAM_RETRIES" => Some("nonsense".into()),
+            "UPSTREAM_IDLE_TIMEOUT_MS" => Some("1500".into()),
+            _ => None,
+        });
+        assert_eq!(c.hailuo_base_url, "http://127.0.0.1:1");
+        assert_eq!(c.retries, 2, "unparsable values fall back to the default");
+        assert_eq!(c.idle_timeout, Duration::from_millis(1500));
+    }
+}

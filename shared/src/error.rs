@@ -1,0 +1,185 @@
+//! Every failure a caller can see, as an OpenAI error object with the right status.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::upstream::UpstreamError;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    #[error("{message}")]
+    BadRequest {
+        message: String,
+        param: Option<String>,
+        code: &'static str,
+    },
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    BadGateway(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    GatewayTimeout(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::BadRequest {
+            message: message.into(),
+            param: Some(param.into()),
+            code: "invalid_value",
+        }
+    }
+
+    pub fn missing(param: &str) -> Self {
+        ApiError::BadRequest {
+            message: format!("Missing required parameter: '{param}'."),
+            param: Some(param.into()),
+            code: "missing_required_parameter",
+        }
+    }
+
+    pub fn bad_body(message: impl Into<String>) -> Self {
+        ApiError::BadRequest {
+            message: message.into(),
+            param: None,
+            code: "invalid_request_body",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn kind(&self) -> (&'static str, Option<&str>, Option<&'static str>) {
+        match self {
+            ApiError::BadRequest { param, code, .. } => {
+                ("invalid_request_error", param.as_deref(), Some(code))
+            }
+            ApiError::Unauthorized(_) => ("invalid_request_error", None, Some("invalid_api_key")),
+            ApiError::NotFound(_) => ("invalid_request_error", None, Some("unknown_url")),
+            ApiError::MethodNotAllowed(_) => {
+                ("invalid_request_error", None, Some("method_not_allowed"))
+            }
+            ApiError::PayloadTooLarge(_) => {
+                ("invalid_request_error", None, Some("request_too_large"))
+            }
+            ApiError::BadGateway(_) => ("upstream_error", None, Some("upstream_error")),
+            ApiError::Unavailable(_) => ("service_unavailable", None, Some("service_unavailable")),
+            ApiError::GatewayTimeout(_) => ("timeout_error", None, Some("upstream_timeout")),
+            ApiError::Internal(_) => ("server_error", None, Some("internal_error")),
+        }
+    }
+
+    /// The OpenAI error object: `{"error":{"message","type","param","code"}}`.
+    pub fn body(&self) -> serde_json::Value {
+        let (kind, param, code) = self.kind();
+        json!({"error": {"message": self.to_string(), "type": kind, "param": param, "code": code}})
+    }
+}
+
+impl From<UpstreamError> for ApiError {
+    fn from(e: UpstreamError) -> Self {
+        match &e {
+            UpstreamError::TokenRejected { .. } => ApiError::Unauthorized(format!(
+                "{e}. Log in to hailuoai.com again and send the new _token from the browser's localStorage."
+            )),
+            UpstreamError::Timeout(_) => ApiError::GatewayTimeout(e.to_string()),
+            UpstreamError::Unsupported(m) => ApiError::BadRequest {
+                message: m.clone(),
+                param: None,
+                code: "unsupported_by_upstream",
+            },
+            _ => ApiError::BadGateway(e.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(status = status.as_u16(), error = %self, "request failed");
+        } else {
+            tracing::info!(status = status.as_u16(), error = %self, "request refused");
+        }
+        (status, axum::Json(self.body())).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_body_has_openai_shape() {
+        let b = ApiError::invalid("messages", "`messages` must be a non-empty array").body();
+        assert_eq!(b["error"]["type"], "invalid_request_error");
+        assert_eq!(b["error"]["param"], "messages");
+        assert_eq!(b["error"]["code"], "invalid_value");
+        assert!(b["error"]["message"].as_str().unwrap().contains("messages"));
+    }
+
+    #[test]
+    fn upstream_errors_map_to_statuses() {
+        let rejected = UpstreamError::TokenRejected {
+            fingerprint: "ab12cd34".into(),
+            message: "expired".into(),
+        };
+        assert_eq!(ApiError::from(rejected).status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            ApiError::from(UpstreamError::Timeout("x".into())).status(),
+            StatusCode::GATEWAY_TIMEOUT
+        );
+        assert_eq!(
+            ApiError::from(UpstreamError::Http {
+                status: 500,
+                message: "boom".into()
+            })
+            .status(),
+            StatusCode::BAD_GATEWAY
+        );
+        let api = ApiError::from(UpstreamError::Api {
+            code: 3,
+            message: "服务繁忙".into(),
+        });
+        assert_eq!(api.status(), StatusCode::BAD_GATEWAY);
+        assert!(
+            api.to_string().contains("服务繁忙"),
+            "keeps the upstream's message"
+        );
+        assert_eq!(
+            ApiError::from(UpstreamError::Unsupported("no".into())).status(),
+            StatusCode::BAD_REQUEST
+        );
+    }
+
+    #[test]
+    fn token_rejection_names_fingerprint_only() {
+        let e = ApiError::from(UpstreamError::TokenRejected {
+            fingerprint: "ab12cd34".into(),
+            message: "expired".into(),
+        });
+        assert!(e.to_string().contains("ab12cd34"));
+    }
+}

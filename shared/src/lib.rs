@@ -1,0 +1,30 @@
+//! Hailuo AI behind an OpenAI-compatible API: the library every Lambda
+//! function in this workspace is wired from.
+//!
+//! A request flows one way: route (validate) → credentials → prompt →
+//! upstream adapter → OpenAI encoder → response, with the upstream
+//! conversation deleted before the response ends.
+
+pub mod answer;
+pub mod config;
+pub mod credentials;
+pub mod error;
+pub mod openai;
+pub mod prompt;
+pub mod routes;
+pub mod runtime;
+pub mod upstream;
+
+use std::sync::Arc;
+
+pub use config::Config;
+pub use error::ApiError;
+pub use routes::AppState;
+pub use runtime::{init_tracing, run, Delivery};
+
+/// State built from the environment, once per execution environment.
+pub fn state_from_env() -> Result<AppState, lambda_http::Error> {
+    let config = Arc::new(Config::from_env());
+    let upstream = Arc::new(upstream::hailuo::HailuoClient::new(config.clone())?);
+    Ok(AppState { config, upstream })
+}

@@ -1,0 +1,235 @@
+//! Encoding an answer for the caller: a `chat.completion`, or `chat.completion.chunk`
+//! SSE frames.
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+use super::usage::Usage;
+use crate::error::ApiError;
+use crate::upstream::Citation;
+
+/// The completion id: it carries the upstream chat id, so a caller can pass it
+/// (or the bare id) back as `conversation_id`.
+pub fn completion_id(chat_id: Option<&str>) -> String {
+    match chat_id {
+        Some(id) => format!("chatcmpl-{id}"),
+        None => format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
+    }
+}
+
+pub fn unix_seconds() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+/// The "Sources" list appended to an answer when the upstream searched the web.
+pub fn sources_block(citations: &[Citation]) -> String {
+    if citations.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("\n\nSources:\n");
+    for (i, c) in citations.iter().enumerate() {
+        out.push_str(&format!(
+            "{}. [{}]({})\n",
+            i + 1,
+            c.title.replace(['[', ']'], ""),
+            c.url
+        ));
+    }
+    out.truncate(out.trim_end().len());
+    out
+}
+
+/// A whole non-streamed answer.
+pub struct Completion<'a> {
+    pub id: &'a str,
+    pub model: &'a str,
+    pub created: i64,
+    pub content: &'a str,
+    pub reasoning: &'a str,
+    pub usage: Usage,
+    /// Set when the upstream conversation was kept and can be continued.
+    pub conversation_id: Option<&'a str>,
+}
+
+impl Completion<'_> {
+    pub fn to_json(&self) -> Value {
+        let mut message = json!({"role": "assistant", "content": self.content});
+        if !self.reasoning.is_empty() {
+            message["reasoning_content"] = json!(self.reasoning);
+        }
+        let mut body = json!({
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": "stop"}],
+            "usage": self.usage,
+        });
+        if let Some(id) = self.conversation_id {
+            body["conversation_id"] = json!(id);
+        }
+        body
+    }
+}
+
+/// SSE frames of one streamed answer.
+pub struct ChunkEncoder {
+    id: String,
+    model: String,
+    created: i64,
+    conversation_id: Option<String>,
+}
+
+impl ChunkEncoder {
+    pub fn new(id: String, model: String, conversation_id: Option<String>) -> Self {
+        Self {
+            id,
+            model,
+            created: unix_seconds(),
+            conversation_id,
+        }
+    }
+
+    fn frame(value: &Value) -> Bytes {
+        let mut out = Vec::with_capacity(256);
+        out.extend_from_slice(b"data: ");
+        // Serializing a Value cannot fail.
+        serde_json::to_writer(&mut out, value).unwrap_or_default();
+        out.extend_from_slice(b"\n\n");
+        Bytes::from(out)
+    }
+
+    fn chunk(&self, delta: Value, finish_reason: Option<&str>) -> Bytes {
+        let mut chunk = json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason}],
+        });
+        if let Some(id) = &self.conversation_id {
+            chunk["conversation_id"] = json!(id);
+        }
+        Self::frame(&chunk)
+    }
+
+    pub fn role(&self) -> Bytes {
+        self.chunk(json!({"role": "assistant", "content": ""}), None)
+    }
+
+    pub fn content(&self, text: &str) -> Bytes {
+        self.chunk(json!({"content": text}), None)
+    }
+
+    pub fn reasoning(&self, text: &str) -> Bytes {
+        self.chunk(json!({"reasoning_content": text}), None)
+    }
+
+    pub fn finish(&self) -> Bytes {
+        self.chunk(json!({}), Some("stop"))
+    }
+
+    pub fn usage(&self, usage: Usage) -> Bytes {
+        Self::frame(&json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [],
+            "usage": usage,
+        }))
+    }
+
+    /// A failure after the stream began: an error object the OpenAI SDKs raise.
+    pub fn error(&self, error: &ApiError) -> Bytes {
+        Self::frame(&error.body())
+    }
+
+    pub fn done() -> Bytes {
+        Bytes::from_static(b"data: [DONE]\n\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(frame: &Bytes) -> Value {
+        let s = std::str::from_utf8(frame).unwrap();
+        assert!(s.starts_with("data: ") && s.ends_with("\n\n"), "{s}");
+        serde_json::from_str(&s[6..s.len() - 2]).unwrap()
+    }
+
+    #[test]
+    fn chunks_have_openai_shape() {
+        let e = ChunkEncoder::new(completion_id(Some("42")), "hailuo".into(), None);
+        let role = parse(&e.role());
+        assert_eq!(role["id"], "chatcmpl-42");
+        assert_eq!(role["object"], "chat.completion.chunk");
+        assert_eq!(role["choices"][0]["delta"]["role"], "assistant");
+        assert_eq!(
+            parse(&e.content("hi"))["choices"][0]["delta"]["content"],
+            "hi"
+        );
+        assert_eq!(
+            parse(&e.reasoning("hm"))["choices"][0]["delta"]["reasoning_content"],
+            "hm"
+        );
+        assert_eq!(parse(&e.finish())["choices"][0]["finish_reason"], "stop");
+        let u = parse(&e.usage(Usage::estimate("a", "b")));
+        assert_eq!(u["choices"], json!([]));
+        assert_eq!(u["usage"]["total_tokens"], 2);
+        assert_eq!(&ChunkEncoder::done()[..], b"data: [DONE]\n\n");
+        let err = parse(&e.error(&ApiError::BadGateway("upstream error 1: x".into())));
+        assert_eq!(err["error"]["type"], "upstream_error");
+    }
+
+    #[test]
+    fn conversation_id_is_carried_when_kept() {
+        let e = ChunkEncoder::new(completion_id(Some("42")), "m".into(), Some("42".into()));
+        assert_eq!(parse(&e.content("x"))["conversation_id"], "42");
+    }
+
+    #[test]
+    fn completion_shape() {
+        let c = Completion {
+            id: "chatcmpl-1",
+            model: "MiniMax-Text-01",
+            created: 1,
+            content: "hello",
+            reasoning: "",
+            usage: Usage::estimate("hi", "hello"),
+            conversation_id: None,
+        }
+        .to_json();
+        assert_eq!(c["object"], "chat.completion");
+        assert_eq!(c["choices"][0]["message"]["content"], "hello");
+        assert_eq!(c["choices"][0]["finish_reason"], "stop");
+        assert!(c["choices"][0]["message"]
+            .get("reasoning_content")
+            .is_none());
+        assert!(c.get("conversation_id").is_none());
+    }
+
+    #[test]
+    fn sources_block_lists_titles_and_urls() {
+        assert_eq!(sources_block(&[]), "");
+        let s = sources_block(&[
+            Citation {
+                title: "A [x]".into(),
+                url: "https://a.example".into(),
+            },
+            Citation {
+                title: "B".into(),
+                url: "https://b.example".into(),
+            },
+        ]);
+        assert_eq!(
+            s,
+            "\n\nSources:\n1. [A x](https://a.example)\n2. [B](https://b.example)"
+        );
+    }
+}

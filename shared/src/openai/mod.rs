@@ -1,0 +1,6 @@
+//! The OpenAI wire surface: requests as typed values, responses and stream chunks.
+
+pub mod chat;
+pub mod encode;
+pub mod models;
+pub mod usage;

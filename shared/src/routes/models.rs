@@ -1,0 +1,25 @@
+//! `GET /v1/models` and `GET /v1/models/{id}`.
+
+use axum::extract::Path;
+use axum::routing::get;
+use axum::{Json, Router};
+
+use crate::error::ApiError;
+use crate::openai::models::{model, model_list};
+
+pub fn router() -> Router {
+    let list = get(|| async { Json(model_list()) });
+    let one = get(|Path(id): Path<String>| async move {
+        model(&id)
+            .map(Json)
+            .ok_or_else(|| ApiError::NotFound(format!("The model '{id}' does not exist.")))
+    });
+    super::finish(
+        Router::new()
+            .route("/v1/models", list.clone())
+            .route("/models", list)
+            .route("/v1/models/{id}", one.clone())
+            .route("/models/{id}", one),
+        64 * 1024,
+    )
+}

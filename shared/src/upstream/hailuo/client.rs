@@ -1,0 +1,435 @@
+//! The HTTP client for the Hailuo web backend.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use eventsource_stream::Eventsource;
+use futures_util::{Stream, StreamExt};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
+use reqwest::Method;
+use serde_json::Value;
+
+use super::device::{DeviceCache, DeviceIdentity};
+use super::query::{unix_now_rounded, DeviceQuery};
+use super::signing::{yy_chat_form, yy_json};
+use super::stream::StreamDecoder;
+use crate::config::Config;
+use crate::credentials::fingerprint;
+use crate::upstream::{ChatTurn, EventStream, Upstream, UpstreamError, UpstreamEvent};
+
+const SENTRY_RELEASE: &str = "CI7N-1MjJnx5pru-bzzhR";
+const SENTRY_PUBLIC_KEY: &str = "6cf106db5c7b7262eae7cc6b411c776a";
+/// Longest upstream error text we repeat to a caller.
+const MAX_ERROR_TEXT: usize = 300;
+
+pub struct HailuoClient {
+    http: reqwest::Client,
+    config: Arc<Config>,
+    devices: DeviceCache,
+}
+
+impl HailuoClient {
+    pub fn new(config: Arc<Config>) -> Result<Self, reqwest::Error> {
+        // HTTP/2 is negotiated by ALPN over TLS (rustls); plain http stays HTTP/1.1.
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(Self {
+            http,
+            config,
+            devices: DeviceCache::default(),
+        })
+    }
+
+    fn headers(
+        &self,
+        token: &str,
+        yy: &str,
+        referer: &str,
+        accept: &'static str,
+    ) -> Result<HeaderMap, UpstreamError> {
+        let mut token_value =
+            HeaderValue::from_str(token).map_err(|_| UpstreamError::TokenRejected {
+                fingerprint: fingerprint(token),
+                message: "the token contains characters that cannot be sent in an HTTP header"
+                    .into(),
+            })?;
+        token_value.set_sensitive(true);
+        let trace_id = uuid::Uuid::new_v4().simple().to_string();
+        let span_id = &uuid::Uuid::new_v4().simple().to_string()[16..];
+        let c = &self.config;
+        let mut h = HeaderMap::new();
+        let mut put = |name: &'static str, value: String| {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                h.insert(HeaderName::from_static(name), v);
+            }
+        };
+        put("yy", yy.to_string());
+        put("referer", referer.to_string());
+        put("origin", c.hailuo_origin.clone());
+        put("user-agent", c.user_agent.clone());
+        put("sec-ch-ua", c.sec_ch_ua.clone());
+        put("sec-ch-ua-mobile", "?0".into());
+        put("sec-ch-ua-platform", c.sec_ch_ua_platform.clone());
+        put("sec-fetch-dest", "empty".into());
+        put("sec-fetch-mode", "cors".into());
+        put("sec-fetch-site", "same-origin".into());
+        put("accept-language", "zh-CN,zh;q=0.9,en;q=0.8".into());
+        put(
+            "baggage",
+            format!(
+                "sentry-environment=production,sentry-release={SENTRY_RELEASE},sentry-public_key={SENTRY_PUBLIC_KEY},sentry-trace_id={trace_id},sentry-sample_rate=1,sentry-sampled=true"
+            ),
+        );
+        put("sentry-trace", format!("{trace_id}-{span_id}-1"));
+        h.insert(ACCEPT, HeaderValue::from_static(accept));
+        h.insert(HeaderName::from_static("token"), token_value);
+        Ok(h)
+    }
+
+    fn referer(&self, chat_id: Option<&str>) -> String {
+        match chat_id {
+            Some(id) => format!("{}/?chat={id}", self.config.hailuo_origin),
+            None => format!("{}/", self.config.hailuo_origin),
+        }
+    }
+
+    async fn device(&self, token: &str) -> Result<DeviceIdentity, UpstreamError> {
+        self.devices
+            .get_or_register(token, || self.register(token))
+            .await
+    }
+
+    async fn register(&self, token: &str) -> Result<DeviceIdentity, UpstreamError> {
+        let uuid = uuid::Uuid::new_v4().simple().to_string();
+        let body = serde_json::json!({ "uuid": uuid }).to_string();
+        let data = self
+            .send_json(
+                token,
+                Method::POST,
+                "/v1/api/user/device/register",
+                Some(&body),
+                &uuid,
+                None,
+            )
+            .await
+            .map_err(|e| match e {
+                // A token the upstream will not register a device for is a dead token.
+                UpstreamError::Api { message, .. } => UpstreamError::TokenRejected {
+                    fingerprint: fingerprint(token),
+                    message,
+                },
+                other => other,
+            })?;
+        let device_id = match data.get("deviceIDStr") {
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => {
+                return Err(UpstreamError::Protocol(
+                    "device registration answered without deviceIDStr".into(),
+                ))
+            }
+        };
+        tracing::info!(token = %fingerprint(token), "registered a device");
+        Ok(DeviceIdentity { uuid, device_id })
+    }
+
+    /// A signed JSON call with the token's device; returns the envelope's `data`.
+    async fn call_json(
+        &self,
+        token: &str,
+        method: Method,
+        path: &str,
+        body: Option<&str>,
+    ) -> Result<Value, UpstreamError> {
+        let device = self.device(token).await?;
+        self.send_json(
+            token,
+            method,
+            path,
+            body,
+            &device.uuid,
+            Some(&device.device_id),
+        )
+        .await
+    }
+
+    async fn send_json(
+        &self,
+        token: &str,
+        method: Method,
+        path: &str,
+        body: Option<&str>,
+        uuid: &str,
+        device_id: Option<&str>,
+    ) -> Result<Value, UpstreamError> {
+        let unix = unix_now_rounded();
+        let full_uri =
+            DeviceQuery::new(&self.config.device_profile, uuid, device_id, &unix).append_to(path);
+        let yy = yy_json(&full_uri, body.unwrap_or("{}"), &unix);
+        let mut request = self
+            .http
+            .request(method, format!("{}{full_uri}", self.config.hailuo_base_url))
+            .headers(self.headers(token, &yy, &self.referer(None), "*/*")?)
+            .timeout(self.config.json_timeout);
+        if let Some(body) = body {
+            request = request
+                .header(CONTENT_TYPE, "application/json")
+                .body(body.to_string());
+        }
+        let response = request.send().await?;
+        let status = response.status();
+        let text = response.text().await?;
+        if !status.is_success() {
+            return Err(UpstreamError::Http {
+                status: status.as_u16(),
+                message: clip(&text),
+            });
+        }
+        open_envelope(&text)
+    }
+
+    /// When a call fails with an upstream code, tell a dead token from other failures.
+    async fn explain(&self, token: &str, error: UpstreamError) -> UpstreamError {
+        let UpstreamError::Api { message, .. } = &error else {
+            return error;
+        };
+        match self.is_live(token).await {
+            Ok(false) => UpstreamError::TokenRejected {
+                fingerprint: fingerprint(token),
+                message: message.clone(),
+            },
+            _ => error,
+        }
+    }
+}
+
+/// `{"statusInfo":{"code","message"},"data"}`: `data` on code 0, an error otherwise;
+/// a body without `statusInfo` is returned as it is.
+fn open_envelope(text: &str) -> Result<Value, UpstreamError> {
+    let value: Value = serde_json::from_str(text)
+        .map_err(|_| UpstreamError::Protocol(format!("expected JSON, got: {}", clip(text))))?;
+    let Some(status) = value.get("statusInfo") else {
+        return Ok(value);
+    };
+    let code = status.get("code").and_then(Value::as_i64).unwrap_or(-1);
+    if code != 0 {
+        let message = status
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        return Err(UpstreamError::Api {
+            code,
+            message: clip(&message),
+        });
+    }
+    Ok(value.get("data").cloned().unwrap_or(Value::Null))
+}
+
+fn clip(text: &str) -> String {
+    let text = text.trim();
+    match text.char_indices().nth(MAX_ERROR_TEXT) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_string(),
+    }
+}
+
+/// The SSE byte stream decoded into upstream events.
+fn decode_events<S>(sse: S) -> EventStream
+where
+    S: Stream<
+            Item = Result<
+                eventsource_stream::Event,
+                eventsource_stream::EventStreamError<reqwest::Error>,
+            >,
+        > + Send
+        + 'static,
+{
+    struct State<S> {
+        sse: std::pin::Pin<Box<S>>,
+        decoder: StreamDecoder,
+        pending: VecDeque<UpstreamEvent>,
+        done: bool,
+    }
+    let state = State {
+        sse: Box::pin(sse),
+        decoder: StreamDecoder::default(),
+        pending: VecDeque::new(),
+        done: false,
+    };
+    futures_util::stream::unfold(state, |mut st| async move {
+        loop {
+            if let Some(event) = st.pending.pop_front() {
+                return Some((Ok(event), st));
+            }
+            if st.done {
+                return None;
+            }
+            match st.sse.next().await {
+                None => {
+                    // Closed with neither isEnd == 0 nor type 8: the answer is what was received.
+                    st.done = true;
+                    st.pending.push_back(UpstreamEvent::End);
+                }
+                Some(Err(e)) => {
+                    st.done = true;
+                    let error = match e {
+                        eventsource_stream::EventStreamError::Transport(e) => {
+                            UpstreamError::from(e)
+                        }
+                        other => UpstreamError::Protocol(other.to_string()),
+                    };
+                    return Some((Err(error), st));
+                }
+                Some(Ok(event)) if event.data.trim().is_empty() => {}
+                Some(Ok(event)) => match st.decoder.decode(&event.data) {
+                    Ok(events) => {
+                        st.pending.extend(events);
+                        st.done = st.decoder.is_ended();
+                    }
+                    Err(e) => {
+                        st.done = true;
+                        return Some((Err(e), st));
+                    }
+                },
+            }
+        }
+    })
+    .boxed()
+}
+
+#[async_trait]
+impl Upstream for HailuoClient {
+    fn name(&self) -> &'static str {
+        "hailuo"
+    }
+
+    async fn chat(&self, token: &str, turn: &ChatTurn) -> Result<EventStream, UpstreamError> {
+        let device = self.device(token).await?;
+        let chat_id = turn.conversation_id.as_deref().unwrap_or("0");
+        let unix = unix_now_rounded();
+        let path = "/v4/api/chat/msg";
+        let full_uri = DeviceQuery::new(
+            &self.config.device_profile,
+            &device.uuid,
+            Some(&device.device_id),
+            &unix,
+        )
+        .append_to(path);
+        let yy = yy_chat_form(&full_uri, "1", &turn.prompt, chat_id, None, &unix);
+        // Fields with an empty value are left out of the form.
+        let mut form = reqwest::multipart::Form::new().text("characterID", "1");
+        if !turn.prompt.is_empty() {
+            form = form.text("msgContent", turn.prompt.clone());
+        }
+        form = form
+            .text("chatID", chat_id.to_string())
+            .text("searchMode", "0");
+        let response = self
+            .http
+            .post(format!("{}{full_uri}", self.config.hailuo_base_url))
+            .headers(self.headers(
+                token,
+                &yy,
+                &self.referer(turn.conversation_id.as_deref()),
+                "text/event-stream",
+            )?)
+            .multipart(form)
+            .send()
+            .await?;
+        let status = response.status();
+        let is_sse = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        if !status.is_success() || !is_sse {
+            let text = response.text().await.unwrap_or_default();
+            let error = if status.is_success() {
+                match open_envelope(&text) {
+                    Err(e) => e,
+                    Ok(_) => UpstreamError::Protocol(format!(
+                        "chat answered without an event stream: {}",
+                        clip(&text)
+                    )),
+                }
+            } else {
+                UpstreamError::Http {
+                    status: status.as_u16(),
+                    message: clip(&text),
+                }
+            };
+            return Err(self.explain(token, error).await);
+        }
+        Ok(decode_events(response.bytes_stream().eventsource()))
+    }
+
+    async fn delete_conversation(&self, token: &str, chat_id: &str) -> Result<(), UpstreamError> {
+        self.call_json(
+            token,
+            Method::DELETE,
+            &format!("/v1/api/chat/history/{chat_id}"),
+            None,
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn is_live(&self, token: &str) -> Result<bool, UpstreamError> {
+        match self
+            .call_json(token, Method::GET, "/v1/api/user/info", None)
+            .await
+        {
+            Ok(data) => Ok(data.get("userInfo").is_some_and(Value::is_object)),
+            Err(UpstreamError::Api { .. }) | Err(UpstreamError::TokenRejected { .. }) => {
+                self.devices.forget(token).await;
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn explain_failure(&self, token: &str, error: UpstreamError) -> UpstreamError {
+        self.explain(token, error).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_success_error_and_passthrough() {
+        assert_eq!(
+            open_envelope(r#"{"statusInfo":{"code":0,"message":"成功"},"data":{"a":1}}"#).unwrap(),
+            serde_json::json!({"a":1})
+        );
+        assert_eq!(
+            open_envelope(r#"{"statusInfo":{"code":1004,"message":"登录已过期"}}"#).unwrap_err(),
+            UpstreamError::Api {
+                code: 1004,
+                message: "登录已过期".into()
+            }
+        );
+        assert_eq!(
+            open_envelope(r#"{"x":2}"#).unwrap(),
+            serde_json::json!({"x":2})
+        );
+        assert!(matches!(
+            open_envelope("<html>"),
+            Err(UpstreamError::Protocol(_))
+        ));
+    }
+
+    #[test]
+    fn clip_keeps_messages_short() {
+        let long = "错".repeat(1000);
+        assert_eq!(clip(&long).chars().count(), MAX_ERROR_TEXT + 1);
+        assert_eq!(clip(" ok "), "ok");
+    }
+}

@@ -1,0 +1,117 @@
+//! The upstream side: a small trait every chat backend implements, and the
+//! events it produces. Adapters know nothing of OpenAI.
+
+pub mod cumulative;
+pub mod hailuo;
+
+use async_trait::async_trait;
+use futures_util::stream::BoxStream;
+
+/// A web-search source reported by the upstream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Citation {
+    pub title: String,
+    pub url: String,
+}
+
+/// What an upstream chat produces, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum UpstreamEvent {
+    /// The upstream conversation (and assistant message) this answer lives in.
+    Conversation {
+        chat_id: String,
+        message_id: Option<String>,
+    },
+    /// New answer text.
+    Delta(String),
+    /// New reasoning ("thinking") text.
+    ReasoningDelta(String),
+    /// The web-search sources so far (replaces any earlier list).
+    Citations(Vec<Citation>),
+    /// The answer is complete.
+    End,
+}
+
+pub type EventStream = BoxStream<'static, Result<UpstreamEvent, UpstreamError>>;
+
+/// One turn to send upstream.
+#[derive(Clone, Debug, Default)]
+pub struct ChatTurn {
+    /// The flattened prompt.
+    pub prompt: String,
+    /// Continue this upstream conversation instead of starting one.
+    pub conversation_id: Option<String>,
+}
+
+/// Why an upstream call failed. Messages never contain a token.
+#[derive(Clone, Debug, thiserror::Error, PartialEq)]
+pub enum UpstreamError {
+    /// The upstream rejected the account's token (expired, logged out).
+    #[error("the Hailuo token {fingerprint} was rejected upstream: {message}")]
+    TokenRejected {
+        fingerprint: String,
+        message: String,
+    },
+    /// The upstream answered with a failure code.
+    #[error("upstream error {code}: {message}")]
+    Api { code: i64, message: String },
+    /// The upstream answered with a failing HTTP status.
+    #[error("upstream HTTP {status}: {message}")]
+    Http { status: u16, message: String },
+    /// The upstream did not answer in time.
+    #[error("upstream timed out: {0}")]
+    Timeout(String),
+    /// The connection failed or broke.
+    #[error("upstream connection failed: {0}")]
+    Transport(String),
+    /// The upstream sent something that does not follow the protocol.
+    #[error("upstream sent a malformed answer: {0}")]
+    Protocol(String),
+    /// This upstream cannot do what was asked.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+impl UpstreamError {
+    /// Whether trying again (on another token, after a pause) could help.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, UpstreamError::Unsupported(_))
+    }
+}
+
+impl From<reqwest::Error> for UpstreamError {
+    fn from(e: reqwest::Error) -> Self {
+        // reqwest errors carry the URL, never headers, so no token leaks here;
+        // the URL is dropped anyway to keep messages short.
+        let e = e.without_url();
+        if e.is_timeout() {
+            UpstreamError::Timeout(e.to_string())
+        } else if e.is_decode() {
+            UpstreamError::Protocol(e.to_string())
+        } else {
+            UpstreamError::Transport(e.to_string())
+        }
+    }
+}
+
+/// A chat backend.
+#[async_trait]
+pub trait Upstream: Send + Sync + 'static {
+    /// Short name for logs and errors.
+    fn name(&self) -> &'static str;
+
+    /// Send one turn; the stream yields the answer.
+    async fn chat(&self, token: &str, turn: &ChatTurn) -> Result<EventStream, UpstreamError>;
+
+    /// Delete a conversation this service created.
+    async fn delete_conversation(&self, token: &str, chat_id: &str) -> Result<(), UpstreamError>;
+
+    /// Whether the token still works upstream.
+    async fn is_live(&self, token: &str) -> Result<bool, UpstreamError>;
+
+    /// Called on a failure before any answer text: lets the adapter tell a dead
+    /// token (`TokenRejected`) from other upstream failures.
+    async fn explain_failure(&self, _token: &str, error: UpstreamError) -> UpstreamError {
+        error
+    }
+}
