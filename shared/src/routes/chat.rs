@@ -201,6 +201,9 @@ async fn produce(
         answer.cleanup().await;
         return;
     }
+    // Delete before the end of the answer reaches the caller (and so before the
+    // body ends: the invocation lasts until `tx` is dropped).
+    answer.cleanup().await;
     let mut tail = Vec::new();
     match &failure {
         Some(error) => {
@@ -219,12 +222,10 @@ async fn produce(
             }
         }
     }
+    tail.push(ChunkEncoder::done());
     for frame in tail {
         if tx.send(frame).await.is_err() {
             break;
         }
     }
-    // Delete before the body ends: the invocation lasts until `tx` is dropped.
-    answer.cleanup().await;
-    let _ = tx.send(ChunkEncoder::done()).await;
 }

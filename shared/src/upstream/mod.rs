@@ -81,15 +81,24 @@ impl UpstreamError {
 
 impl From<reqwest::Error> for UpstreamError {
     fn from(e: reqwest::Error) -> Self {
-        // reqwest errors carry the URL, never headers, so no token leaks here;
-        // the URL is dropped anyway to keep messages short.
+        // reqwest errors carry the URL, never headers; the URL is dropped anyway.
         let e = e.without_url();
+        let mut message = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        let mut broken_connection = false;
+        while let Some(cause) = source {
+            message.push_str(": ");
+            message.push_str(&cause.to_string());
+            broken_connection |=
+                cause.is::<std::io::Error>() || cause.to_string().contains("connection");
+            source = cause.source();
+        }
         if e.is_timeout() {
-            UpstreamError::Timeout(e.to_string())
-        } else if e.is_decode() {
-            UpstreamError::Protocol(e.to_string())
+            UpstreamError::Timeout(message)
+        } else if e.is_decode() && !broken_connection {
+            UpstreamError::Protocol(message)
         } else {
-            UpstreamError::Transport(e.to_string())
+            UpstreamError::Transport(message)
         }
     }
 }

@@ -1,0 +1,113 @@
+"""Fixtures for the end-to-end tests.
+
+The servers are started by scripts/test.sh: the Hailuo simulator (SIM_URL) and
+`cargo lambda watch` (GATEWAY_URL) running the real function binaries. Every
+test gets fresh tokens, a reset simulator, and afterwards a check that the
+simulator saw no protocol violation and that no conversation was left behind.
+"""
+
+import hashlib
+import os
+import time
+import uuid
+
+import httpx
+import openai
+import pytest
+
+GATEWAY_URL = os.environ.get("GATEWAY_URL", "http://127.0.0.1:9000")
+SIM_URL = os.environ.get("SIM_URL", "http://127.0.0.1:18080")
+
+
+def fingerprint(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()[:8]
+
+
+class Sim:
+    """The simulator's control API."""
+
+    def __init__(self):
+        self.http = httpx.Client(base_url=SIM_URL, timeout=10)
+        self.kept: set[str] = set()
+
+    def reset(self):
+        self.http.post("/__sim/reset").raise_for_status()
+        self.kept.clear()
+
+    def state(self) -> dict:
+        r = self.http.get("/__sim/state")
+        r.raise_for_status()
+        return r.json()
+
+    def settings(self, **kw):
+        self.http.post("/__sim/settings", json=kw).raise_for_status()
+
+    def fault(self, kind: str, **kw):
+        self.http.post("/__sim/faults", json={"kind": kind, **kw}).raise_for_status()
+
+    def expire(self, token: str):
+        self.http.post("/__sim/expire", json={"token": token}).raise_for_status()
+
+    def conversations(self) -> list[dict]:
+        return self.state()["conversations"]
+
+    def conversation(self, chat_id: str) -> dict:
+        matches = [c for c in self.conversations() if c["chat_id"] == chat_id]
+        assert matches, f"the simulator has no conversation {chat_id}"
+        return matches[0]
+
+    def keep(self, chat_id: str):
+        """This conversation is meant to outlive its request."""
+        self.kept.add(chat_id)
+
+    def wait_until(self, predicate, timeout=10.0, what="condition"):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = self.state()
+            if predicate(state):
+                return state
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what}: {self.state()}")
+
+
+@pytest.fixture
+def sim():
+    s = Sim()
+    s.reset()
+    yield s
+    # Conversations are deleted inside the invocation, before the response ends,
+    # so they are gone by now (a short grace only for disconnect cases).
+    state = s.wait_until(
+        lambda st: not st["busy"]
+        and all(c["deleted"] or c["chat_id"] in s.kept for c in st["conversations"]),
+        timeout=10,
+        what="every conversation deleted (except kept ones)",
+    )
+    assert state["violations"] == [], f"protocol violations: {state['violations']}"
+    for c in state["conversations"]:
+        if c["chat_id"] in s.kept:
+            assert not c["deleted"], f"kept conversation {c['chat_id']} was deleted"
+
+
+@pytest.fixture
+def new_token():
+    """Fresh tokens; every test token starts with tok-e2e- so logs can be grepped for leaks."""
+
+    def make(label: str = "t") -> str:
+        return f"tok-e2e-{label}-{uuid.uuid4().hex[:12]}"
+
+    return make
+
+
+@pytest.fixture
+def client_for():
+    def make(api_key: str) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{GATEWAY_URL}/v1", api_key=api_key, max_retries=0, timeout=60)
+
+    return make
+
+
+@pytest.fixture
+def http():
+    with httpx.Client(base_url=GATEWAY_URL, timeout=60) as c:
+        yield c

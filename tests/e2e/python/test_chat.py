@@ -1,0 +1,306 @@
+"""Chat completions end to end: the official openai SDK → cargo lambda watch →
+the chat-completions function → the Hailuo simulator."""
+
+import threading
+import time
+
+import openai
+import pytest
+
+from conftest import fingerprint
+
+
+def ask(client, text="你好", **kw):
+    return client.chat.completions.create(model="hailuo", messages=[{"role": "user", "content": text}], **kw)
+
+
+def collect(stream):
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    return chunks, text
+
+
+def test_non_stream_answer(sim, client_for, new_token):
+    token = new_token()
+    r = ask(client_for(token), "你好，海螺")
+    conv = sim.conversations()
+    assert len(conv) == 1 and conv[0]["token_fp"] == fingerprint(token)
+    assert r.object == "chat.completion"
+    assert r.model == "hailuo", "model is echoed"
+    assert r.choices[0].message.role == "assistant"
+    assert r.choices[0].message.content == conv[0]["turns"][0]["answer"]
+    assert "\ufffd" not in r.choices[0].message.content
+    assert r.choices[0].finish_reason == "stop"
+    assert r.id == f"chatcmpl-{conv[0]['chat_id']}", "id carries the upstream chat id"
+    assert r.usage.prompt_tokens > 0 and r.usage.completion_tokens > 10
+    assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+    assert conv[0]["deleted"], "deleted before the response ended"
+
+
+def test_stream_answer(sim, client_for, new_token):
+    token = new_token()
+    chunks, text = collect(ask(client_for(token), "stream please", stream=True))
+    conv = sim.conversations()[0]
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert text == conv["turns"][0]["answer"], "deltas add up to the whole answer"
+    assert "\ufffd" not in text, "partial characters were held back"
+    assert len(chunks) > 5, "the answer came in many chunks"
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert all(c.object == "chat.completion.chunk" and c.id == f"chatcmpl-{conv['chat_id']}" for c in chunks)
+    assert all(c.usage is None for c in chunks), "no usage chunk unless asked"
+    assert conv["deleted"] and conv["completed"]
+
+
+def test_stream_include_usage(sim, client_for, new_token):
+    chunks, text = collect(ask(client_for(new_token()), "usage", stream=True, stream_options={"include_usage": True}))
+    last = chunks[-1]
+    assert last.choices == [] and last.usage is not None
+    assert last.usage.completion_tokens > 0 and last.usage.prompt_tokens > 0
+    assert chunks[-2].choices[0].finish_reason == "stop"
+
+
+def test_stream_reaches_client_incrementally(sim, client_for, new_token):
+    # 60 events at 50 ms each: about 3 s of generation upstream.
+    sim.settings(pace_ms=50, chunk_bytes=10)
+    stream = ask(client_for(new_token()), "slowly [sim:len=600]", stream=True)
+    arrivals = []
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            arrivals.append(time.monotonic())
+    assert len(arrivals) >= 40
+    spread = arrivals[-1] - arrivals[0]
+    # Buffered delivery would hand every chunk over at once at the end.
+    assert spread > 1.5, f"chunks arrived within {spread:.3f}s: the stream was buffered"
+    first_half = sum(1 for t in arrivals if t < arrivals[0] + spread / 2)
+    assert 0.25 * len(arrivals) < first_half < 0.75 * len(arrivals)
+
+
+def test_multi_turn_flattening(sim, client_for, new_token):
+    messages = [
+        {"role": "system", "content": "你是谁"},
+        {"role": "user", "content": "Hello, world! ![cat](https://img.example/cat.png)"},
+        {"role": "assistant", "content": "Hi"},
+        {"role": "user", "content": [{"type": "text", "text": "第二个问题"}]},
+    ]
+    r = client_for(new_token()).chat.completions.create(model="MiniMax-Text-01", messages=messages, temperature=0.3)
+    prompt = sim.conversations()[0]["turns"][0]["prompt"]
+    assert prompt == "system:你是谁\nuser:Hello, world! \nassistant:Hi\nuser:第二个问题\nassistant:"
+    assert "第二个问题" in r.choices[0].message.content
+    assert r.model == "MiniMax-Text-01"
+
+
+def test_keep_and_continue_a_conversation(sim, client_for, new_token):
+    client = client_for(new_token())
+    first = ask(client, "记住：蓝色", extra_body={"keep_conversation": True})
+    chat_id = first.conversation_id
+    assert first.id == f"chatcmpl-{chat_id}"
+    sim.keep(chat_id)
+    assert not sim.conversation(chat_id)["deleted"], "kept conversations stay"
+    # Continue with the completion id (the bare chat id works too), streaming this time.
+    history = [
+        {"role": "user", "content": "记住：蓝色"},
+        {"role": "assistant", "content": first.choices[0].message.content},
+        {"role": "user", "content": "我说了什么颜色？"},
+    ]
+    stream = client.chat.completions.create(
+        model="hailuo", messages=history, stream=True, extra_body={"conversation_id": first.id}
+    )
+    chunks, text = collect(stream)
+    conv = sim.conversation(chat_id)
+    assert len(conv["turns"]) == 2, "the second turn went into the same upstream conversation"
+    assert conv["turns"][1]["prompt"] == "我说了什么颜色？", "only the new turn is sent when continuing"
+    assert "第2轮" in text and chunks[0].id == f"chatcmpl-{chat_id}"
+    assert not conv["deleted"]
+    third = ask(client, "再来", extra_body={"conversation_id": chat_id})
+    assert "第3轮" in third.choices[0].message.content
+
+
+def test_web_search_citations(sim, client_for, new_token):
+    r = ask(client_for(new_token()), "今天的新闻 [sim:search]")
+    content = r.choices[0].message.content
+    assert "Sources:" in content
+    assert "[海螺模拟器来源一](https://sim.hailuoai.invalid/source/1)" in content
+    assert "https://sim.hailuoai.invalid/source/2" in content
+    _, text = collect(ask(client_for(new_token()), "streamed news [sim:search]", stream=True))
+    assert text.rstrip().endswith("(https://sim.hailuoai.invalid/source/2)")
+
+
+def test_bad_key_is_authentication_error(sim, client_for, http):
+    with pytest.raises(openai.AuthenticationError) as e:
+        ask(client_for(",,"))
+    assert "Bearer" in e.value.message
+    r = http.post("/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "x"}]})
+    assert r.status_code == 401
+    assert r.json()["error"]["code"] == "invalid_api_key"
+    assert sim.state()["calls"] == [], "nothing reached the upstream"
+
+
+def test_expired_token_is_401_naming_a_fingerprint(sim, client_for, new_token):
+    token = new_token("expired")
+    sim.expire(token)
+    with pytest.raises(openai.AuthenticationError) as e:
+        ask(client_for(token))
+    assert fingerprint(token) in e.value.message
+    assert token not in e.value.message and token not in str(e.value.body)
+
+
+def test_token_that_expires_after_registration_is_401(sim, client_for, new_token):
+    token = new_token("later")
+    assert ask(client_for(token)).choices[0].message.content
+    sim.expire(token)
+    with pytest.raises(openai.AuthenticationError) as e:
+        ask(client_for(token), stream=True)
+    assert fingerprint(token) in e.value.message and "登录已过期" in e.value.message
+
+
+def test_expired_token_among_several_fails_over(sim, client_for, new_token):
+    dead, live = new_token("dead"), new_token("live")
+    sim.expire(dead)
+    for _ in range(4):
+        r = ask(client_for(f"{dead}, {live}"))
+        assert r.choices[0].message.content
+    chats = sim.conversations()
+    assert chats and all(c["token_fp"] == fingerprint(live) for c in chats)
+
+
+def test_busy_account_fails_over_to_another(sim, client_for, new_token):
+    a, b = new_token("a"), new_token("b")
+    sim.settings(pace_ms=40)
+    started = threading.Event()
+    result = {}
+
+    def long_answer():
+        stream = ask(client_for(a), "long [sim:len=900]", stream=True)
+        for chunk in stream:
+            started.set()
+        result["done"] = True
+
+    t = threading.Thread(target=long_answer)
+    t.start()
+    assert started.wait(20)
+    r = ask(client_for(f"{a},{b}"), "while a is busy")
+    t.join(30)
+    assert result.get("done")
+    assert r.choices[0].message.content
+    owners = {c["token_fp"] for c in sim.conversations()}
+    assert owners == {fingerprint(a), fingerprint(b)}
+
+
+def test_malformed_requests_are_bad_request(sim, client_for, new_token, http):
+    client = client_for(new_token())
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="hailuo", messages=[])
+    assert e.value.body["param"] == "messages"
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="hailuo", messages=[{"role": "robot", "content": "x"}])
+    assert "messages[0].role" in e.value.message
+    with pytest.raises(openai.BadRequestError) as e:
+        ask(client, extra_body={"conversation_id": "not an id"})
+    assert e.value.body["param"] == "conversation_id"
+    auth = {"Authorization": "Bearer tok-e2e-x"}
+    r = http.post("/v1/chat/completions", content=b'{"model": "x", "messages": [', headers=auth)
+    assert r.status_code == 400 and "not valid JSON" in r.json()["error"]["message"]
+    r = http.post("/v1/chat/completions", json={"model": "x", "messages": [{"role": "user", "content": 5}]}, headers=auth)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "messages[0].content"
+    assert sim.state()["calls"] == []
+
+
+def test_unknown_path_wrong_method_and_too_large(sim, http):
+    r = http.get("/lambda-url/chat-completions/v1/nothing-here")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_url"
+    r = http.get("/v1/chat/completions")
+    assert r.status_code == 405 and r.json()["error"]["type"] == "invalid_request_error"
+    r = http.delete("/v1/models")
+    assert r.status_code == 405
+    big = "x" * (1024 * 1024 + 10)
+    r = http.post(
+        "/v1/chat/completions",
+        json={"model": "m", "messages": [{"role": "user", "content": big}]},
+        headers={"Authorization": "Bearer tok-e2e-big"},
+    )
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+
+
+def test_models(sim, client_for, new_token):
+    models = client_for(new_token()).models.list()
+    ids = [m.id for m in models.data]
+    assert {"hailuo", "MiniMax-Text-01", "MiniMax-VL-01"} <= set(ids)
+    assert all(m.owned_by == "minimax" and m.object == "model" for m in models.data)
+    assert client_for("x").models.retrieve("MiniMax-VL-01").id == "MiniMax-VL-01"
+    with pytest.raises(openai.NotFoundError):
+        client_for("x").models.retrieve("gpt-nothing")
+
+
+# Upstream faults -----------------------------------------------------------
+
+
+def test_upstream_500_is_retried_then_succeeds(sim, client_for, new_token):
+    sim.fault("http500", count=2)
+    r = ask(client_for(new_token()))
+    assert r.choices[0].message.content
+    assert sum(1 for c in sim.state()["calls"] if c["path"] == "/v4/api/chat/msg") == 3
+
+
+def test_upstream_500_every_time_is_502(sim, client_for, new_token):
+    sim.fault("http500", count=3)
+    with pytest.raises(openai.InternalServerError) as e:
+        ask(client_for(new_token()))
+    assert e.value.status_code == 502
+    assert "500" in e.value.message
+    assert sim.state()["pending_faults"] == 0, "exactly three tries"
+
+
+def test_error_event_before_any_text_is_502_with_upstream_message(sim, client_for, new_token):
+    sim.fault("error_event", count=3, after_events=0)
+    with pytest.raises(openai.InternalServerError) as e:
+        ask(client_for(new_token()), stream=True)
+    assert e.value.status_code == 502 and "服务繁忙" in e.value.message
+    assert sum(1 for c in sim.state()["calls"] if c["path"] == "/v4/api/chat/msg") == 3
+
+
+def test_slow_first_byte_is_retried(sim, client_for, new_token):
+    sim.fault("slow_first_byte", count=1, delay_ms=4000)
+    r = ask(client_for(new_token()))
+    assert r.choices[0].message.content
+
+
+def test_slow_first_byte_every_time_is_504(sim, client_for, new_token):
+    sim.fault("slow_first_byte", count=3, delay_ms=4000)
+    with pytest.raises(openai.APIStatusError) as e:
+        ask(client_for(new_token()), stream=True)
+    assert e.value.status_code == 504 and "timed out" in e.value.message
+
+
+@pytest.mark.parametrize("kind", ["error_event", "disconnect", "malformed_sse", "stall"])
+def test_failure_mid_stream_ends_with_an_error_chunk(sim, client_for, new_token, kind):
+    sim.fault(kind, after_events=4, delay_ms=6000)
+    received = []
+    with pytest.raises(openai.APIError) as e:
+        for chunk in ask(client_for(new_token()), "tell me a story [sim:len=400]", stream=True):
+            if chunk.choices:
+                received.append(chunk.choices[0].delta.content or "")
+    assert "".join(received), "some text arrived before the failure"
+    expected = {"error_event": "服务繁忙", "disconnect": "connection", "malformed_sse": "malformed", "stall": "stalled"}
+    assert expected[kind] in e.value.message
+    assert sim.conversations()[0]["deleted"]
+
+
+def test_failure_mid_non_stream_answer_is_502(sim, client_for, new_token):
+    sim.fault("disconnect", after_events=4)
+    with pytest.raises(openai.InternalServerError) as e:
+        ask(client_for(new_token()), "[sim:len=400]")
+    assert e.value.status_code == 502
+
+
+def test_client_disconnect_mid_stream_still_deletes(sim, client_for, new_token):
+    sim.settings(pace_ms=100)
+    stream = ask(client_for(new_token()), "a long story [sim:len=3000]", stream=True)
+    seen = 0
+    for chunk in stream:
+        seen += 1
+        if seen == 5:
+            break
+    stream.close()
+    state = sim.wait_until(lambda st: st["conversations"] and st["conversations"][0]["deleted"], 20, "deletion")
+    conv = state["conversations"][0]
+    assert conv["client_went_away"] or conv["completed"]

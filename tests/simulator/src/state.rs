@@ -1,0 +1,175 @@
+//! What the simulator remembers, and what it shows tests.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::checks::fingerprint;
+
+/// A fault to inject into upcoming chats.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct Fault {
+    pub kind: FaultKind,
+    /// Only chats with this token (any token when absent).
+    #[serde(default)]
+    pub token: Option<String>,
+    /// How many chats it hits (default 1).
+    #[serde(default = "one")]
+    pub count: u32,
+    /// Content events sent before it strikes, for mid-stream faults (default 3).
+    #[serde(default = "three")]
+    pub after_events: u32,
+    /// For `slow_first_byte` and `stall`: how long (default 5000 ms).
+    #[serde(default = "five_seconds")]
+    pub delay_ms: u64,
+}
+
+fn one() -> u32 {
+    1
+}
+fn three() -> u32 {
+    3
+}
+fn five_seconds() -> u64 {
+    5000
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// HTTP 500 on the chat call.
+    Http500,
+    /// The connection is cut after some events.
+    Disconnect,
+    /// Nothing is sent for `delay_ms` before the answer starts.
+    SlowFirstByte,
+    /// A `data:` line that is not JSON, after some events.
+    MalformedSse,
+    /// An error event (`statusInfo.code != 0`) after some events.
+    ErrorEvent,
+    /// The stream goes silent for `delay_ms` after some events.
+    Stall,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Turn {
+    pub prompt: String,
+    pub answer: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Conversation {
+    pub chat_id: String,
+    pub token_fp: String,
+    #[serde(skip)]
+    pub token: String,
+    pub turns: Vec<Turn>,
+    pub deleted: bool,
+    /// The last answer was streamed to its end.
+    pub completed: bool,
+    /// The client went away before the last answer ended.
+    pub client_went_away: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Violation {
+    pub method: String,
+    pub path: String,
+    pub token_fp: String,
+    pub problem: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Call {
+    pub method: String,
+    pub path: String,
+    pub token_fp: String,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct Settings {
+    /// Pause between content events.
+    pub pace_ms: u64,
+    /// Bytes of answer added per event (cut anywhere, so multi-byte characters
+    /// split and show as U+FFFD, as the real service does).
+    pub chunk_bytes: usize,
+    /// A heartbeat (type 3, non-zero code) every this many events.
+    pub heartbeat_every: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            pace_ms: 15,
+            chunk_bytes: 7,
+            heartbeat_every: 4,
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct State {
+    pub settings: Settings,
+    /// token → registered (uuid, device_id)
+    pub devices: HashMap<String, Vec<(String, String)>>,
+    pub expired: HashSet<String>,
+    pub busy: HashSet<String>,
+    pub conversations: Vec<Conversation>,
+    pub violations: Vec<Violation>,
+    pub calls: Vec<Call>,
+    pub faults: VecDeque<Fault>,
+    pub next_id: u64,
+}
+
+impl State {
+    pub fn new_id(&mut self) -> String {
+        self.next_id += 1;
+        (242_830_597_915_504_644u64 + self.next_id * 2).to_string()
+    }
+
+    pub fn violation(&mut self, method: &str, path: &str, token: &str, problem: impl Into<String>) {
+        let problem = problem.into();
+        tracing::warn!(method, path, problem, "protocol violation");
+        self.violations.push(Violation {
+            method: method.into(),
+            path: path.into(),
+            token_fp: fingerprint(token),
+            problem,
+        });
+    }
+
+    /// Take the first fault that applies to a chat on `token`.
+    pub fn take_fault(&mut self, token: &str) -> Option<Fault> {
+        let i = self
+            .faults
+            .iter()
+            .position(|f| f.token.as_deref().is_none_or(|t| t == token))?;
+        let fault = self.faults[i].clone();
+        self.faults[i].count -= 1;
+        if self.faults[i].count == 0 {
+            self.faults.remove(i);
+        }
+        Some(fault)
+    }
+
+    pub fn conversation_mut(&mut self, chat_id: &str) -> Option<&mut Conversation> {
+        self.conversations.iter_mut().find(|c| c.chat_id == chat_id)
+    }
+
+    pub fn snapshot(&self) -> serde_json::Value {
+        let registrations: HashMap<String, usize> = self
+            .devices
+            .iter()
+            .map(|(t, d)| (fingerprint(t), d.len()))
+            .collect();
+        serde_json::json!({
+            "settings": self.settings,
+            "conversations": self.conversations,
+            "violations": self.violations,
+            "calls": self.calls,
+            "registrations": registrations,
+            "busy": self.busy.iter().map(|t| fingerprint(t)).collect::<Vec<_>>(),
+            "pending_faults": self.faults.len(),
+        })
+    }
+}
