@@ -11,6 +11,8 @@ log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+log "cfn-lint template.yaml"
+cfn-lint template.yaml
 log "unit tests (cargo nextest)"
 cargo nextest run --workspace --locked
 

@@ -35,6 +35,10 @@ pub async fn run(router: Router, delivery: Delivery) -> Result<(), lambda_http::
     let addr = std::env::var("LISTEN_ADDR").unwrap_or_else(|_| "127.0.0.1:8080".into());
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "serving locally");
+    // Small SSE writes must not wait for delayed ACKs (Nagle): no delay.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router).await?;
     Ok(())
 }

@@ -23,12 +23,15 @@ use crate::openai::usage::Usage;
 use crate::prompt::flatten;
 use crate::upstream::{ChatTurn, Citation, UpstreamEvent};
 
+/// The chat function. It answers the (static) models routes too, so that one
+/// function URL is a complete base URL for clients that list models first.
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.max_request_bytes;
     super::finish(
         Router::new()
             .route("/v1/chat/completions", post(chat_completions))
             .route("/chat/completions", post(chat_completions))
+            .merge(super::models::routes())
             .with_state(state),
         max_body,
     )

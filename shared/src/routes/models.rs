@@ -7,19 +7,22 @@ use axum::{Json, Router};
 use crate::error::ApiError;
 use crate::openai::models::{model, model_list};
 
-pub fn router() -> Router {
+/// The models routes, without the shared fallbacks (see `super::finish`).
+pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     let list = get(|| async { Json(model_list()) });
     let one = get(|Path(id): Path<String>| async move {
         model(&id)
             .map(Json)
             .ok_or_else(|| ApiError::NotFound(format!("The model '{id}' does not exist.")))
     });
-    super::finish(
-        Router::new()
-            .route("/v1/models", list.clone())
-            .route("/models", list)
-            .route("/v1/models/{id}", one.clone())
-            .route("/models/{id}", one),
-        64 * 1024,
-    )
+    Router::new()
+        .route("/v1/models", list.clone())
+        .route("/models", list)
+        .route("/v1/models/{id}", one.clone())
+        .route("/models/{id}", one)
+}
+
+/// The models function.
+pub fn router() -> Router {
+    super::finish(routes(), 64 * 1024)
 }

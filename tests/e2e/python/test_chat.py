@@ -304,3 +304,9 @@ def test_client_disconnect_mid_stream_still_deletes(sim, client_for, new_token):
     state = sim.wait_until(lambda st: st["conversations"] and st["conversations"][0]["deleted"], 20, "deletion")
     conv = state["conversations"][0]
     assert conv["client_went_away"] or conv["completed"]
+
+
+def test_chat_function_url_alone_is_a_complete_base_url(sim, http):
+    # Clients list models before chatting; the chat function answers that too.
+    r = http.get("/lambda-url/chat-completions/v1/models")
+    assert r.status_code == 200 and any(m["id"] == "hailuo" for m in r.json()["data"])

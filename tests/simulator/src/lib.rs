@@ -54,6 +54,9 @@ pub fn router(state: Shared) -> Router {
 
 /// Serve on `listener` until the process ends.
 pub async fn serve(listener: tokio::net::TcpListener, state: Shared) -> std::io::Result<()> {
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router(state)).await
 }
 
@@ -518,10 +521,12 @@ impl Opening {
                 deleted: false,
                 completed: false,
                 client_went_away: false,
+                sent: vec![],
             });
         }
         if let Some(c) = s.conversation_mut(chat_id) {
             c.completed = false;
+            c.sent.clear();
             c.turns.push(Turn {
                 prompt: self.prompt,
                 answer: String::new(),
@@ -661,6 +666,7 @@ async fn stream_answer(
         }
         // Cut anywhere: a split multi-byte character shows as U+FFFD.
         let partial = String::from_utf8_lossy(&bytes[..end]);
+        let sent_at = std::time::Instant::now();
         if !send(frame(&message(
             &partial,
             1,
@@ -674,6 +680,13 @@ async fn stream_answer(
             if let Some(o) = opening.take() {
                 o.record(&guard.st, &chat_id);
             }
+        }
+        let whole = (0..=end)
+            .rev()
+            .find(|i| answer.is_char_boundary(*i))
+            .unwrap_or(0);
+        if let Some(c) = guard.st.lock().unwrap().conversation_mut(&chat_id) {
+            c.sent.push((sent_at, whole));
         }
         sent += 1;
         if settings.heartbeat_every > 0

@@ -69,6 +69,10 @@ pub struct Conversation {
     pub completed: bool,
     /// The client went away before the last answer ended.
     pub client_went_away: bool,
+    /// When each content event of the last answer was sent, with how many bytes
+    /// of whole characters it made available (for benchmarks).
+    #[serde(skip)]
+    pub sent: Vec<(std::time::Instant, usize)>,
 }
 
 #[derive(Clone, Debug, Serialize)]

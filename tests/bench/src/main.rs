@@ -1,0 +1,281 @@
+//! `chat-bench [--gateway-bin target/release/chat-completions] [--runs 20] [--answer-bytes 102400]`
+//!
+//! Streams answers from the simulator (in this process) two ways: straight
+//! through the upstream client (the baseline: one loopback hop plus decoding),
+//! and through the chat function running as its own process. The simulator
+//! records when it sent each event; for every chunk a client receives, the
+//! latency is the time since the upstream made that text available. What the
+//! function adds is the difference. It also reports time to first byte and the
+//! function's peak RSS (VmHWM) while streaming.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use hailuo_gateway::upstream::hailuo::HailuoClient;
+use hailuo_gateway::upstream::{ChatTurn, Upstream, UpstreamEvent};
+use hailuo_gateway::Config;
+use hailuo_simulator::state::State;
+use hailuo_simulator::Shared;
+
+struct Run {
+    /// Seconds from the upstream sending text to the client holding it, per chunk.
+    latencies: Vec<f64>,
+    ttfb: f64,
+}
+
+fn latencies_for(sim: &Shared, chat_id: &str, received: &[(Instant, usize)]) -> Vec<f64> {
+    let s = sim.lock().unwrap();
+    let conv = s
+        .conversations
+        .iter()
+        .find(|c| c.chat_id == chat_id)
+        .expect("conversation recorded");
+    received
+        .iter()
+        .map(|(at, have)| {
+            let (sent, _) = conv
+                .sent
+                .iter()
+                .find(|(_, whole)| whole >= have)
+                .expect("sent event");
+            at.saturating_duration_since(*sent).as_secs_f64()
+        })
+        .collect()
+}
+
+async fn direct_run(sim: &Shared, client: &HailuoClient, prompt: &str) -> Run {
+    let start = Instant::now();
+    let turn = ChatTurn {
+        prompt: prompt.into(),
+        conversation_id: None,
+    };
+    let mut events = client.chat("bench-direct", &turn).await.expect("chat");
+    let mut received = Vec::new();
+    let mut have = 0;
+    let mut chat_id = String::new();
+    while let Some(event) = events.next().await {
+        match event.expect("event") {
+            UpstreamEvent::Conversation { chat_id: id, .. } => chat_id = id,
+            UpstreamEvent::Delta(d) => {
+                have += d.len();
+                received.push((Instant::now(), have));
+            }
+            UpstreamEvent::End => break,
+            _ => {}
+        }
+    }
+    drop(events);
+    client
+        .delete_conversation("bench-direct", &chat_id)
+        .await
+        .expect("delete");
+    let ttfb = received[0].0.duration_since(start).as_secs_f64();
+    Run {
+        latencies: latencies_for(sim, &chat_id, &received),
+        ttfb,
+    }
+}
+
+async fn gateway_run(sim: &Shared, http: &reqwest::Client, url: &str, prompt: &str) -> Run {
+    let body = serde_json::json!({"model": "hailuo", "stream": true, "messages": [{"role": "user", "content": prompt}]});
+    let start = Instant::now();
+    let response = http
+        .post(url)
+        .bearer_auth("bench-gateway")
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    assert!(response.status().is_success(), "{}", response.status());
+    let mut bytes = response.bytes_stream();
+    let mut buffer = Vec::new();
+    let mut received = Vec::new();
+    let mut have = 0;
+    let mut chat_id = String::new();
+    'read: while let Some(piece) = bytes.next().await {
+        let now = Instant::now();
+        buffer.extend_from_slice(&piece.expect("body"));
+        while let Some(pos) = buffer.windows(2).position(|w| w == b"\n\n") {
+            let frame: Vec<u8> = buffer.drain(..pos + 2).collect();
+            let data = std::str::from_utf8(&frame)
+                .unwrap()
+                .trim()
+                .trim_start_matches("data: ");
+            if data == "[DONE]" {
+                break 'read;
+            }
+            let chunk: serde_json::Value = serde_json::from_str(data).expect("chunk");
+            if chat_id.is_empty() {
+                chat_id = chunk["id"]
+                    .as_str()
+                    .unwrap()
+                    .trim_start_matches("chatcmpl-")
+                    .to_string();
+            }
+            if let Some(text) = chunk["choices"][0]["delta"]["content"]
+                .as_str()
+                .filter(|t| !t.is_empty())
+            {
+                have += text.len();
+                received.push((now, have));
+            }
+        }
+    }
+    let ttfb = received[0].0.duration_since(start).as_secs_f64();
+    Run {
+        latencies: latencies_for(sim, &chat_id, &received),
+        ttfb,
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn summarize(runs: &[Run]) -> (f64, f64, f64, usize) {
+    let mut all: Vec<f64> = runs
+        .iter()
+        .flat_map(|r| r.latencies.iter().copied())
+        .collect();
+    all.sort_by(f64::total_cmp);
+    let mut ttfb: Vec<f64> = runs.iter().map(|r| r.ttfb).collect();
+    ttfb.sort_by(f64::total_cmp);
+    (
+        percentile(&all, 0.5),
+        percentile(&all, 0.99),
+        percentile(&ttfb, 0.5),
+        all.len(),
+    )
+}
+
+fn vm_kib(pid: u32, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+struct Gateway(Child);
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let mut gateway_bin = "target/release/chat-completions".to_string();
+    let mut runs = 20usize;
+    let mut answer_bytes = 102_400usize;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--gateway-bin" => gateway_bin = args.next().unwrap(),
+            "--runs" => runs = args.next().unwrap().parse().unwrap(),
+            "--answer-bytes" => answer_bytes = args.next().unwrap().parse().unwrap(),
+            other => panic!("unknown argument {other}"),
+        }
+    }
+
+    let sim: Shared = Arc::new(Mutex::new(State::default()));
+    {
+        let mut s = sim.lock().unwrap();
+        s.settings.pace_ms = 1;
+        s.settings.chunk_bytes = 100;
+        s.settings.heartbeat_every = 20;
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sim_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(hailuo_simulator::serve(listener, sim.clone()));
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(&gateway_bin)
+        .env("HAILUO_BASE_URL", &sim_url)
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "warn")
+        .env_remove("AWS_LAMBDA_RUNTIME_API")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {gateway_bin}: {e} (build it with `cargo build --release -p chat-completions`)"));
+    let pid = child.id();
+    let _guard = Gateway(child);
+    let url = format!("http://127.0.0.1:{port}/v1/chat/completions");
+    let http = reqwest::Client::new();
+    for _ in 0..100 {
+        if http.get(&url).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let idle_rss = vm_kib(pid, "VmRSS:");
+
+    let config = Arc::new(Config::from_lookup(|k| {
+        (k == "HAILUO_BASE_URL").then(|| sim_url.clone())
+    }));
+    let direct = HailuoClient::new(config).unwrap();
+    let prompt = format!("benchmark [sim:len={answer_bytes}]");
+
+    // Warm up both paths (device registration, connection pools).
+    direct_run(&sim, &direct, "warm up").await;
+    gateway_run(&sim, &http, &url, "warm up").await;
+
+    let mut direct_runs = Vec::new();
+    let mut gateway_runs = Vec::new();
+    for _ in 0..runs {
+        direct_runs.push(direct_run(&sim, &direct, &prompt).await);
+        gateway_runs.push(gateway_run(&sim, &http, &url, &prompt).await);
+    }
+    // Time to first byte on short answers, where it dominates.
+    let mut direct_short = Vec::new();
+    let mut gateway_short = Vec::new();
+    for _ in 0..runs {
+        direct_short.push(direct_run(&sim, &direct, "short").await);
+        gateway_short.push(gateway_run(&sim, &http, &url, "short").await);
+    }
+    let peak_rss = vm_kib(pid, "VmHWM:");
+
+    let (d50, d99, _, dn) = summarize(&direct_runs);
+    let (g50, g99, _, gn) = summarize(&gateway_runs);
+    let (_, _, dttfb, _) = summarize(&direct_short);
+    let (_, _, gttfb, _) = summarize(&gateway_short);
+    let ms = |s: f64| format!("{:.3} ms", s * 1000.0);
+    println!("chat-bench: {runs} streamed answers of {answer_bytes} bytes each way, simulator on loopback\n");
+    println!(
+        "| measure | upstream client alone | through the chat function | added by the function |"
+    );
+    println!("|---|---|---|---|");
+    println!(
+        "| per-chunk latency p50 ({dn} / {gn} chunks) | {} | {} | {} |",
+        ms(d50),
+        ms(g50),
+        ms(g50 - d50)
+    );
+    println!(
+        "| per-chunk latency p99 | {} | {} | {} |",
+        ms(d99),
+        ms(g99),
+        ms(g99 - d99)
+    );
+    println!(
+        "| time to first byte p50 (short answers) | {} | {} | {} |",
+        ms(dttfb),
+        ms(gttfb),
+        ms(gttfb - dttfb)
+    );
+    println!(
+        "\nchat function RSS: {:.1} MB idle, {:.1} MB peak (VmHWM) after streaming",
+        idle_rss as f64 / 1024.0,
+        peak_rss as f64 / 1024.0
+    );
+}
