@@ -7,6 +7,8 @@ export E2E_DIR="$ROOT/.e2e"
 export SIM_ADDR="${SIM_ADDR:-127.0.0.1:18080}"
 export LAMBDA_PORT="${LAMBDA_PORT:-9000}"
 export GATEWAY_URL="http://127.0.0.1:${LAMBDA_PORT}"
+export MOTO_PORT="${MOTO_PORT:-5055}"
+export MOTO_URL="http://127.0.0.1:${MOTO_PORT}"
 export SIM_URL="http://${SIM_ADDR}"
 # AWS tooling stays local and quiet: never the instance metadata endpoint.
 export AWS_EC2_METADATA_DISABLED=true

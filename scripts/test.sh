@@ -23,7 +23,7 @@ mkdir -p "$E2E_DIR"
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  pkill -f "$ROOT/target/debug/(chat-completions|models)" 2>/dev/null || true
+  pkill -f "$ROOT/target/debug/(chat-completions|models|token-check|token-liveness)" 2>/dev/null || true
 }
 trap cleanup EXIT
 
@@ -32,25 +32,53 @@ log "start the Hailuo simulator on $SIM_ADDR"
 pids+=($!)
 wait_http "$SIM_URL/__sim/state" 30
 
-# Values with commas must go through --env-file (--env-var splits at commas).
-cat >"$E2E_DIR/lambda.env" <<ENV
-HAILUO_BASE_URL=$SIM_URL
-RUST_LOG=info
-UPSTREAM_FIRST_BYTE_TIMEOUT_MS=2500
-UPSTREAM_IDLE_TIMEOUT_MS=2500
-UPSTREAM_RETRY_BACKOFF_MS=100
-MAX_REQUEST_BYTES=1048576
-AWS_EC2_METADATA_DISABLED=true
-ENV
-
-log "start cargo lambda watch on :$LAMBDA_PORT"
-cargo lambda watch --ignore-changes -A 127.0.0.1 -P "$LAMBDA_PORT" --env-file "$E2E_DIR/lambda.env" \
-  >"$E2E_DIR/lambda.log" 2>&1 &
+log "start moto (local Secrets Manager) on :$MOTO_PORT"
+# moto keeps its recording in a file in its working directory: run it in .e2e.
+(cd "$E2E_DIR" && exec moto_server -H 127.0.0.1 -p "$MOTO_PORT") >"$E2E_DIR/moto.log" 2>&1 &
 pids+=($!)
-wait_http "$GATEWAY_URL/" 120
-# The emulator compiles a function on its first request: warm both before any test clock starts.
-for path in /v1/models /v1/chat/completions; do
+wait_http "$MOTO_URL/moto-api/" 60
+# Record every AWS call, so tests can count GetSecretValue per function.
+curl -s -X POST "$MOTO_URL/moto-api/recorder/reset-recording" >/dev/null
+curl -s -X POST "$MOTO_URL/moto-api/recorder/start-recording" >/dev/null
+
+# One `cargo lambda watch` per deployment shape. Values with commas must go
+# through --env-file (--env-var splits at commas).
+start_watch() { # name port [KEY=VALUE...]
+  local name=$1 port=$2
+  shift 2
+  {
+    echo "HAILUO_BASE_URL=$SIM_URL"
+    echo "RUST_LOG=info"
+    echo "UPSTREAM_FIRST_BYTE_TIMEOUT_MS=2500"
+    echo "UPSTREAM_IDLE_TIMEOUT_MS=2500"
+    echo "UPSTREAM_RETRY_BACKOFF_MS=100"
+    echo "MAX_REQUEST_BYTES=1048576"
+    echo "AWS_EC2_METADATA_DISABLED=true"
+    echo "AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID"
+    echo "AWS_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY"
+    echo "AWS_REGION=$AWS_REGION"
+    echo "AWS_ENDPOINT_URL=$MOTO_URL"
+    printf '%s\n' "$@"
+  } >"$E2E_DIR/$name.env"
+  log "start cargo lambda watch ($name) on :$port"
+  cargo lambda watch --ignore-changes -A 127.0.0.1 -P "$port" --env-file "$E2E_DIR/$name.env" \
+    >"$E2E_DIR/lambda-$name.log" 2>&1 &
+  pids+=($!)
+}
+start_watch header "$LAMBDA_PORT"
+start_watch secret 9001 TOKENS_SECRET_ID=e2e/tokens TOKEN_STATUS_SECRET_ID=e2e/token-status STATUS_CACHE_TTL_SECONDS=1
+start_watch alldead 9002 TOKENS_SECRET_ID=e2e/tokens-all-dead ALLOW_HEADER_TOKENS=true
+start_watch nokeys 9003 TOKENS_SECRET_ID=e2e/tokens-no-keys
+for port in "$LAMBDA_PORT" 9001 9002 9003; do wait_http "http://127.0.0.1:$port/" 120; done
+# The emulator starts a function on its first request: warm them before any
+# test clock starts, on paths that read no secret.
+for path in /v1/models /v1/chat/completions /lambda-url/token-check/warm-up; do
   curl -s -o /dev/null --max-time 300 "$GATEWAY_URL$path" || true
+done
+for port in 9001 9002 9003; do
+  for fn in chat-completions models token-check; do
+    curl -s -o /dev/null --max-time 300 "http://127.0.0.1:$port/lambda-url/$fn/warm-up" || true
+  done
 done
 
 status=0
@@ -59,9 +87,9 @@ log "end-to-end tests: openai (Python)"
 log "end-to-end tests: openai (npm)"
 (cd tests/e2e/node && GATEWAY_URL="$GATEWAY_URL" SIM_URL="$SIM_URL" node --test --test-concurrency=1 ./*.test.mjs) || status=1
 
-log "logs must not contain any token"
-if grep -Eo 'tok-e2e-[A-Za-z0-9_-]+' "$E2E_DIR"/*.log | head -5 | grep .; then
-  echo "a token appeared in the logs above" >&2
+log "logs must not contain any token or API key"
+if grep -Eo '(tok|sk)-e2e-[A-Za-z0-9_-]+' "$E2E_DIR"/*.log | head -5 | grep .; then
+  echo "a token or key appeared in the logs above" >&2
   status=1
 fi
 exit $status

@@ -14,7 +14,8 @@ use futures_util::StreamExt;
 use tokio::time::{timeout_at, Instant};
 
 use crate::config::Config;
-use crate::credentials::{fingerprint, shuffled};
+use crate::credentials::pool::DeadTokens;
+use crate::credentials::{fingerprint, TokenSet};
 use crate::error::ApiError;
 use crate::upstream::{ChatTurn, EventStream, Upstream, UpstreamError, UpstreamEvent};
 
@@ -32,59 +33,77 @@ pub struct Answer {
 }
 
 impl Answer {
-    /// Open an answer, trying up to `1 + config.retries` times (a continued
-    /// conversation tries every token once, since only its owner can answer).
+    /// Open an answer. A failure that is the token's (dead, busy) moves on to
+    /// the next token; other failures are retried up to `config.retries` times,
+    /// on a different token when there are several (a continued conversation
+    /// may try every token once, since only its owner can answer); a request
+    /// the upstream refuses is not retried.
     pub async fn open(
         upstream: Arc<dyn Upstream>,
         config: &Config,
-        tokens: &[String],
+        set: &TokenSet,
+        dead: &DeadTokens,
         turn: &ChatTurn,
         keep: bool,
     ) -> Result<Answer, ApiError> {
-        let order = shuffled(tokens);
-        let mut attempts = 1 + config.retries as usize;
+        let mut candidates = set.tokens.clone();
+        let mut transient_budget = 1 + config.retries as usize;
         if turn.conversation_id.is_some() {
-            attempts = attempts.max(order.len());
+            transient_budget = transient_budget.max(candidates.len());
         }
-        let mut rejected: Vec<String> = Vec::new();
+        let (mut rejected, mut busy, mut transient) = (Vec::new(), 0usize, 0usize);
         let mut last_error: Option<UpstreamError> = None;
-        let mut tried = 0;
-        for attempt in 0..attempts {
-            let live: Vec<&String> = order
-                .iter()
-                .filter(|t| !rejected.contains(&fingerprint(t)))
-                .collect();
-            let Some(token) = live.get(attempt % live.len().max(1)).copied() else {
-                break;
-            };
-            if tried > 0 {
-                tokio::time::sleep(config.retry_backoff * tried as u32).await;
+        let mut next = 0;
+        while !candidates.is_empty() && transient < transient_budget {
+            if transient > 0 && last_error.as_ref().is_some_and(|e| !e.is_tokens_fault()) {
+                tokio::time::sleep(config.retry_backoff * transient as u32).await;
             }
-            tried += 1;
-            match Self::open_once(upstream.clone(), config, token, turn, keep).await {
+            let index = next % candidates.len();
+            let token = candidates[index].clone();
+            let error = match Self::open_once(upstream.clone(), config, &token, turn, keep).await {
                 Ok(answer) => return Ok(answer),
-                Err(error) => {
-                    tracing::warn!(
-                        upstream = upstream.name(),
-                        token = %fingerprint(token),
-                        attempt = tried,
-                        error = %error,
-                        "upstream failed before the first byte"
-                    );
-                    if let UpstreamError::TokenRejected { fingerprint, .. } = &error {
-                        rejected.push(fingerprint.clone());
-                    }
-                    let retryable = error.is_retryable();
-                    last_error = Some(error);
-                    if !retryable {
-                        break;
-                    }
+                Err(error) => error,
+            };
+            tracing::warn!(
+                upstream = upstream.name(),
+                token = %fingerprint(&token),
+                error = %error,
+                "upstream failed before the first byte"
+            );
+            match &error {
+                UpstreamError::TokenRejected { fingerprint, .. } => {
+                    dead.remember(fingerprint);
+                    rejected.push(fingerprint.clone());
+                    candidates.remove(index);
+                }
+                UpstreamError::Busy { .. } => {
+                    busy += 1;
+                    candidates.remove(index);
+                }
+                e if !e.is_retryable() => return Err(error.into()),
+                _ => {
+                    transient += 1;
+                    next = index + 1;
                 }
             }
+            last_error = Some(error);
         }
         let error =
             last_error.unwrap_or_else(|| UpstreamError::Transport("no token to try".into()));
-        if rejected.len() > 1 && rejected.len() == tokens.len() {
+        if !error.is_tokens_fault() {
+            return Err(error.into());
+        }
+        // Every token was dead or busy.
+        let total = set.tokens.len();
+        if set.from_secret || busy > 0 {
+            return Err(ApiError::Unavailable(format!(
+                "No Hailuo account could answer: of {total} tokens tried, {} were rejected upstream (dead) \
+                 and {busy} busy with another answer.{}",
+                rejected.len(),
+                if busy > 0 { " Retry shortly, or add tokens." } else { " Refresh the tokens." }
+            )));
+        }
+        if rejected.len() > 1 {
             return Err(ApiError::Unauthorized(format!(
                 "Every Hailuo token was rejected upstream ({}). Log in to hailuoai.com again and send fresh tokens.",
                 rejected.join(", ")

@@ -32,6 +32,20 @@ pub struct Config {
     pub retry_backoff: Duration,
     /// Largest request body accepted, `MAX_REQUEST_BYTES` (6 MiB, the function URL cap).
     pub max_request_bytes: usize,
+    /// Secret mode: the tokens secret (name or ARN), `TOKENS_SECRET_ID`.
+    pub tokens_secret_id: Option<String>,
+    /// The token status document the liveness function writes, `TOKEN_STATUS_SECRET_ID`.
+    pub token_status_secret_id: Option<String>,
+    /// In secret mode, let callers without a valid key bring tokens, `ALLOW_HEADER_TOKENS`.
+    pub allow_header_tokens: bool,
+    /// How long the tokens secret is cached, `SECRET_CACHE_TTL_SECONDS` (300).
+    pub secret_cache_ttl: Duration,
+    /// How long the status document is cached, `STATUS_CACHE_TTL_SECONDS` (as the tokens).
+    pub status_cache_ttl: Duration,
+    /// How long a token rejected upstream is skipped, `DEAD_TOKEN_MEMORY_SECONDS` (600).
+    pub dead_token_memory: Duration,
+    /// Tokens checked at once by the liveness function, `LIVENESS_CONCURRENCY` (4).
+    pub liveness_concurrency: usize,
 }
 
 impl Default for Config {
@@ -77,6 +91,18 @@ impl Config {
             retries: num("UPSTREAM_RETRIES", 2).min(5) as u32,
             retry_backoff: ms("UPSTREAM_RETRY_BACKOFF_MS", 250),
             max_request_bytes: num("MAX_REQUEST_BYTES", 6 * 1024 * 1024) as usize,
+            tokens_secret_id: get("TOKENS_SECRET_ID").map(|v| v.trim().to_string()).filter(|v| !v.is_empty()),
+            token_status_secret_id: get("TOKEN_STATUS_SECRET_ID")
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty()),
+            allow_header_tokens: get("ALLOW_HEADER_TOKENS")
+                .is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes")),
+            secret_cache_ttl: Duration::from_secs(num("SECRET_CACHE_TTL_SECONDS", 300).max(1)),
+            status_cache_ttl: Duration::from_secs(
+                num("STATUS_CACHE_TTL_SECONDS", num("SECRET_CACHE_TTL_SECONDS", 300)).max(1),
+            ),
+            dead_token_memory: Duration::from_secs(num("DEAD_TOKEN_MEMORY_SECONDS", 600)),
+            liveness_concurrency: num("LIVENESS_CONCURRENCY", 4).clamp(1, 32) as usize,
         }
     }
 }
@@ -99,5 +125,19 @@ mod tests {
         assert_eq!(c.hailuo_base_url, "http://127.0.0.1:1");
         assert_eq!(c.retries, 2, "unparsable values fall back to the default");
         assert_eq!(c.idle_timeout, Duration::from_millis(1500));
+        assert!(c.tokens_secret_id.is_none() && !c.allow_header_tokens);
+        let c = Config::from_lookup(|k| match k {
+            "TOKENS_SECRET_ID" => Some("gw/tokens".into()),
+            "ALLOW_HEADER_TOKENS" => Some("TRUE".into()),
+            "SECRET_CACHE_TTL_SECONDS" => Some("60".into()),
+            _ => None,
+        });
+        assert_eq!(c.tokens_secret_id.as_deref(), Some("gw/tokens"));
+        assert!(c.allow_header_tokens);
+        assert_eq!(
+            c.status_cache_ttl,
+            Duration::from_secs(60),
+            "status follows the tokens TTL"
+        );
     }
 }

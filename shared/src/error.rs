@@ -105,6 +105,9 @@ impl From<UpstreamError> for ApiError {
                 "{e}. Log in to hailuoai.com again and send the new _token from the browser's localStorage."
             )),
             UpstreamError::Timeout(_) => ApiError::GatewayTimeout(e.to_string()),
+            UpstreamError::Busy { .. } => ApiError::Unavailable(format!(
+                "{e}. Each account answers one request at a time: retry shortly, or add tokens."
+            )),
             UpstreamError::Unsupported(m) => ApiError::BadRequest {
                 message: m.clone(),
                 param: None,

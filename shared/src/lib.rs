@@ -9,6 +9,7 @@ pub mod answer;
 pub mod config;
 pub mod credentials;
 pub mod error;
+pub mod liveness;
 pub mod openai;
 pub mod prompt;
 pub mod routes;
@@ -23,8 +24,14 @@ pub use routes::AppState;
 pub use runtime::{init_tracing, run, Delivery};
 
 /// State built from the environment, once per execution environment.
-pub fn state_from_env() -> Result<AppState, lambda_http::Error> {
+/// `function` names the function in the AWS SDK's user agent.
+pub async fn state_from_env(function: &str) -> Result<AppState, lambda_http::Error> {
     let config = Arc::new(Config::from_env());
     let upstream = Arc::new(upstream::hailuo::HailuoClient::new(config.clone())?);
-    Ok(AppState { config, upstream })
+    let credentials = Arc::new(credentials::Credentials::from_env(&config, function).await?);
+    Ok(AppState {
+        config,
+        upstream,
+        credentials,
+    })
 }

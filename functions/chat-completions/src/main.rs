@@ -5,6 +5,6 @@ use hailuo_gateway::{init_tracing, routes, run, state_from_env, Delivery};
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     init_tracing();
-    let state = state_from_env()?;
+    let state = state_from_env("chat-completions").await?;
     run(routes::chat::router(state), Delivery::Streamed).await
 }

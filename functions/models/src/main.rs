@@ -1,9 +1,10 @@
 //! GET /v1/models.
 
-use hailuo_gateway::{init_tracing, routes, run, Delivery};
+use hailuo_gateway::{init_tracing, routes, run, state_from_env, Delivery};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     init_tracing();
-    run(routes::models::router(), Delivery::Buffered).await
+    let state = state_from_env("models").await?;
+    run(routes::models::router(state), Delivery::Buffered).await
 }

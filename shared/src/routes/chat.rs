@@ -15,7 +15,6 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::AppState;
 use crate::answer::Answer;
-use crate::credentials::bearer_tokens;
 use crate::error::ApiError;
 use crate::openai::chat::ChatRequest;
 use crate::openai::encode::{completion_id, sources_block, unix_seconds, ChunkEncoder, Completion};
@@ -31,7 +30,12 @@ pub fn router(state: AppState) -> Router {
         Router::new()
             .route("/v1/chat/completions", post(chat_completions))
             .route("/chat/completions", post(chat_completions))
-            .merge(super::models::routes())
+            .merge(
+                super::models::routes().route_layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    super::require_caller,
+                )),
+            )
             .with_state(state),
         max_body,
     )
@@ -42,9 +46,9 @@ async fn chat_completions(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let tokens = state.credentials.tokens_for(&headers).await?;
     let body = body.map_err(|r| super::body_error(r, state.config.max_request_bytes))?;
     let request = ChatRequest::parse(&body)?;
-    let tokens = bearer_tokens(&headers)?;
     let last = request.messages.len() - 1;
     if !request.messages[last].attachments.is_empty() {
         return Err(ApiError::invalid(
@@ -67,6 +71,7 @@ async fn chat_completions(
         state.upstream.clone(),
         &state.config,
         &tokens,
+        state.credentials.dead_tokens(),
         &turn,
         request.keeps_conversation(),
     )

@@ -2,6 +2,7 @@
 
 pub mod chat;
 pub mod models;
+pub mod token_check;
 
 use std::sync::Arc;
 
@@ -9,7 +10,12 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::{Method, StatusCode, Uri};
 use axum::Router;
 
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+
 use crate::config::Config;
+use crate::credentials::Credentials;
 use crate::error::ApiError;
 use crate::upstream::Upstream;
 
@@ -18,6 +24,18 @@ use crate::upstream::Upstream;
 pub struct AppState {
     pub config: Arc<Config>,
     pub upstream: Arc<dyn Upstream>,
+    pub credentials: Arc<Credentials>,
+}
+
+/// Route layer for routes that use no token: in secret mode the caller still
+/// needs a valid API key.
+pub async fn require_caller(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    state.credentials.authorize(request.headers()).await?;
+    Ok(next.run(request).await)
 }
 
 /// The fallbacks and limits every route shares.

@@ -4,6 +4,7 @@ use axum::extract::Path;
 use axum::routing::get;
 use axum::{Json, Router};
 
+use super::AppState;
 use crate::error::ApiError;
 use crate::openai::models::{model, model_list};
 
@@ -23,6 +24,14 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
 }
 
 /// The models function.
-pub fn router() -> Router {
-    super::finish(routes(), 64 * 1024)
+pub fn router(state: AppState) -> Router {
+    super::finish(
+        routes()
+            .route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                super::require_caller,
+            ))
+            .with_state(state),
+        64 * 1024,
+    )
 }

@@ -52,6 +52,15 @@ pub enum UpstreamError {
         fingerprint: String,
         message: String,
     },
+    /// The account is busy with another answer (one answer per account at a time).
+    #[error("the Hailuo account {fingerprint} is busy with another answer: {message}")]
+    Busy {
+        fingerprint: String,
+        message: String,
+    },
+    /// The upstream refused the request itself (not the token's fault): no retry helps.
+    #[error("upstream refused the request (HTTP {status}): {message}")]
+    Rejected { status: u16, message: String },
     /// The upstream answered with a failure code.
     #[error("upstream error {code}: {message}")]
     Api { code: i64, message: String },
@@ -75,7 +84,29 @@ pub enum UpstreamError {
 impl UpstreamError {
     /// Whether trying again (on another token, after a pause) could help.
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, UpstreamError::Unsupported(_))
+        !matches!(
+            self,
+            UpstreamError::Unsupported(_) | UpstreamError::Rejected { .. }
+        )
+    }
+
+    /// Whether the failure is the token's (dead or busy): try the next token.
+    pub fn is_tokens_fault(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::TokenRejected { .. } | UpstreamError::Busy { .. }
+        )
+    }
+
+    /// An HTTP failure status, classified: 4xx other than auth, timeout and
+    /// rate limiting means the request itself was refused.
+    pub fn from_status(status: u16, message: String) -> Self {
+        match status {
+            400..=499 if !matches!(status, 401 | 403 | 408 | 429) => {
+                UpstreamError::Rejected { status, message }
+            }
+            _ => UpstreamError::Http { status, message },
+        }
     }
 }
 

@@ -185,23 +185,26 @@ impl HailuoClient {
         let status = response.status();
         let text = response.text().await?;
         if !status.is_success() {
-            return Err(UpstreamError::Http {
-                status: status.as_u16(),
-                message: clip(&text),
-            });
+            return Err(UpstreamError::from_status(status.as_u16(), clip(&text)));
         }
         open_envelope(&text)
     }
 
-    /// When a call fails with an upstream code, tell a dead token from other failures.
+    /// When a call fails with an upstream code, tell a dead token and a busy
+    /// account from other failures.
     async fn explain(&self, token: &str, error: UpstreamError) -> UpstreamError {
         let UpstreamError::Api { message, .. } = &error else {
             return error;
         };
+        let (fingerprint, message) = (fingerprint(token), message.clone());
         match self.is_live(token).await {
             Ok(false) => UpstreamError::TokenRejected {
-                fingerprint: fingerprint(token),
-                message: message.clone(),
+                fingerprint,
+                message,
+            },
+            Ok(true) if is_busy_message(&message) => UpstreamError::Busy {
+                fingerprint,
+                message,
             },
             _ => error,
         }
@@ -229,6 +232,14 @@ fn open_envelope(text: &str) -> Result<Value, UpstreamError> {
         });
     }
     Ok(value.get("data").cloned().unwrap_or(Value::Null))
+}
+
+/// The protocol names no code for "this account is already answering"; the web
+/// app's message says a conversation is in progress (正在进行 / 进行中 / 未结束).
+fn is_busy_message(message: &str) -> bool {
+    ["正在进行", "进行中", "未结束"]
+        .iter()
+        .any(|m| message.contains(m))
 }
 
 fn clip(text: &str) -> String {
@@ -359,10 +370,7 @@ impl Upstream for HailuoClient {
                     )),
                 }
             } else {
-                UpstreamError::Http {
-                    status: status.as_u16(),
-                    message: clip(&text),
-                }
+                UpstreamError::from_status(status.as_u16(), clip(&text))
             };
             return Err(self.explain(token, error).await);
         }
@@ -424,6 +432,12 @@ mod tests {
             open_envelope("<html>"),
             Err(UpstreamError::Protocol(_))
         ));
+    }
+
+    #[test]
+    fn busy_messages() {
+        assert!(is_busy_message("当前有对话正在进行，请稍后再试"));
+        assert!(!is_busy_message("服务繁忙，请稍后再试"));
     }
 
     #[test]

@@ -1,0 +1,383 @@
+//! Caller credentials and the Hailuo tokens a request may use.
+//!
+//! Header mode (the default): the caller's bearer is a comma-separated list of
+//! Hailuo tokens. Secret mode (`TOKENS_SECRET_ID`): the bearer must be one of
+//! the secret's `api_keys`, and the secret's tokens are used (minus the ones
+//! known dead); `ALLOW_HEADER_TOKENS=true` also lets callers bring their own
+//! tokens. Tokens and keys are only ever named by `fingerprint`.
+
+pub mod pool;
+pub mod secret;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{header::AUTHORIZATION, HeaderMap};
+use rand::seq::SliceRandom;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::error::ApiError;
+use pool::DeadTokens;
+use secret::{CachedDocument, SecretError, StatusDocument, TokensDocument};
+
+/// A short, stable, non-reversible name for a secret: the first 8 hex of its SHA-256.
+pub fn fingerprint(secret: &str) -> String {
+    let digest = Sha256::digest(secret.as_bytes());
+    digest[..4].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The raw bearer value, if the header is present and uses the Bearer scheme.
+fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let Some(value) = headers.get(AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::Unauthorized("The Authorization header is not valid text.".into()))?
+        .trim();
+    match value.split_once(' ') {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => Ok(Some(rest.trim())),
+        _ if value.eq_ignore_ascii_case("bearer") => Ok(Some("")),
+        _ => Err(ApiError::Unauthorized(
+            "The Authorization header must use the Bearer scheme: `Authorization: Bearer <token>`."
+                .into(),
+        )),
+    }
+}
+
+/// The tokens of `Authorization: Bearer T1,T2,...` (trimmed, empties dropped).
+pub fn bearer_tokens(headers: &HeaderMap) -> Result<Vec<String>, ApiError> {
+    let missing = || {
+        ApiError::Unauthorized(
+            "Missing Hailuo token. Send `Authorization: Bearer <token>` (several accounts: `Bearer T1,T2,T3`), \
+             where <token> is the `_token` value from hailuoai.com's localStorage."
+                .into(),
+        )
+    };
+    let rest = bearer(headers)?.ok_or_else(missing)?;
+    let tokens: Vec<String> = rest
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .collect();
+    if tokens.is_empty() {
+        return Err(missing());
+    }
+    Ok(tokens)
+}
+
+/// Whether `presented` is one of `keys`, in time independent of where (or
+/// whether) they differ: digests are compared with `subtle`, and every key is
+/// compared.
+pub fn is_api_key(presented: &str, keys: &[String]) -> bool {
+    let presented = Sha256::digest(presented.as_bytes());
+    keys.iter()
+        .fold(subtle::Choice::from(0), |found, key| {
+            found
+                | Sha256::digest(key.as_bytes())
+                    .as_slice()
+                    .ct_eq(presented.as_slice())
+        })
+        .into()
+}
+
+/// Where the tokens of a request come from.
+pub enum Mode {
+    Header,
+    Secret(Box<SecretMode>),
+}
+
+/// Secret mode: the tokens secret, the optional status document, and whether
+/// callers without a key may bring their own tokens.
+pub struct SecretMode {
+    pub tokens: CachedDocument<TokensDocument>,
+    pub status: Option<CachedDocument<StatusDocument>>,
+    pub allow_header_tokens: bool,
+}
+
+/// The tokens one request may use, in the order to try them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenSet {
+    pub tokens: Vec<String>,
+    /// True when they are the deployment's own (secret mode with an API key).
+    pub from_secret: bool,
+}
+
+/// Who may call, and with which tokens. Built once per execution environment.
+pub struct Credentials {
+    mode: Mode,
+    dead: DeadTokens,
+}
+
+impl Credentials {
+    pub fn header_mode() -> Self {
+        Self {
+            mode: Mode::Header,
+            dead: DeadTokens::new(Duration::from_secs(600)),
+        }
+    }
+
+    pub fn new(mode: Mode, dead_memory: Duration) -> Self {
+        Self {
+            mode,
+            dead: DeadTokens::new(dead_memory),
+        }
+    }
+
+    /// From the environment: secret mode when `TOKENS_SECRET_ID` is set.
+    pub async fn from_env(config: &crate::Config, app_name: &str) -> Result<Self, ApiError> {
+        let Some(tokens_id) = config.tokens_secret_id.clone() else {
+            return Ok(Self::new(Mode::Header, config.dead_token_memory));
+        };
+        let sdk = secret::aws_config(app_name).await;
+        let client = secret::caching_client(&sdk, config.secret_cache_ttl)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let tokens = CachedDocument::new(client.clone(), tokens_id, config.secret_cache_ttl);
+        let status = match &config.token_status_secret_id {
+            Some(id) => {
+                let status_client = secret::caching_client(&sdk, config.status_cache_ttl)
+                    .map_err(|e| ApiError::Internal(e.to_string()))?;
+                Some(CachedDocument::new(
+                    status_client,
+                    id.clone(),
+                    config.status_cache_ttl,
+                ))
+            }
+            None => None,
+        };
+        let mode = Mode::Secret(Box::new(SecretMode {
+            tokens,
+            status,
+            allow_header_tokens: config.allow_header_tokens,
+        }));
+        Ok(Self::new(mode, config.dead_token_memory))
+    }
+
+    pub fn dead_tokens(&self) -> &DeadTokens {
+        &self.dead
+    }
+
+    /// Check the caller without choosing tokens (routes that use none, such as
+    /// the model list). Header mode lets everyone in.
+    pub async fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        match &self.mode {
+            Mode::Header => Ok(()),
+            Mode::Secret(_) => self.tokens_for(headers).await.map(|_| ()),
+        }
+    }
+
+    /// The tokens this request may use, in a random order.
+    pub async fn tokens_for(&self, headers: &HeaderMap) -> Result<TokenSet, ApiError> {
+        let Mode::Secret(secret) = &self.mode else {
+            return Ok(TokenSet {
+                tokens: shuffled(&bearer_tokens(headers)?),
+                from_secret: false,
+            });
+        };
+        let SecretMode {
+            tokens,
+            status,
+            allow_header_tokens,
+        } = secret.as_ref();
+        let presented = bearer(headers)?.unwrap_or("");
+        let document = tokens.get().await.map_err(secret_unavailable)?;
+        let document = (*document).clone().clean();
+        if !presented.is_empty()
+            && !document.api_keys.is_empty()
+            && is_api_key(presented, &document.api_keys)
+        {
+            let status = match status {
+                Some(s) => match s.get().await {
+                    Ok(doc) => Some(doc),
+                    Err(SecretError::NotFound(_)) => None,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "token status unavailable; using every token");
+                        None
+                    }
+                },
+                None => None,
+            };
+            return self.usable(document.tokens, status.as_deref());
+        }
+        if *allow_header_tokens {
+            return Ok(TokenSet {
+                tokens: shuffled(&bearer_tokens(headers)?),
+                from_secret: false,
+            });
+        }
+        if document.api_keys.is_empty() {
+            return Err(ApiError::Unavailable(format!(
+                "This deployment is misconfigured: the secret {} has no `api_keys`, so no caller can be let in. \
+                 Add {{\"api_keys\": [\"sk-...\"]}} to it.",
+                tokens.id()
+            )));
+        }
+        Err(ApiError::Unauthorized(if presented.is_empty() {
+            "Missing API key. Send `Authorization: Bearer <api key>` with one of this deployment's API keys.".into()
+        } else {
+            format!(
+                "Invalid API key (fingerprint {}). Use one of this deployment's API keys.",
+                fingerprint(presented)
+            )
+        }))
+    }
+
+    /// The deployment's tokens minus the dead ones, shuffled.
+    fn usable(
+        &self,
+        all: Vec<String>,
+        status: Option<&StatusDocument>,
+    ) -> Result<TokenSet, ApiError> {
+        if all.is_empty() {
+            return Err(ApiError::Unavailable(
+                "This deployment has no Hailuo tokens: add some to the tokens secret's `tokens` list.".into(),
+            ));
+        }
+        let total = all.len();
+        let (mut by_check, mut by_failure) = (0, 0);
+        let live: Vec<String> = all
+            .into_iter()
+            .filter(|t| {
+                let fp = fingerprint(t);
+                if status.is_some_and(|s| s.is_dead(&fp)) {
+                    by_check += 1;
+                    false
+                } else if self.dead.contains(&fp) {
+                    by_failure += 1;
+                    false
+                } else {
+                    true
+                }
+            })
+            .collect();
+        if live.is_empty() {
+            return Err(ApiError::Unavailable(format!(
+                "No usable Hailuo account: all {total} tokens are dead ({by_check} by the last liveness check, \
+                 {by_failure} rejected upstream in the last {} minutes). Refresh the tokens secret.",
+                self.dead.memory().as_secs() / 60
+            )));
+        }
+        Ok(TokenSet {
+            tokens: shuffled(&live),
+            from_secret: true,
+        })
+    }
+}
+
+fn secret_unavailable(e: SecretError) -> ApiError {
+    tracing::error!(error = %e, "tokens secret unavailable");
+    ApiError::Unavailable(format!("The tokens secret cannot be used: {e}."))
+}
+
+/// Shared handle, as routes hold it.
+pub type SharedCredentials = Arc<Credentials>;
+
+/// The order in which to try tokens: random, so load spreads over accounts.
+pub fn shuffled(tokens: &[String]) -> Vec<String> {
+    let mut order = tokens.to_vec();
+    order.shuffle(&mut rand::rng());
+    order
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(AUTHORIZATION, v.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn splits_trims_and_drops_empties() {
+        assert_eq!(
+            bearer_tokens(&headers("Bearer a, b ,,c")).unwrap(),
+            vec!["a", "b", "c"]
+        );
+        assert_eq!(bearer_tokens(&headers("bearer  x")).unwrap(), vec!["x"]);
+    }
+
+    #[test]
+    fn missing_or_empty_is_401() {
+        for h in [
+            HeaderMap::new(),
+            headers("Bearer"),
+            headers("Bearer  , ,"),
+            headers("Basic abc"),
+        ] {
+            let e = bearer_tokens(&h).unwrap_err();
+            assert_eq!(e.status(), 401);
+        }
+    }
+
+    #[test]
+    fn fingerprint_is_short_and_does_not_contain_the_token() {
+        let f = fingerprint("secret-token-value");
+        assert_eq!(f.len(), 8);
+        assert!(!f.contains("secret"));
+        assert_eq!(f, fingerprint("secret-token-value"));
+        assert_ne!(f, fingerprint("other"));
+    }
+
+    #[test]
+    fn api_keys_compare_whole_values() {
+        let keys = vec!["sk-one".to_string(), "sk-two".to_string()];
+        assert!(is_api_key("sk-two", &keys));
+        assert!(!is_api_key("sk-tw", &keys));
+        assert!(!is_api_key("sk-two ", &keys));
+        assert!(!is_api_key("", &keys));
+        assert!(!is_api_key("sk-one", &[]));
+    }
+
+    #[tokio::test]
+    async fn header_mode_hands_out_the_callers_tokens() {
+        let c = Credentials::header_mode();
+        let set = c.tokens_for(&headers("Bearer a,b")).await.unwrap();
+        assert!(!set.from_secret);
+        assert_eq!(set.tokens.len(), 2);
+        assert!(
+            c.authorize(&HeaderMap::new()).await.is_ok(),
+            "header mode lets everyone list models"
+        );
+        assert_eq!(
+            c.tokens_for(&HeaderMap::new()).await.unwrap_err().status(),
+            401
+        );
+    }
+
+    #[test]
+    fn usable_skips_dead_tokens_and_says_how_many() {
+        let c = Credentials::header_mode();
+        let status: StatusDocument = serde_json::from_value(serde_json::json!({"tokens": {
+            fingerprint("a"): {"live": false, "checked_at": "t", "reason": "rejected"}}}))
+        .unwrap();
+        c.dead.remember(&fingerprint("b"));
+        let set = c
+            .usable(vec!["a".into(), "b".into(), "c".into()], Some(&status))
+            .unwrap();
+        assert_eq!(set.tokens, vec!["c"]);
+        let e = c
+            .usable(vec!["a".into(), "b".into()], Some(&status))
+            .unwrap_err();
+        assert_eq!(e.status(), 503);
+        let m = e.to_string();
+        assert!(
+            m.contains("all 2 tokens")
+                && m.contains("1 by the last liveness check")
+                && m.contains("1 rejected"),
+            "{m}"
+        );
+        assert_eq!(c.usable(vec![], None).unwrap_err().status(), 503);
+    }
+
+    #[test]
+    fn shuffle_keeps_every_token() {
+        let t: Vec<String> = (0..5).map(|i| i.to_string()).collect();
+        let mut s = shuffled(&t);
+        s.sort();
+        assert_eq!(s, t);
+    }
+}

@@ -1,0 +1,238 @@
+//! Documents kept in AWS Secrets Manager: the tokens secret (tokens and the
+//! gateway's API keys) and the token status document the liveness function
+//! writes.
+//!
+//! Reads go through AWS's caching client (`aws_secretsmanager_caching`): after
+//! its TTL it re-checks the version with `DescribeSecret` and calls
+//! `GetSecretValue` only when the secret changed, so an execution environment
+//! makes at most one `GetSecretValue` per secret per TTL. `CachedDocument` adds
+//! what that client leaves out: the parsed value, serving the last good value
+//! when a refresh fails (logged), one refresh at a time, and remembering for a
+//! TTL that a secret does not exist.
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_secretsmanager_caching::SecretsManagerCachingClient;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+/// `{"tokens": [...], "api_keys": [...]}`.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct TokensDocument {
+    #[serde(default)]
+    pub tokens: Vec<String>,
+    #[serde(default)]
+    pub api_keys: Vec<String>,
+}
+
+impl TokensDocument {
+    /// Trimmed, non-empty, without duplicates.
+    pub fn clean(mut self) -> Self {
+        for list in [&mut self.tokens, &mut self.api_keys] {
+            let mut seen = std::collections::HashSet::new();
+            *list = list
+                .iter()
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty() && seen.insert(t.clone()))
+                .collect();
+        }
+        self
+    }
+}
+
+/// What the liveness check found for one token (named by fingerprint only).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub struct TokenStatus {
+    pub live: bool,
+    /// RFC 3339 time of the check.
+    pub checked_at: String,
+    pub reason: String,
+}
+
+/// The status document: fingerprint → status.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct StatusDocument {
+    #[serde(default)]
+    pub tokens: HashMap<String, TokenStatus>,
+    #[serde(default)]
+    pub checked_at: String,
+    #[serde(default)]
+    pub live: usize,
+    #[serde(default)]
+    pub dead: usize,
+}
+
+impl StatusDocument {
+    pub fn is_dead(&self, fingerprint: &str) -> bool {
+        self.tokens.get(fingerprint).is_some_and(|s| !s.live)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("the secret {0} does not exist")]
+    NotFound(String),
+    #[error("the secret {id} could not be read: {message}")]
+    Unreadable { id: String, message: String },
+    #[error("the secret {id} is not the expected JSON: {message}")]
+    Malformed { id: String, message: String },
+}
+
+/// The AWS SDK configuration for this environment: region, credentials and
+/// `AWS_ENDPOINT_URL` from the environment, and an app name in the user agent
+/// so calls can be told apart per function.
+pub async fn aws_config(app_name: &str) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Ok(name) = aws_config::AppName::new(app_name.to_string()) {
+        loader = loader.app_name(name);
+    }
+    loader.load().await
+}
+
+pub fn caching_client(
+    sdk: &aws_config::SdkConfig,
+    ttl: Duration,
+) -> Result<Arc<SecretsManagerCachingClient>, SecretError> {
+    let client = aws_sdk_secretsmanager::Client::new(sdk);
+    SecretsManagerCachingClient::new(client, NonZeroUsize::new(16).expect("non-zero"), ttl, true)
+        .map(Arc::new)
+        .map_err(|e| SecretError::Unreadable {
+            id: "(cache)".into(),
+            message: e.to_string(),
+        })
+}
+
+struct Held<T> {
+    version: Option<String>,
+    value: Arc<T>,
+}
+
+pub struct CachedDocument<T> {
+    client: Arc<SecretsManagerCachingClient>,
+    id: String,
+    ttl: Duration,
+    held: Mutex<(Option<Held<T>>, Option<Instant>)>,
+}
+
+impl<T: DeserializeOwned + Send + Sync + 'static> CachedDocument<T> {
+    pub fn new(
+        client: Arc<SecretsManagerCachingClient>,
+        id: impl Into<String>,
+        ttl: Duration,
+    ) -> Self {
+        Self {
+            client,
+            id: id.into(),
+            ttl,
+            held: Mutex::new((None, None)),
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The current document; `Err(NotFound)` when the secret does not exist.
+    pub async fn get(&self) -> Result<Arc<T>, SecretError> {
+        let mut guard = self.held.lock().await;
+        let (held, missing_until) = &mut *guard;
+        if missing_until.is_some_and(|t| Instant::now() < t) {
+            return Err(SecretError::NotFound(self.id.clone()));
+        }
+        let fetched = self
+            .client
+            .get_secret_value(&self.id, None, None, false)
+            .await;
+        let output = match fetched {
+            Ok(output) => output,
+            Err(e) => {
+                let message = error_text(e.as_ref());
+                if message.contains("ResourceNotFound") {
+                    *missing_until = Some(Instant::now() + self.ttl);
+                    *held = None;
+                    return Err(SecretError::NotFound(self.id.clone()));
+                }
+                return match held {
+                    Some(h) => {
+                        tracing::warn!(secret = %self.id, error = %message, "secret refresh failed; serving the cached value");
+                        Ok(h.value.clone())
+                    }
+                    None => Err(SecretError::Unreadable {
+                        id: self.id.clone(),
+                        message,
+                    }),
+                };
+            }
+        };
+        *missing_until = None;
+        if let Some(h) = held
+            .as_ref()
+            .filter(|h| h.version.is_some() && h.version == output.version_id)
+        {
+            return Ok(h.value.clone());
+        }
+        let text = output.secret_string.unwrap_or_default();
+        match serde_json::from_str::<T>(&text) {
+            Ok(value) => {
+                let value = Arc::new(value);
+                *held = Some(Held {
+                    version: output.version_id,
+                    value: value.clone(),
+                });
+                Ok(value)
+            }
+            Err(e) => {
+                // Never echo the text: it holds secrets.
+                let error = SecretError::Malformed {
+                    id: self.id.clone(),
+                    message: format!("line {}, column {}", e.line(), e.column()),
+                };
+                match held {
+                    Some(h) => {
+                        tracing::warn!(secret = %self.id, error = %error, "new secret version is malformed; serving the cached value");
+                        Ok(h.value.clone())
+                    }
+                    None => Err(error),
+                }
+            }
+        }
+    }
+}
+
+fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = format!("{e:?}");
+    text.truncate(300);
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_document_is_cleaned() {
+        let d: TokensDocument =
+            serde_json::from_str(r#"{"tokens":[" a ","","a","b"],"api_keys":["sk-1"," sk-1"]}"#)
+                .unwrap();
+        let d = d.clean();
+        assert_eq!(d.tokens, vec!["a", "b"]);
+        assert_eq!(d.api_keys, vec!["sk-1"]);
+        let empty: TokensDocument = serde_json::from_str("{}").unwrap();
+        assert!(empty.tokens.is_empty() && empty.api_keys.is_empty());
+    }
+
+    #[test]
+    fn status_document_marks_dead_fingerprints() {
+        let s: StatusDocument = serde_json::from_str(
+            r#"{"tokens":{"aaaa0000":{"live":false,"checked_at":"t","reason":"rejected"},"bbbb1111":{"live":true,"checked_at":"t","reason":"ok"}}}"#,
+        )
+        .unwrap();
+        assert!(s.is_dead("aaaa0000"));
+        assert!(!s.is_dead("bbbb1111"));
+        assert!(!s.is_dead("unknown0"));
+    }
+}

@@ -1,0 +1,191 @@
+//! The scheduled liveness check: every token in the tokens secret is checked
+//! upstream (concurrently, bounded) and the verdicts go to the status document,
+//! named by fingerprint only. The tokens secret is only ever read.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use aws_sdk_secretsmanager::primitives::{DateTime, DateTimeFormat};
+use futures_util::StreamExt;
+use serde_json::json;
+
+use crate::config::Config;
+use crate::credentials::fingerprint;
+use crate::credentials::secret::{StatusDocument, TokenStatus, TokensDocument};
+use crate::upstream::{Upstream, UpstreamError};
+
+#[derive(Debug)]
+pub struct Report {
+    pub document: StatusDocument,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LivenessError {
+    #[error("{0} is not set")]
+    NotConfigured(&'static str),
+    #[error("the tokens secret could not be read: {0}")]
+    TokensUnreadable(String),
+    #[error("the tokens secret is not the expected JSON")]
+    TokensMalformed,
+    #[error("the status document could not be written: {0}")]
+    StatusUnwritable(String),
+}
+
+fn now_rfc3339() -> String {
+    DateTime::from(std::time::SystemTime::now())
+        .fmt(DateTimeFormat::DateTime)
+        .unwrap_or_default()
+}
+
+fn sdk_error<E: std::error::Error + 'static>(
+    e: &aws_sdk_secretsmanager::error::SdkError<E>,
+) -> String {
+    let mut text = format!("{}", aws_sdk_secretsmanager::error::DisplayErrorContext(e));
+    text.truncate(300);
+    text
+}
+
+/// Check every token and write the status document.
+pub async fn check_all(
+    config: &Config,
+    upstream: Arc<dyn Upstream>,
+    secrets: &aws_sdk_secretsmanager::Client,
+) -> Result<Report, LivenessError> {
+    let tokens_id = config
+        .tokens_secret_id
+        .as_deref()
+        .ok_or(LivenessError::NotConfigured("TOKENS_SECRET_ID"))?;
+    let status_id = config
+        .token_status_secret_id
+        .as_deref()
+        .ok_or(LivenessError::NotConfigured("TOKEN_STATUS_SECRET_ID"))?;
+    let text = secrets
+        .get_secret_value()
+        .secret_id(tokens_id)
+        .send()
+        .await
+        .map_err(|e| LivenessError::TokensUnreadable(sdk_error(&e)))?
+        .secret_string
+        .unwrap_or_default();
+    let tokens = serde_json::from_str::<TokensDocument>(&text)
+        .map_err(|_| LivenessError::TokensMalformed)?
+        .clean()
+        .tokens;
+    // Verdicts of the last run, kept for tokens whose check fails this time.
+    let previous: HashMap<String, TokenStatus> =
+        match secrets.get_secret_value().secret_id(status_id).send().await {
+            Ok(out) => {
+                serde_json::from_str::<StatusDocument>(&out.secret_string.unwrap_or_default())
+                    .map(|d| d.tokens)
+                    .unwrap_or_default()
+            }
+            Err(_) => HashMap::new(),
+        };
+
+    let checked: Vec<(String, TokenStatus)> = futures_util::stream::iter(tokens)
+        .map(|token| {
+            let upstream = upstream.clone();
+            let previous = &previous;
+            async move {
+                let fp = fingerprint(&token);
+                let result = upstream.is_live(&token).await;
+                let checked_at = now_rfc3339();
+                let status = match result {
+                    Ok(true) => TokenStatus { live: true, checked_at, reason: "alive".into() },
+                    Ok(false) => TokenStatus { live: false, checked_at, reason: "rejected upstream (expired or logged out)".into() },
+                    Err(e) => {
+                        // A failed check proves nothing: keep the last verdict (or assume alive).
+                        let live = previous.get(&fp).is_none_or(|p| p.live);
+                        TokenStatus { live, checked_at, reason: format!("check failed ({}); kept the last verdict", short(&e)) }
+                    }
+                };
+                tracing::info!(token = %fp, live = status.live, reason = %status.reason, "token checked");
+                (fp, status)
+            }
+        })
+        .buffer_unordered(config.liveness_concurrency)
+        .collect()
+        .await;
+
+    let live = checked.iter().filter(|(_, s)| s.live).count();
+    let document = StatusDocument {
+        dead: checked.len() - live,
+        live,
+        checked_at: now_rfc3339(),
+        tokens: checked.into_iter().collect(),
+    };
+    let body = serde_json::to_string(&document).unwrap_or_default();
+    match secrets
+        .put_secret_value()
+        .secret_id(status_id)
+        .secret_string(&body)
+        .send()
+        .await
+    {
+        Ok(_) => {}
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_not_found_exception()) =>
+        {
+            secrets
+                .create_secret()
+                .name(status_id)
+                .description("Token liveness verdicts by fingerprint, written by token-liveness")
+                .secret_string(&body)
+                .send()
+                .await
+                .map_err(|e| LivenessError::StatusUnwritable(sdk_error(&e)))?;
+        }
+        Err(e) => return Err(LivenessError::StatusUnwritable(sdk_error(&e))),
+    }
+    Ok(Report { document })
+}
+
+fn short(e: &UpstreamError) -> String {
+    let mut s = e.to_string();
+    s.truncate(120);
+    s
+}
+
+/// One CloudWatch Embedded Metric Format line with `LiveTokens` and `DeadTokens`.
+pub fn emf_line(report: &Report, service: &str, timestamp_ms: u128) -> String {
+    json!({
+        "_aws": {
+            "Timestamp": timestamp_ms as u64,
+            "CloudWatchMetrics": [{
+                "Namespace": "HailuoGateway",
+                "Dimensions": [["Service"]],
+                "Metrics": [{"Name": "LiveTokens", "Unit": "Count"}, {"Name": "DeadTokens", "Unit": "Count"}],
+            }],
+        },
+        "Service": service,
+        "LiveTokens": report.document.live,
+        "DeadTokens": report.document.dead,
+    })
+    .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emf_line_names_both_metrics() {
+        let report = Report {
+            document: StatusDocument {
+                live: 2,
+                dead: 1,
+                ..Default::default()
+            },
+        };
+        let line: serde_json::Value =
+            serde_json::from_str(&emf_line(&report, "token-liveness", 1_700_000_000_000)).unwrap();
+        assert_eq!(line["LiveTokens"], 2);
+        assert_eq!(line["DeadTokens"], 1);
+        assert_eq!(
+            line["_aws"]["CloudWatchMetrics"][0]["Metrics"][1]["Name"],
+            "DeadTokens"
+        );
+        assert_eq!(line["_aws"]["Timestamp"], 1_700_000_000_000u64);
+    }
+}
