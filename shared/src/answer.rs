@@ -71,7 +71,8 @@ impl Answer {
                 "upstream failed before the first byte"
             );
             match &error {
-                UpstreamError::TokenRejected { fingerprint, .. } => {
+                UpstreamError::TokenRejected { fingerprint, .. }
+                | UpstreamError::InvalidToken { fingerprint, .. } => {
                     dead.remember(fingerprint);
                     rejected.push(fingerprint.clone());
                     candidates.remove(index);

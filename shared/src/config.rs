@@ -2,10 +2,15 @@
 
 use std::time::Duration;
 
+use crate::upstream::agent::profile::AgentConfig;
 use crate::upstream::hailuo::query::DeviceProfile;
 
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// Which upstream serves this deployment, `UPSTREAM`: `hailuo` (default) or `minimax-agent`.
+    pub upstream: String,
+    /// The MiniMax Agent upstream's settings (`AGENT_*`).
+    pub agent: AgentConfig,
     /// Hailuo web backend, `HAILUO_BASE_URL` (default `https://hailuoai.com`).
     pub hailuo_base_url: String,
     /// `Origin` and `Referer` the browser would send, `HAILUO_ORIGIN`.
@@ -72,6 +77,8 @@ impl Config {
         };
         let ms = |k: &str, d: u64| Duration::from_millis(num(k, d));
         Self {
+            upstream: text("UPSTREAM", "hailuo").trim().to_ascii_lowercase(),
+            agent: AgentConfig::from_lookup(&get),
             hailuo_base_url: text("HAILUO_BASE_URL", "https://hailuoai.com").trim_end_matches('/').to_string(),
             hailuo_origin: text("HAILUO_ORIGIN", "https://hailuoai.com").trim_end_matches('/').to_string(),
             user_agent: text(

@@ -104,6 +104,7 @@ impl From<UpstreamError> for ApiError {
             UpstreamError::TokenRejected { .. } => ApiError::Unauthorized(format!(
                 "{e}. Log in to hailuoai.com again and send the new _token from the browser's localStorage."
             )),
+            UpstreamError::InvalidToken { .. } => ApiError::Unauthorized(format!("{e}.")),
             UpstreamError::Timeout(_) => ApiError::GatewayTimeout(e.to_string()),
             UpstreamError::Busy { .. } => ApiError::Unavailable(format!(
                 "{e}. Each account answers one request at a time: retry shortly, or add tokens."

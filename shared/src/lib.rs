@@ -23,11 +23,29 @@ pub use error::ApiError;
 pub use routes::AppState;
 pub use runtime::{init_tracing, run, Delivery};
 
+/// The upstream this deployment talks to (`UPSTREAM`).
+pub fn upstream_from_config(
+    config: &Arc<Config>,
+) -> Result<Arc<dyn upstream::Upstream>, lambda_http::Error> {
+    Ok(match config.upstream.as_str() {
+        "hailuo" => Arc::new(upstream::hailuo::HailuoClient::new(config.clone())?),
+        "minimax-agent" | "agent" => Arc::new(upstream::agent::AgentClient::new(
+            config.agent.clone(),
+            config.json_timeout,
+        )?),
+        other => {
+            return Err(
+                format!("UPSTREAM must be `hailuo` or `minimax-agent`, not {other:?}").into(),
+            )
+        }
+    })
+}
+
 /// State built from the environment, once per execution environment.
 /// `function` names the function in the AWS SDK's user agent.
 pub async fn state_from_env(function: &str) -> Result<AppState, lambda_http::Error> {
     let config = Arc::new(Config::from_env());
-    let upstream = Arc::new(upstream::hailuo::HailuoClient::new(config.clone())?);
+    let upstream = upstream_from_config(&config)?;
     let credentials = Arc::new(credentials::Credentials::from_env(&config, function).await?);
     Ok(AppState {
         config,

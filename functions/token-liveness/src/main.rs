@@ -5,8 +5,7 @@ use std::sync::Arc;
 
 use hailuo_gateway::credentials::secret::aws_config;
 use hailuo_gateway::liveness::{check_all, emf_line};
-use hailuo_gateway::upstream::hailuo::HailuoClient;
-use hailuo_gateway::{init_tracing, Config};
+use hailuo_gateway::{init_tracing, upstream_from_config, Config};
 use lambda_http::lambda_runtime::{self, service_fn, LambdaEvent};
 use serde_json::{json, Value};
 
@@ -14,7 +13,7 @@ use serde_json::{json, Value};
 async fn main() -> Result<(), lambda_runtime::Error> {
     init_tracing();
     let config = Arc::new(Config::from_env());
-    let upstream = Arc::new(HailuoClient::new(config.clone())?);
+    let upstream = upstream_from_config(&config)?;
     let secrets = aws_sdk_secretsmanager::Client::new(&aws_config("token-liveness").await);
     let check = |_event: Value| {
         let (config, upstream, secrets) = (config.clone(), upstream.clone(), secrets.clone());

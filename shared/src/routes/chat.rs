@@ -53,7 +53,10 @@ async fn chat_completions(
     if !request.messages[last].attachments.is_empty() {
         return Err(ApiError::invalid(
             format!("messages[{last}].content"),
-            "Files and images are not supported by this deployment yet; send text parts only.",
+            format!(
+                "Files and images are not supported by this deployment's {} upstream yet; send text parts only.",
+                state.upstream.name()
+            ),
         ));
     }
     let prompt = flatten(&request.messages, request.conversation_id.is_some(), false);

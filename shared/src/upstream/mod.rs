@@ -1,8 +1,13 @@
 //! The upstream side: a small trait every chat backend implements, and the
 //! events it produces. Adapters know nothing of OpenAI.
 
+pub mod agent;
 pub mod cumulative;
+pub mod device;
+pub mod envelope;
 pub mod hailuo;
+pub mod query;
+pub mod signing;
 
 use async_trait::async_trait;
 use futures_util::stream::BoxStream;
@@ -52,6 +57,12 @@ pub enum UpstreamError {
         fingerprint: String,
         message: String,
     },
+    /// The token cannot be used at all (malformed), found without calling upstream.
+    #[error("the token {fingerprint} cannot be used: {message}")]
+    InvalidToken {
+        fingerprint: String,
+        message: String,
+    },
     /// The account is busy with another answer (one answer per account at a time).
     #[error("the Hailuo account {fingerprint} is busy with another answer: {message}")]
     Busy {
@@ -94,7 +105,9 @@ impl UpstreamError {
     pub fn is_tokens_fault(&self) -> bool {
         matches!(
             self,
-            UpstreamError::TokenRejected { .. } | UpstreamError::Busy { .. }
+            UpstreamError::TokenRejected { .. }
+                | UpstreamError::InvalidToken { .. }
+                | UpstreamError::Busy { .. }
         )
     }
 

@@ -11,18 +11,17 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
 use reqwest::Method;
 use serde_json::Value;
 
-use super::device::{DeviceCache, DeviceIdentity};
 use super::query::{unix_now_rounded, DeviceQuery};
-use super::signing::{yy_chat_form, yy_json};
 use super::stream::StreamDecoder;
 use crate::config::Config;
 use crate::credentials::fingerprint;
+use crate::upstream::device::{DeviceCache, DeviceIdentity};
+use crate::upstream::envelope::{clip, open_envelope};
+use crate::upstream::signing::{yy_chat_form, yy_json};
 use crate::upstream::{ChatTurn, EventStream, Upstream, UpstreamError, UpstreamEvent};
 
 const SENTRY_RELEASE: &str = "CI7N-1MjJnx5pru-bzzhR";
 const SENTRY_PUBLIC_KEY: &str = "6cf106db5c7b7262eae7cc6b411c776a";
-/// Longest upstream error text we repeat to a caller.
-const MAX_ERROR_TEXT: usize = 300;
 
 pub struct HailuoClient {
     http: reqwest::Client,
@@ -211,43 +210,12 @@ impl HailuoClient {
     }
 }
 
-/// `{"statusInfo":{"code","message"},"data"}`: `data` on code 0, an error otherwise;
-/// a body without `statusInfo` is returned as it is.
-fn open_envelope(text: &str) -> Result<Value, UpstreamError> {
-    let value: Value = serde_json::from_str(text)
-        .map_err(|_| UpstreamError::Protocol(format!("expected JSON, got: {}", clip(text))))?;
-    let Some(status) = value.get("statusInfo") else {
-        return Ok(value);
-    };
-    let code = status.get("code").and_then(Value::as_i64).unwrap_or(-1);
-    if code != 0 {
-        let message = status
-            .get("message")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        return Err(UpstreamError::Api {
-            code,
-            message: clip(&message),
-        });
-    }
-    Ok(value.get("data").cloned().unwrap_or(Value::Null))
-}
-
 /// The protocol names no code for "this account is already answering"; the web
 /// app's message says a conversation is in progress (正在进行 / 进行中 / 未结束).
 fn is_busy_message(message: &str) -> bool {
     ["正在进行", "进行中", "未结束"]
         .iter()
         .any(|m| message.contains(m))
-}
-
-fn clip(text: &str) -> String {
-    let text = text.trim();
-    match text.char_indices().nth(MAX_ERROR_TEXT) {
-        Some((i, _)) => format!("{}…", &text[..i]),
-        None => text.to_string(),
-    }
 }
 
 /// The SSE byte stream decoded into upstream events.
@@ -412,38 +380,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn envelope_success_error_and_passthrough() {
-        assert_eq!(
-            open_envelope(r#"{"statusInfo":{"code":0,"message":"成功"},"data":{"a":1}}"#).unwrap(),
-            serde_json::json!({"a":1})
-        );
-        assert_eq!(
-            open_envelope(r#"{"statusInfo":{"code":1004,"message":"登录已过期"}}"#).unwrap_err(),
-            UpstreamError::Api {
-                code: 1004,
-                message: "登录已过期".into()
-            }
-        );
-        assert_eq!(
-            open_envelope(r#"{"x":2}"#).unwrap(),
-            serde_json::json!({"x":2})
-        );
-        assert!(matches!(
-            open_envelope("<html>"),
-            Err(UpstreamError::Protocol(_))
-        ));
-    }
-
-    #[test]
     fn busy_messages() {
         assert!(is_busy_message("当前有对话正在进行，请稍后再试"));
         assert!(!is_busy_message("服务繁忙，请稍后再试"));
-    }
-
-    #[test]
-    fn clip_keeps_messages_short() {
-        let long = "错".repeat(1000);
-        assert_eq!(clip(&long).chars().count(), MAX_ERROR_TEXT + 1);
-        assert_eq!(clip(" ok "), "ok");
     }
 }

@@ -1,6 +1,6 @@
 //! The device query string every call carries (protocol section 2).
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use crate::upstream::query::{append_query, join_query, unix_ms};
 
 /// The browser fingerprint the query describes. Every value may drift upstream,
 /// so each is configuration (`HAILUO_*` variables) with the observed default.
@@ -82,28 +82,18 @@ impl DeviceQuery {
             ("screen_height", Some(&p.screen_height)),
             ("unix", Some(unix)),
         ];
-        let query = pairs
-            .iter()
-            .filter_map(|(k, v)| v.filter(|v| !v.is_empty()).map(|v| format!("{k}={v}")))
-            .collect::<Vec<_>>()
-            .join("&");
-        Self(query)
+        Self(join_query(&pairs))
     }
 
     /// `path?query`, or `path?existing&query` when the path has a query already.
     pub fn append_to(&self, path: &str) -> String {
-        let sep = if path.contains('?') { '&' } else { '?' };
-        format!("{path}{sep}{}", self.0)
+        append_query(path, &self.0)
     }
 }
 
 /// Current time in milliseconds, rounded down to the whole second.
 pub fn unix_now_rounded() -> String {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or_default();
-    ((ms / 1000) * 1000).to_string()
+    ((unix_ms() / 1000) * 1000).to_string()
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! The `Yy` request signature (protocol section 3).
+//! Request signatures: `Yy` (Hailuo protocol section 3, shared by the MiniMax
+//! Agent protocol) and the agent's `x-signature`.
 
 use md5::{Digest, Md5};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -44,6 +45,11 @@ fn outer(uri_with_query: &str, data: &str, unix: &str) -> String {
 /// text sent (`{}` for an empty body).
 pub fn yy_json(full_uri: &str, body_json: &str, unix: &str) -> String {
     outer(full_uri, body_json, unix)
+}
+
+/// The MiniMax Agent's `x-signature`: `md5(timestamp + JWT + body_json)`.
+pub fn x_signature(timestamp: &str, jwt: &str, body_json: &str) -> String {
+    md5_hex(format!("{timestamp}{jwt}{body_json}"))
 }
 
 /// `Yy` of the multipart chat call.
@@ -110,7 +116,7 @@ mod tests {
     #[test]
     fn reproduces_every_yy_vector() {
         let vectors: Vec<Value> =
-            serde_json::from_str(include_str!("../../../testdata/yy-vectors.json")).unwrap();
+            serde_json::from_str(include_str!("../../testdata/yy-vectors.json")).unwrap();
         assert_eq!(vectors.len(), 10);
         let profile = DeviceProfile::default();
         for v in &vectors {

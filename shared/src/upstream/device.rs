@@ -1,4 +1,4 @@
-//! Device identities: one registration per token, cached for 3 hours, with
+//! Device identities (both upstreams): one registration per token, cached for 3 hours, with
 //! concurrent callers for the same token sharing one registration in flight.
 
 use std::sync::Arc;

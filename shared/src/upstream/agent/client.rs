@@ -1,0 +1,425 @@
+//! The HTTP client for the MiniMax Agent web backend.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
+use reqwest::Method;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::credential::AgentCredential;
+use super::poll::PollDecoder;
+use super::profile::{agent_query, AgentConfig};
+use crate::credentials::fingerprint;
+use crate::upstream::device::{DeviceCache, DeviceIdentity};
+use crate::upstream::envelope::{clip, id_of, open_envelope};
+use crate::upstream::query::{append_query, unix_ms};
+use crate::upstream::signing::{x_signature, yy_json};
+use crate::upstream::{ChatTurn, EventStream, Upstream, UpstreamError, UpstreamEvent};
+
+/// Polls that may fail in a row before the answer is given up.
+const POLL_FAILURES: u32 = 3;
+
+#[derive(Clone)]
+pub struct AgentClient {
+    http: reqwest::Client,
+    config: Arc<AgentConfig>,
+    json_timeout: Duration,
+    /// Per token: `uuid` holds the real user id, `device_id` the registered device.
+    devices: DeviceCache,
+}
+
+impl AgentClient {
+    pub fn new(config: AgentConfig, json_timeout: Duration) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(Self {
+            http,
+            config: Arc::new(config),
+            json_timeout,
+            devices: DeviceCache::default(),
+        })
+    }
+
+    fn headers(
+        &self,
+        credential: &AgentCredential,
+        yy: &str,
+        signature: &str,
+        timestamp: &str,
+    ) -> Result<HeaderMap, UpstreamError> {
+        let mut jwt =
+            HeaderValue::from_str(&credential.jwt).map_err(|_| UpstreamError::InvalidToken {
+                fingerprint: fingerprint(&credential.jwt),
+                message: "the token contains characters that cannot be sent in an HTTP header"
+                    .into(),
+            })?;
+        jwt.set_sensitive(true);
+        let c = &self.config;
+        let mut h = HeaderMap::new();
+        let mut put = |name: &'static str, value: String| {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                h.insert(HeaderName::from_static(name), v);
+            }
+        };
+        put("yy", yy.to_string());
+        put("x-signature", signature.to_string());
+        put("x-timestamp", timestamp.to_string());
+        put("referer", format!("{}/", c.origin));
+        put("origin", c.origin.clone());
+        put("user-agent", c.user_agent.clone());
+        put("sec-ch-ua", c.sec_ch_ua.clone());
+        put("sec-ch-ua-mobile", "?0".into());
+        put("sec-ch-ua-platform", c.sec_ch_ua_platform.clone());
+        put("sec-fetch-dest", "empty".into());
+        put("sec-fetch-mode", "cors".into());
+        put("sec-fetch-site", "same-origin".into());
+        put("accept-language", "zh-CN,zh;q=0.9,en;q=0.8".into());
+        h.insert(
+            ACCEPT,
+            HeaderValue::from_static("application/json, text/plain, */*"),
+        );
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(HeaderName::from_static("token"), jwt);
+        Ok(h)
+    }
+
+    async fn identity(
+        &self,
+        token: &str,
+        credential: &AgentCredential,
+    ) -> Result<DeviceIdentity, UpstreamError> {
+        self.devices
+            .get_or_register(token, || self.register(credential))
+            .await
+    }
+
+    async fn register(
+        &self,
+        credential: &AgentCredential,
+    ) -> Result<DeviceIdentity, UpstreamError> {
+        let fresh = uuid::Uuid::new_v4().to_string();
+        let body = serde_json::json!({ "uuid": fresh }).to_string();
+        let data = self
+            .send(
+                credential,
+                Method::POST,
+                "/v1/api/user/device/register",
+                Some(&body),
+                &fresh,
+                None,
+                &credential.user_id,
+            )
+            .await
+            .map_err(|e| match e {
+                UpstreamError::Api { message, .. } => UpstreamError::TokenRejected {
+                    fingerprint: fingerprint(&credential.jwt),
+                    message,
+                },
+                other => other,
+            })?;
+        let device_id = id_of(data.get("deviceIDStr")).ok_or_else(|| {
+            UpstreamError::Protocol("device registration answered without deviceIDStr".into())
+        })?;
+        let user_id = id_of(data.get("realUserID")).unwrap_or_else(|| credential.user_id.clone());
+        tracing::info!(token = %fingerprint(&credential.jwt), "registered a device");
+        Ok(DeviceIdentity {
+            uuid: user_id,
+            device_id,
+        })
+    }
+
+    /// A signed call with the token's device.
+    async fn call(
+        &self,
+        token: &str,
+        method: Method,
+        path: &str,
+        body: Option<&str>,
+    ) -> Result<Value, UpstreamError> {
+        let credential = AgentCredential::parse(token)?;
+        let device = self.identity(token, &credential).await?;
+        self.send(
+            &credential,
+            method,
+            path,
+            body,
+            &device.uuid,
+            Some(&device.device_id),
+            &device.uuid,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn send(
+        &self,
+        credential: &AgentCredential,
+        method: Method,
+        path: &str,
+        body: Option<&str>,
+        uuid: &str,
+        device_id: Option<&str>,
+        user_id: &str,
+    ) -> Result<Value, UpstreamError> {
+        let now = unix_ms();
+        let (unix, timestamp) = (now.to_string(), (now / 1000).to_string());
+        let query = agent_query(
+            &self.config.version_code,
+            uuid,
+            device_id,
+            user_id,
+            &unix,
+            &credential.jwt,
+        );
+        let full_uri = append_query(path, &query);
+        let body_json = body.unwrap_or("{}");
+        let headers = self.headers(
+            credential,
+            &yy_json(&full_uri, body_json, &unix),
+            &x_signature(&timestamp, &credential.jwt, body_json),
+            &timestamp,
+        )?;
+        let mut request = self
+            .http
+            .request(method, format!("{}{full_uri}", self.config.base_url))
+            .headers(headers)
+            .timeout(self.json_timeout);
+        if let Some(body) = body {
+            request = request.body(body.to_string());
+        }
+        let response = request.send().await?;
+        let status = response.status();
+        let text = response.text().await?;
+        if !status.is_success() {
+            return Err(UpstreamError::from_status(status.as_u16(), clip(&text)));
+        }
+        open_envelope(&text)
+    }
+
+    async fn explain(&self, token: &str, error: UpstreamError) -> UpstreamError {
+        let UpstreamError::Api { message, .. } = &error else {
+            return error;
+        };
+        match self.is_live(token).await {
+            Ok(false) => UpstreamError::TokenRejected {
+                fingerprint: fingerprint(token),
+                message: message.clone(),
+            },
+            _ => error,
+        }
+    }
+
+    /// The answer, polled: every poll that grows it becomes events.
+    fn poll_answer(
+        &self,
+        token: String,
+        chat_id: String,
+        message_id: Option<String>,
+    ) -> EventStream {
+        struct Poll {
+            client: AgentClient,
+            token: String,
+            body: String,
+            decoder: PollDecoder,
+            pending: VecDeque<Result<UpstreamEvent, UpstreamError>>,
+            last_growth: Instant,
+            failures: u32,
+            done: bool,
+        }
+        let body = serde_json::json!({ "chat_id": chat_id }).to_string();
+        let mut pending = VecDeque::new();
+        pending.push_back(Ok(UpstreamEvent::Conversation {
+            chat_id,
+            message_id,
+        }));
+        let state = Poll {
+            client: self.clone(),
+            token,
+            body,
+            decoder: PollDecoder::default(),
+            pending,
+            last_growth: Instant::now(),
+            failures: 0,
+            done: false,
+        };
+        futures_util::stream::unfold(state, |mut st| async move {
+            loop {
+                if let Some(event) = st.pending.pop_front() {
+                    return Some((event, st));
+                }
+                if st.done {
+                    return None;
+                }
+                let config = &st.client.config;
+                if st.last_growth.elapsed() >= config.poll_timeout {
+                    st.done = true;
+                    let secs = config.poll_timeout.as_secs_f32();
+                    st.pending.push_back(Err(UpstreamError::Timeout(format!(
+                        "the answer did not grow for {secs} s of polling"
+                    ))));
+                    continue;
+                }
+                tokio::time::sleep(config.poll_interval).await;
+                let detail = st
+                    .client
+                    .call(
+                        &st.token,
+                        Method::POST,
+                        "/matrix/api/v1/chat/get_chat_detail",
+                        Some(&st.body),
+                    )
+                    .await;
+                let events = match detail.and_then(|d| st.decoder.decode(&d)) {
+                    Ok(events) => events,
+                    Err(e) if e.is_retryable() && st.failures + 1 < POLL_FAILURES => {
+                        st.failures += 1;
+                        tracing::warn!(error = %e, "poll failed; polling on");
+                        continue;
+                    }
+                    Err(e) => {
+                        st.done = true;
+                        st.pending.push_back(Err(e));
+                        continue;
+                    }
+                };
+                st.failures = 0;
+                if !events.is_empty() {
+                    st.last_growth = Instant::now();
+                }
+                st.done = events.contains(&UpstreamEvent::End);
+                st.pending.extend(events.into_iter().map(Ok));
+            }
+        })
+        .boxed()
+    }
+}
+
+/// `send_msg`'s body, keys in the web app's order (the signature covers the text).
+fn send_body(prompt: &str, chat_id: Option<&str>) -> String {
+    let text = serde_json::to_string(prompt).unwrap_or_else(|_| "\"\"".into());
+    let tail = match chat_id {
+        Some(id) => format!(
+            ",\"chat_id\":{}",
+            serde_json::to_string(id).unwrap_or_default()
+        ),
+        None => String::new(),
+    };
+    format!(
+        "{{\"msg_type\":1,\"text\":{text},\"chat_type\":1,\"attachments\":[],\"selected_mcp_tools\":[],\"backend_config\":{{}},\"sub_agent_ids\":[]{tail}}}"
+    )
+}
+
+/// `delete_chat`'s body: the id as a number.
+fn delete_body(chat_id: &str) -> String {
+    if !chat_id.is_empty() && chat_id.chars().all(|c| c.is_ascii_digit()) {
+        format!("{{\"chat_id\":{chat_id}}}")
+    } else {
+        serde_json::json!({ "chat_id": chat_id }).to_string()
+    }
+}
+
+#[async_trait]
+impl Upstream for AgentClient {
+    fn name(&self) -> &'static str {
+        "MiniMax Agent"
+    }
+
+    async fn chat(&self, token: &str, turn: &ChatTurn) -> Result<EventStream, UpstreamError> {
+        let body = send_body(&turn.prompt, turn.conversation_id.as_deref());
+        let sent = match self
+            .call(
+                token,
+                Method::POST,
+                "/matrix/api/v1/chat/send_msg",
+                Some(&body),
+            )
+            .await
+        {
+            Ok(sent) => sent,
+            Err(e) => return Err(self.explain(token, e).await),
+        };
+        let chat_id = id_of(sent.get("chat_id"))
+            .or_else(|| turn.conversation_id.clone())
+            .ok_or_else(|| UpstreamError::Protocol("send_msg answered without chat_id".into()))?;
+        Ok(self.poll_answer(token.to_string(), chat_id, id_of(sent.get("msg_id"))))
+    }
+
+    async fn delete_conversation(&self, token: &str, chat_id: &str) -> Result<(), UpstreamError> {
+        let body = delete_body(chat_id);
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self
+                .call(
+                    token,
+                    Method::POST,
+                    "/matrix/api/v1/chat/delete_chat",
+                    Some(&body),
+                )
+                .await
+            {
+                Err(UpstreamError::Api { message, .. })
+                    if message.contains("chat is running") && tries < self.config.delete_tries =>
+                {
+                    tokio::time::sleep(self.config.delete_retry).await;
+                }
+                other => return other.map(|_| ()),
+            }
+        }
+    }
+
+    async fn is_live(&self, token: &str) -> Result<bool, UpstreamError> {
+        match self
+            .call(token, Method::GET, "/v1/api/user/info", None)
+            .await
+        {
+            Ok(data) => Ok(data.get("userInfo").is_some_and(Value::is_object)),
+            Err(UpstreamError::Api { .. }) | Err(UpstreamError::TokenRejected { .. }) => {
+                self.devices.forget(token).await;
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn explain_failure(&self, token: &str, error: UpstreamError) -> UpstreamError {
+        self.explain(token, error).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_match_the_signed_vectors() {
+        let doc: Value =
+            serde_json::from_str(include_str!("../../../testdata/agent-vectors.json")).unwrap();
+        let v = &doc["vectors"];
+        assert_eq!(
+            send_body("system:be brief\nuser:你好 (hi) ~*'!\nassistant:", None),
+            v[2]["body_json"].as_str().unwrap()
+        );
+        assert_eq!(
+            send_body("user:继续", Some("358861733337088")),
+            v[3]["body_json"].as_str().unwrap()
+        );
+        assert_eq!(
+            delete_body("358861733337088"),
+            v[5]["body_json"].as_str().unwrap()
+        );
+        assert_eq!(
+            serde_json::json!({"chat_id": "358861733337088"}).to_string(),
+            v[4]["body_json"].as_str().unwrap()
+        );
+        assert_eq!(delete_body("abc"), r#"{"chat_id":"abc"}"#);
+    }
+}

@@ -1,0 +1,10 @@
+//! The MiniMax Agent web protocol (`minimax-agent-protocol.md`): JWT
+//! credentials, the query and three signatures, device registration, and a
+//! send-then-poll chat turned into a stream.
+
+pub mod client;
+pub mod credential;
+pub mod poll;
+pub mod profile;
+
+pub use client::AgentClient;
