@@ -31,6 +31,10 @@ log "start the Hailuo simulator on $SIM_ADDR"
 "$ROOT/target/debug/hailuo-simulator" --addr "$SIM_ADDR" >"$E2E_DIR/simulator.log" 2>&1 &
 pids+=($!)
 wait_http "$SIM_URL/__sim/state" 30
+log "start the MiniMax Agent simulator on $AGENT_SIM_ADDR"
+"$ROOT/target/debug/hailuo-simulator" --protocol agent --addr "$AGENT_SIM_ADDR" >"$E2E_DIR/agent-simulator.log" 2>&1 &
+pids+=($!)
+wait_http "$AGENT_SIM_URL/__sim/state" 30
 
 log "start moto (local Secrets Manager) on :$MOTO_PORT"
 # moto keeps its recording in a file in its working directory: run it in .e2e.
@@ -43,21 +47,18 @@ curl -s -X POST "$MOTO_URL/moto-api/recorder/start-recording" >/dev/null
 
 # One `cargo lambda watch` per deployment shape. Values with commas must go
 # through --env-file (--env-var splits at commas).
-start_watch() { # name port [KEY=VALUE...]
-  local name=$1 port=$2
+start_watch() { # name port [KEY=VALUE...]: defaults, each overridable
+  local name=$1 port=$2 kv
   shift 2
+  local -A given=()
+  for kv in "$@"; do given[${kv%%=*}]=1; done
   {
-    echo "HAILUO_BASE_URL=$SIM_URL"
-    echo "RUST_LOG=info"
-    echo "UPSTREAM_FIRST_BYTE_TIMEOUT_MS=2500"
-    echo "UPSTREAM_IDLE_TIMEOUT_MS=2500"
-    echo "UPSTREAM_RETRY_BACKOFF_MS=100"
-    echo "MAX_REQUEST_BYTES=1048576"
-    echo "AWS_EC2_METADATA_DISABLED=true"
-    echo "AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID"
-    echo "AWS_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY"
-    echo "AWS_REGION=$AWS_REGION"
-    echo "AWS_ENDPOINT_URL=$MOTO_URL"
+    for kv in "HAILUO_BASE_URL=$SIM_URL" RUST_LOG=info UPSTREAM_FIRST_BYTE_TIMEOUT_MS=2500 \
+      UPSTREAM_IDLE_TIMEOUT_MS=2500 UPSTREAM_RETRY_BACKOFF_MS=100 MAX_REQUEST_BYTES=1048576 \
+      AWS_EC2_METADATA_DISABLED=true "AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID" \
+      "AWS_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY" "AWS_REGION=$AWS_REGION" "AWS_ENDPOINT_URL=$MOTO_URL"; do
+      [[ -n ${given[${kv%%=*}]:-} ]] || echo "$kv"
+    done
     printf '%s\n' "$@"
   } >"$E2E_DIR/$name.env"
   log "start cargo lambda watch ($name) on :$port"
@@ -69,13 +70,17 @@ start_watch header "$LAMBDA_PORT"
 start_watch secret 9001 TOKENS_SECRET_ID=e2e/tokens TOKEN_STATUS_SECRET_ID=e2e/token-status STATUS_CACHE_TTL_SECONDS=1
 start_watch alldead 9002 TOKENS_SECRET_ID=e2e/tokens-all-dead ALLOW_HEADER_TOKENS=true
 start_watch nokeys 9003 TOKENS_SECRET_ID=e2e/tokens-no-keys
-for port in "$LAMBDA_PORT" 9001 9002 9003; do wait_http "http://127.0.0.1:$port/" 120; done
+# Header mode on the MiniMax Agent upstream: short polls and timeouts for the tests.
+start_watch agent 9004 UPSTREAM=minimax-agent AGENT_BASE_URL="$AGENT_SIM_URL" AGENT_POLL_INTERVAL_MS=200 \
+  AGENT_POLL_TIMEOUT_MS=2000 AGENT_DELETE_RETRY_MS=1000 AGENT_DELETE_TRIES=6 \
+  UPSTREAM_IDLE_TIMEOUT_MS=10000 UPSTREAM_FIRST_BYTE_TIMEOUT_MS=10000
+for port in "$LAMBDA_PORT" 9001 9002 9003 9004; do wait_http "http://127.0.0.1:$port/" 120; done
 # The emulator starts a function on its first request: warm them before any
 # test clock starts, on paths that read no secret.
 for path in /v1/models /v1/chat/completions /lambda-url/token-check/warm-up; do
   curl -s -o /dev/null --max-time 300 "$GATEWAY_URL$path" || true
 done
-for port in 9001 9002 9003; do
+for port in 9001 9002 9003 9004; do
   for fn in chat-completions models token-check; do
     curl -s -o /dev/null --max-time 300 "http://127.0.0.1:$port/lambda-url/$fn/warm-up" || true
   done

@@ -193,7 +193,11 @@ async fn main() {
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sim_url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(hailuo_simulator::serve(listener, sim.clone()));
+    tokio::spawn(hailuo_simulator::serve(
+        listener,
+        sim.clone(),
+        hailuo_simulator::Protocol::Hailuo,
+    ));
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

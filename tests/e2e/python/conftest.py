@@ -17,6 +17,7 @@ import pytest
 
 GATEWAY_URL = os.environ.get("GATEWAY_URL", "http://127.0.0.1:9000")
 SIM_URL = os.environ.get("SIM_URL", "http://127.0.0.1:18080")
+AGENT_SIM_URL = os.environ.get("AGENT_SIM_URL", "http://127.0.0.1:18081")
 
 
 def fingerprint(token: str) -> str:
@@ -26,8 +27,8 @@ def fingerprint(token: str) -> str:
 class Sim:
     """The simulator's control API."""
 
-    def __init__(self):
-        self.http = httpx.Client(base_url=SIM_URL, timeout=10)
+    def __init__(self, url: str = SIM_URL):
+        self.http = httpx.Client(base_url=url, timeout=10)
         self.kept: set[str] = set()
 
     def reset(self):
@@ -70,23 +71,36 @@ class Sim:
         raise AssertionError(f"timed out waiting for {what}: {self.state()}")
 
 
+    def assert_clean(self, timeout=10.0):
+        """No protocol violation, and every conversation deleted except kept ones.
+        Conversations are deleted inside the invocation, before the response
+        ends, so they are gone by now (a grace period only for disconnects)."""
+        state = self.wait_until(
+            lambda st: not st["busy"]
+            and all(c["deleted"] or c["chat_id"] in self.kept for c in st["conversations"]),
+            timeout=timeout,
+            what="every conversation deleted (except kept ones)",
+        )
+        assert state["violations"] == [], f"protocol violations: {state['violations']}"
+        for c in state["conversations"]:
+            if c["chat_id"] in self.kept:
+                assert not c["deleted"], f"kept conversation {c['chat_id']} was deleted"
+
+
 @pytest.fixture
 def sim():
     s = Sim()
     s.reset()
     yield s
-    # Conversations are deleted inside the invocation, before the response ends,
-    # so they are gone by now (a short grace only for disconnect cases).
-    state = s.wait_until(
-        lambda st: not st["busy"]
-        and all(c["deleted"] or c["chat_id"] in s.kept for c in st["conversations"]),
-        timeout=10,
-        what="every conversation deleted (except kept ones)",
-    )
-    assert state["violations"] == [], f"protocol violations: {state['violations']}"
-    for c in state["conversations"]:
-        if c["chat_id"] in s.kept:
-            assert not c["deleted"], f"kept conversation {c['chat_id']} was deleted"
+    s.assert_clean()
+
+
+@pytest.fixture
+def agent_sim():
+    s = Sim(AGENT_SIM_URL)
+    s.reset()
+    yield s
+    s.assert_clean(timeout=15)
 
 
 @pytest.fixture

@@ -1,6 +1,9 @@
-//! The simulator's own reading of the protocol: query, time, signature and
-//! header rules from `hailuo-web-protocol.md`, implemented independently of the
-//! client so that a client bug cannot hide behind a shared helper.
+//! The simulator's own reading of the protocols: query, time, signature and
+//! header rules from `hailuo-web-protocol.md` and `minimax-agent-protocol.md`,
+//! implemented independently of the client so that a client bug cannot hide
+//! behind a shared helper.
+
+use std::collections::HashMap;
 
 use md5::{Digest, Md5};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -28,117 +31,170 @@ pub fn yy(uri_with_query: &str, data: &str, unix: &str) -> String {
     md5_hex(format!("{encoded}_{data}{}ooui", md5_hex(unix)))
 }
 
-/// The fixed values of the device query, in order; `None` marks the
-/// per-device keys (uuid, device_id) and the time.
-const QUERY: [(&str, Option<&str>); 14] = [
-    ("device_platform", Some("web")),
-    ("app_id", Some("3001")),
-    ("version_code", Some("22200")),
-    ("uuid", None),
-    ("device_id", None),
-    ("os_name", Some("Windows")),
-    ("browser_name", Some("chrome")),
-    ("device_memory", Some("8")),
-    ("cpu_core_num", Some("12")),
-    ("browser_language", Some("zh-CN")),
-    ("browser_platform", Some("Win32")),
-    ("screen_width", Some("1920")),
-    ("screen_height", Some("1080")),
-    ("unix", None),
-];
+/// A protocol's query: keys in order, with the fixed value of each (`None`
+/// for per-call values), which keys may be left out, and whether `unix` is
+/// rounded down to the second.
+pub struct QuerySpec {
+    pub keys: &'static [(&'static str, Option<&'static str>)],
+    pub optional: &'static [&'static str],
+    pub rounded_unix: bool,
+}
 
+pub const HAILUO_QUERY: QuerySpec = QuerySpec {
+    keys: &[
+        ("device_platform", Some("web")),
+        ("app_id", Some("3001")),
+        ("version_code", Some("22200")),
+        ("uuid", None),
+        ("device_id", None),
+        ("os_name", Some("Windows")),
+        ("browser_name", Some("chrome")),
+        ("device_memory", Some("8")),
+        ("cpu_core_num", Some("12")),
+        ("browser_language", Some("zh-CN")),
+        ("browser_platform", Some("Win32")),
+        ("screen_width", Some("1920")),
+        ("screen_height", Some("1080")),
+        ("unix", None),
+    ],
+    optional: &["device_id"],
+    rounded_unix: true,
+};
+
+pub const AGENT_QUERY: QuerySpec = QuerySpec {
+    keys: &[
+        ("device_platform", Some("web")),
+        ("biz_id", Some("3")),
+        ("app_id", Some("3001")),
+        ("version_code", Some("22201")),
+        ("uuid", None),
+        ("device_id", None),
+        ("os_name", Some("Mac")),
+        ("browser_name", Some("chrome")),
+        ("device_memory", Some("8")),
+        ("cpu_core_num", Some("11")),
+        ("browser_language", Some("zh-CN")),
+        ("browser_platform", Some("MacIntel")),
+        ("user_id", None),
+        ("screen_width", Some("1920")),
+        ("screen_height", Some("1080")),
+        ("unix", None),
+        ("lang", Some("zh")),
+        ("token", None),
+        ("timezone_offset", Some("28800")),
+        ("sys_language", Some("zh")),
+        ("client", Some("web")),
+    ],
+    optional: &["device_id"],
+    rounded_unix: false,
+};
+
+/// A checked query: the per-call values, and the part that was signed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceParams {
-    pub uuid: String,
-    pub device_id: Option<String>,
-    pub unix: String,
-    /// The query as signed: from the first device key to `unix`, inclusive.
+pub struct ParsedQuery {
+    pub values: HashMap<&'static str, String>,
+    /// From the first protocol key to the last, inclusive.
     pub signed_query: String,
-    /// What precedes the device query (`msgID=…&timbre=…`), if anything.
+    /// What precedes the protocol query (`msgID=…&timbre=…`), if anything.
     pub prefix: String,
 }
 
-/// Check the raw query string. Returns the device parameters or what is wrong.
-pub fn parse_device_query(raw: &str, now_ms: u128) -> Result<DeviceParams, String> {
+impl ParsedQuery {
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.values.get(key).map(String::as_str)
+    }
+
+    /// The URI as the client signed it.
+    pub fn signed_uri(&self, path: &str) -> String {
+        if self.prefix.is_empty() {
+            format!("{path}?{}", self.signed_query)
+        } else {
+            format!("{path}?{}&{}", self.prefix, self.signed_query)
+        }
+    }
+}
+
+/// Check a raw query string against `spec`.
+pub fn parse_query(raw: &str, spec: &QuerySpec, now_ms: u128) -> Result<ParsedQuery, String> {
     let pairs: Vec<(&str, &str)> = raw
         .split('&')
         .filter(|p| !p.is_empty())
         .map(|p| p.split_once('=').unwrap_or((p, "")))
         .collect();
+    let first = spec.keys[0].0;
     let start = pairs
         .iter()
-        .position(|(k, _)| *k == "device_platform")
-        .ok_or("query has no device_platform")?;
+        .position(|(k, _)| *k == first)
+        .ok_or(format!("query has no {first}"))?;
     let prefix = pairs[..start]
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join("&");
     let mut i = start;
-    let mut uuid = None;
-    let mut device_id = None;
-    let mut unix = None;
-    for (key, fixed) in QUERY {
+    let mut values = HashMap::new();
+    for (key, fixed) in spec.keys {
         let Some((k, v)) = pairs.get(i) else {
             return Err(format!("query ends before `{key}`"));
         };
-        if *k != key {
-            if key == "device_id" {
-                continue; // left out before registration
+        if k != key {
+            if spec.optional.contains(key) {
+                continue;
             }
             return Err(format!(
                 "query key #{} is `{k}`, expected `{key}` (keys must be in protocol order)",
                 i - start + 1
             ));
         }
-        if let Some(fixed) = fixed {
-            if *v != fixed {
-                return Err(format!("query `{key}` is `{v}`, expected `{fixed}`"));
+        match fixed {
+            Some(fixed) if v != fixed => {
+                return Err(format!("query `{key}` is `{v}`, expected `{fixed}`"))
             }
-        }
-        match key {
-            "uuid" => uuid = Some(v.to_string()),
-            "device_id" => device_id = Some(v.to_string()),
-            "unix" => unix = Some(v.to_string()),
-            _ => {}
+            Some(_) => {}
+            None if v.is_empty() => {
+                return Err(format!(
+                    "query `{key}` is present but empty (leave it out instead)"
+                ))
+            }
+            None => {
+                values.insert(*key, v.to_string());
+            }
         }
         i += 1;
     }
-    // Anything after `unix` may only be the observed duplicate of the device
-    // parameters (the reference client's quirk), which the service tolerated.
+    // After the last key, only a repeat of protocol keys is tolerated (the
+    // reference Hailuo client's quirk, which the service accepted).
     for (k, _) in &pairs[i..] {
-        if !QUERY.iter().any(|(q, _)| q == k) {
-            return Err(format!("unexpected query key `{k}` after `unix`"));
+        if !spec.keys.iter().any(|(q, _)| q == k) {
+            return Err(format!(
+                "unexpected query key `{k}` after the protocol query"
+            ));
         }
     }
-    let uuid = uuid
-        .filter(|u| !u.is_empty())
-        .ok_or("query `uuid` is empty")?;
-    if device_id.as_deref() == Some("") {
-        return Err("query `device_id` is present but empty (leave it out instead)".into());
-    }
-    let unix = unix.unwrap_or_default();
-    check_unix(&unix, now_ms)?;
+    check_unix(
+        values.get("unix").map(String::as_str).unwrap_or(""),
+        now_ms,
+        spec.rounded_unix,
+    )?;
     let signed_query = pairs[start..i]
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join("&");
-    Ok(DeviceParams {
-        uuid,
-        device_id,
-        unix,
+    Ok(ParsedQuery {
+        values,
         signed_query,
         prefix,
     })
 }
 
-/// `unix`: milliseconds rounded down to the second, close to now.
-pub fn check_unix(unix: &str, now_ms: u128) -> Result<(), String> {
+/// `unix`: milliseconds (rounded down to the second where the protocol says
+/// so), close to now.
+pub fn check_unix(unix: &str, now_ms: u128, rounded: bool) -> Result<(), String> {
     let ms: u128 = unix
         .parse()
         .map_err(|_| format!("`unix` is not a number: {unix:?}"))?;
-    if !unix.ends_with("000") {
+    if rounded && !unix.ends_with("000") {
         return Err(format!(
             "`unix` {unix} is not rounded down to a whole second"
         ));
@@ -150,23 +206,27 @@ pub fn check_unix(unix: &str, now_ms: u128) -> Result<(), String> {
     Ok(())
 }
 
-impl DeviceParams {
-    /// The URI as the client signed it: path, `?`, any prefix query, the device query.
-    pub fn signed_uri(&self, path: &str) -> String {
-        if self.prefix.is_empty() {
-            format!("{path}?{}", self.signed_query)
-        } else {
-            format!("{path}?{}&{}", self.prefix, self.signed_query)
-        }
-    }
-}
-
 pub fn fingerprint(token: &str) -> String {
     use sha2::Sha256;
     sha2::Digest::finalize(<Sha256 as sha2::Digest>::new_with_prefix(token.as_bytes()))[..4]
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// The `user.id` of a JWT's payload, if it has one.
+pub fn jwt_user_id(jwt: &str) -> Option<String> {
+    use base64::Engine;
+    let payload = jwt.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    match claims.get("user")?.get("id")? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -177,16 +237,23 @@ mod tests {
     const NOW: u128 = 1714751477500;
 
     #[test]
-    fn accepts_the_protocol_query() {
-        let p = parse_device_query(Q, NOW).unwrap();
-        assert_eq!(p.uuid, "u");
-        assert_eq!(p.device_id.as_deref(), Some("7"));
+    fn accepts_the_hailuo_query() {
+        let p = parse_query(Q, &HAILUO_QUERY, NOW).unwrap();
+        assert_eq!(p.get("uuid"), Some("u"));
+        assert_eq!(p.get("device_id"), Some("7"));
         assert_eq!(p.signed_uri("/x"), format!("/x?{Q}"));
         let with_prefix = format!("msgID=1&timbre=a&{Q}");
-        let p = parse_device_query(&with_prefix, NOW).unwrap();
+        let p = parse_query(&with_prefix, &HAILUO_QUERY, NOW).unwrap();
         assert_eq!(p.signed_uri("/x"), format!("/x?{with_prefix}"));
         // The duplicate device parameters of the reference client are tolerated.
-        assert!(parse_device_query(&format!("{Q}&uuid=u&device_id=7"), NOW).is_ok());
+        assert!(parse_query(&format!("{Q}&uuid=u&device_id=7"), &HAILUO_QUERY, NOW).is_ok());
+        let unregistered = Q.replace("&device_id=7", "");
+        assert_eq!(
+            parse_query(&unregistered, &HAILUO_QUERY, NOW)
+                .unwrap()
+                .get("device_id"),
+            None
+        );
     }
 
     #[test]
@@ -195,13 +262,35 @@ mod tests {
             "app_id=3001&version_code=22200",
             "version_code=22200&app_id=3001",
         );
-        assert!(parse_device_query(&swapped, NOW)
+        assert!(parse_query(&swapped, &HAILUO_QUERY, NOW)
             .unwrap_err()
             .contains("order"));
-        assert!(parse_device_query(&Q.replace("Win32", "MacIntel"), NOW).is_err());
-        assert!(parse_device_query(&Q.replace("1714751477000", "1714751477123"), NOW).is_err());
-        assert!(parse_device_query(Q, NOW + 3_600_000).is_err());
-        assert!(parse_device_query(&format!("{Q}&extra=1"), NOW).is_err());
+        assert!(parse_query(&Q.replace("Win32", "MacIntel"), &HAILUO_QUERY, NOW).is_err());
+        assert!(parse_query(
+            &Q.replace("1714751477000", "1714751477123"),
+            &HAILUO_QUERY,
+            NOW
+        )
+        .is_err());
+        assert!(parse_query(Q, &HAILUO_QUERY, NOW + 3_600_000).is_err());
+        assert!(parse_query(&format!("{Q}&extra=1"), &HAILUO_QUERY, NOW).is_err());
+        assert!(parse_query(&Q.replace("device_id=7", "device_id="), &HAILUO_QUERY, NOW).is_err());
+    }
+
+    #[test]
+    fn agent_query_and_jwt() {
+        let q = "device_platform=web&biz_id=3&app_id=3001&version_code=22201&uuid=300000000000007919&device_id=400000000000000001&os_name=Mac&browser_name=chrome&device_memory=8&cpu_core_num=11&browser_language=zh-CN&browser_platform=MacIntel&user_id=300000000000007919&screen_width=1920&screen_height=1080&unix=1764000001457&lang=zh&token=eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJ1c2VyIjp7ImlkIjoiMzAwMDAwMDAwMDAwMDA3OTE5IiwibmFtZSI6InUxIn0sImV4cCI6MTkwMDAwMDAwMX0.47718ea6a6a41ceb9e932111bdad0b8c&timezone_offset=28800&sys_language=zh&client=web";
+        let p = parse_query(q, &AGENT_QUERY, 1764000001000).unwrap();
+        assert_eq!(p.get("user_id"), Some("300000000000007919"));
+        assert_eq!(
+            jwt_user_id(p.get("token").unwrap()).as_deref(),
+            Some("300000000000007919")
+        );
+        assert_eq!(
+            yy(&p.signed_uri("/v1/api/user/info"), "{}", "1764000001457"),
+            "f8f8744b28cd0f562dd48ed4301338c5"
+        );
+        assert!(parse_query(&q.replace("biz_id=3&", ""), &AGENT_QUERY, 1764000001000).is_err());
     }
 
     #[test]

@@ -1,9 +1,10 @@
-//! `hailuo-simulator [--addr 127.0.0.1:18080] [--pace-ms 15]`: the simulator
+//! `hailuo-simulator [--protocol hailuo|agent] [--addr 127.0.0.1:18080] [--pace-ms 15]`: the simulator
 //! as a process, for end-to-end tests and for trying the service offline.
 
 use std::sync::{Arc, Mutex};
 
 use hailuo_simulator::state::State;
+use hailuo_simulator::Protocol;
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
@@ -14,10 +15,18 @@ async fn main() -> std::io::Result<()> {
         .init();
     let mut addr = "127.0.0.1:18080".to_string();
     let mut state = State::default();
+    let mut protocol = Protocol::Hailuo;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--addr" => addr = args.next().expect("--addr needs a value"),
+            "--protocol" => {
+                protocol = match args.next().as_deref() {
+                    Some("hailuo") => Protocol::Hailuo,
+                    Some("agent") | Some("minimax-agent") => Protocol::Agent,
+                    other => panic!("--protocol is hailuo or agent, not {other:?}"),
+                }
+            }
             "--pace-ms" => {
                 state.settings.pace_ms = args
                     .next()
@@ -25,7 +34,9 @@ async fn main() -> std::io::Result<()> {
                     .expect("--pace-ms needs a number")
             }
             "--help" | "-h" => {
-                println!("hailuo-simulator [--addr HOST:PORT] [--pace-ms N]");
+                println!(
+                    "hailuo-simulator [--protocol hailuo|agent] [--addr HOST:PORT] [--pace-ms N]"
+                );
                 return Ok(());
             }
             other => panic!("unknown argument {other}"),
@@ -33,8 +44,8 @@ async fn main() -> std::io::Result<()> {
     }
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!(
-        "hailuo-simulator listening on http://{}",
+        "hailuo-simulator ({protocol:?} protocol) listening on http://{}",
         listener.local_addr()?
     );
-    hailuo_simulator::serve(listener, Arc::new(Mutex::new(state))).await
+    hailuo_simulator::serve(listener, Arc::new(Mutex::new(state)), protocol).await
 }

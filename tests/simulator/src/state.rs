@@ -55,6 +55,25 @@ pub enum FaultKind {
 pub struct Turn {
     pub prompt: String,
     pub answer: String,
+    /// The agent's reasoning text (agent protocol only).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub thinking: String,
+}
+
+/// How far the newest agent answer has been revealed, which depends on time.
+#[derive(Clone, Debug)]
+pub struct Reveal {
+    pub started: std::time::Instant,
+    /// Stop at this many characters ...
+    pub stall_at: Option<usize>,
+    /// ... until this long after the start.
+    pub stall_ms: u64,
+    /// Polls answered with an error from this poll on.
+    pub error_after: Option<u32>,
+    pub polls: u32,
+    pub last_poll: Option<std::time::Instant>,
+    /// A poll has seen the answer finished.
+    pub seen_finished: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -73,6 +92,25 @@ pub struct Conversation {
     /// of whole characters it made available (for benchmarks).
     #[serde(skip)]
     pub sent: Vec<(std::time::Instant, usize)>,
+    /// Agent protocol: how the newest answer is revealed.
+    #[serde(skip)]
+    pub reveal: Option<Reveal>,
+}
+
+impl Conversation {
+    pub fn new(chat_id: &str, token: &str) -> Self {
+        Self {
+            chat_id: chat_id.to_string(),
+            token_fp: fingerprint(token),
+            token: token.to_string(),
+            turns: vec![],
+            deleted: false,
+            completed: false,
+            client_went_away: false,
+            sent: vec![],
+            reveal: None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -123,6 +161,8 @@ pub struct State {
     pub calls: Vec<Call>,
     pub faults: VecDeque<Fault>,
     pub next_id: u64,
+    /// Agent protocol: the user id each token registered with.
+    pub agent_users: HashMap<String, String>,
 }
 
 impl State {
