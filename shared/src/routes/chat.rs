@@ -46,6 +46,19 @@ async fn chat_completions(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    // The upstream work runs in its own task: if the caller's connection drops
+    // (a local server cancels the handler then), the task still finishes and
+    // deletes the upstream conversation.
+    tokio::spawn(answer_request(state, headers, body))
+        .await
+        .map_err(|e| ApiError::Internal(format!("the request handler failed: {e}")))?
+}
+
+async fn answer_request(
+    state: AppState,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     let tokens = state.credentials.tokens_for(&headers).await?;
     let body = body.map_err(|r| super::body_error(r, state.config.max_request_bytes))?;
     let request = ChatRequest::parse(&body)?;

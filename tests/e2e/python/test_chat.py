@@ -314,3 +314,12 @@ def test_chat_function_url_alone_is_a_complete_base_url(sim, http):
     # Clients list models before chatting; the chat function answers that too.
     r = http.get("/lambda-url/chat-completions/v1/models")
     assert r.status_code == 200 and any(m["id"] == "hailuo" for m in r.json()["data"])
+
+
+def test_client_giving_up_on_a_non_streamed_answer_still_deletes(sim, new_token):
+    # About 4 s of answer; the client stops waiting after 1 s.
+    sim.settings(pace_ms=50)
+    c = openai.OpenAI(base_url="http://127.0.0.1:9000/v1", api_key=new_token(), max_retries=0, timeout=1.0)
+    with pytest.raises(openai.APITimeoutError):
+        ask(c, "a long answer [sim:len=600]")
+    sim.wait_until(lambda st: st["conversations"] and st["conversations"][0]["deleted"], 20, "deletion")
