@@ -98,15 +98,17 @@ impl Answer {
         let total = set.tokens.len();
         if set.from_secret || busy > 0 {
             return Err(ApiError::Unavailable(format!(
-                "No Hailuo account could answer: of {total} tokens tried, {} were rejected upstream (dead) \
+                "No {} account could answer: of {total} tokens tried, {} were rejected upstream (dead) \
                  and {busy} busy with another answer.{}",
+                upstream.name(),
                 rejected.len(),
                 if busy > 0 { " Retry shortly, or add tokens." } else { " Refresh the tokens." }
             )));
         }
         if rejected.len() > 1 {
             return Err(ApiError::Unauthorized(format!(
-                "Every Hailuo token was rejected upstream ({}). Log in to hailuoai.com again and send fresh tokens.",
+                "Every {} token was rejected upstream ({}). Log in to the web app again and send fresh tokens.",
+                upstream.name(),
                 rejected.join(", ")
             )));
         }

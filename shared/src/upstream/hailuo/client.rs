@@ -285,7 +285,7 @@ where
 #[async_trait]
 impl Upstream for HailuoClient {
     fn name(&self) -> &'static str {
-        "hailuo"
+        "Hailuo"
     }
 
     async fn chat(&self, token: &str, turn: &ChatTurn) -> Result<EventStream, UpstreamError> {
