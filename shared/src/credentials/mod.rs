@@ -132,13 +132,19 @@ impl Credentials {
             return Ok(Self::new(Mode::Header, config.dead_token_memory));
         };
         let sdk = secret::aws_config(app_name).await;
-        let client = secret::caching_client(&sdk, config.secret_cache_ttl)
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let client = secret::caching_client(
+            aws_sdk_secretsmanager::Client::new(&sdk),
+            config.secret_cache_ttl,
+        )
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
         let tokens = CachedDocument::new(client.clone(), tokens_id, config.secret_cache_ttl);
         let status = match &config.token_status_secret_id {
             Some(id) => {
-                let status_client = secret::caching_client(&sdk, config.status_cache_ttl)
-                    .map_err(|e| ApiError::Internal(e.to_string()))?;
+                let status_client = secret::caching_client(
+                    aws_sdk_secretsmanager::Client::new(&sdk),
+                    config.status_cache_ttl,
+                )
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
                 Some(CachedDocument::new(
                     status_client,
                     id.clone(),

@@ -94,10 +94,9 @@ pub async fn aws_config(app_name: &str) -> aws_config::SdkConfig {
 }
 
 pub fn caching_client(
-    sdk: &aws_config::SdkConfig,
+    client: aws_sdk_secretsmanager::Client,
     ttl: Duration,
 ) -> Result<Arc<SecretsManagerCachingClient>, SecretError> {
-    let client = aws_sdk_secretsmanager::Client::new(sdk);
     SecretsManagerCachingClient::new(client, NonZeroUsize::new(16).expect("non-zero"), ttl, true)
         .map(Arc::new)
         .map_err(|e| SecretError::Unreadable {
@@ -212,6 +211,196 @@ fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A fake of the Secrets Manager JSON API, counting calls.
+    mod fake {
+        use std::sync::{Arc, Mutex};
+
+        use axum::http::{HeaderMap, StatusCode};
+        use axum::response::IntoResponse;
+        use serde_json::{json, Value};
+
+        #[derive(Default)]
+        pub struct Secret {
+            pub value: String,
+            pub version: String,
+            pub denied: bool,
+            pub gets: usize,
+            pub describes: usize,
+        }
+
+        pub type Shared = Arc<Mutex<Secret>>;
+
+        async fn answer(
+            axum::extract::State(st): axum::extract::State<Shared>,
+            headers: HeaderMap,
+            body: String,
+        ) -> axum::response::Response {
+            let target = headers
+                .get("x-amz-target")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let id = serde_json::from_str::<Value>(&body).unwrap_or_default()["SecretId"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            let mut s = st.lock().unwrap();
+            let reply = |status: StatusCode, body: Value| {
+                (
+                    status,
+                    [("content-type", "application/x-amz-json-1.1")],
+                    body.to_string(),
+                )
+                    .into_response()
+            };
+            if id == "missing" {
+                return reply(
+                    StatusCode::BAD_REQUEST,
+                    json!({"__type": "ResourceNotFoundException", "message": "no such secret"}),
+                );
+            }
+            if s.denied {
+                return reply(
+                    StatusCode::BAD_REQUEST,
+                    json!({"__type": "AccessDeniedException", "message": "denied"}),
+                );
+            }
+            let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:tokens-AbCdEf";
+            match target {
+                "secretsmanager.GetSecretValue" => {
+                    s.gets += 1;
+                    reply(
+                        StatusCode::OK,
+                        json!({"ARN": arn, "Name": "tokens", "VersionId": s.version,
+                        "SecretString": s.value, "VersionStages": ["AWSCURRENT"], "CreatedDate": 1.7e9}),
+                    )
+                }
+                "secretsmanager.DescribeSecret" => {
+                    s.describes += 1;
+                    reply(
+                        StatusCode::OK,
+                        json!({"ARN": arn, "Name": "tokens",
+                        "VersionIdsToStages": {s.version.clone(): ["AWSCURRENT"]}}),
+                    )
+                }
+                other => reply(
+                    StatusCode::BAD_REQUEST,
+                    json!({"__type": "InvalidRequestException", "message": other}),
+                ),
+            }
+        }
+
+        pub async fn start(secret: Secret) -> (String, Shared) {
+            let st: Shared = Arc::new(Mutex::new(secret));
+            let app = axum::Router::new()
+                .route("/", axum::routing::post(answer))
+                .with_state(st.clone());
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            (url, st)
+        }
+    }
+
+    fn client(url: &str) -> aws_sdk_secretsmanager::Client {
+        use aws_sdk_secretsmanager::config::{Credentials, Region};
+        let conf = aws_sdk_secretsmanager::Config::builder()
+            .behavior_version_latest()
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new(
+                "testing",
+                "testing",
+                None,
+                None,
+                "unit-test",
+            ))
+            .endpoint_url(url)
+            .build();
+        aws_sdk_secretsmanager::Client::from_conf(conf)
+    }
+
+    #[tokio::test]
+    async fn cached_document_reads_once_per_ttl_follows_versions_and_serves_stale_on_failure() {
+        let (url, fake) = fake::start(fake::Secret {
+            value: r#"{"tokens":["t1"],"api_keys":["k"]}"#.into(),
+            version: "v1".into(),
+            ..Default::default()
+        })
+        .await;
+        let ttl = Duration::from_millis(300);
+        let doc: CachedDocument<TokensDocument> =
+            CachedDocument::new(caching_client(client(&url), ttl).unwrap(), "tokens", ttl);
+        let counts = || {
+            let s = fake.lock().unwrap();
+            (s.gets, s.describes)
+        };
+        assert_eq!(doc.get().await.unwrap().tokens, vec!["t1"]);
+        for _ in 0..5 {
+            doc.get().await.unwrap();
+        }
+        assert_eq!(counts(), (1, 0), "one GetSecretValue within the TTL");
+
+        tokio::time::sleep(ttl + Duration::from_millis(50)).await;
+        doc.get().await.unwrap();
+        assert_eq!(
+            counts(),
+            (1, 1),
+            "after the TTL, an unchanged version is only described"
+        );
+
+        {
+            let mut s = fake.lock().unwrap();
+            s.value = r#"{"tokens":["t2"],"api_keys":["k"]}"#.into();
+            s.version = "v2".into();
+        }
+        tokio::time::sleep(ttl + Duration::from_millis(50)).await;
+        assert_eq!(
+            doc.get().await.unwrap().tokens,
+            vec!["t2"],
+            "a new version is read"
+        );
+        assert_eq!(counts().0, 2);
+
+        fake.lock().unwrap().denied = true;
+        tokio::time::sleep(ttl + Duration::from_millis(50)).await;
+        assert_eq!(
+            doc.get().await.unwrap().tokens,
+            vec!["t2"],
+            "a failed refresh serves the last good value"
+        );
+
+        fake.lock().unwrap().denied = false;
+        fake.lock().unwrap().value = "not json".into();
+        fake.lock().unwrap().version = "v3".into();
+        tokio::time::sleep(ttl + Duration::from_millis(50)).await;
+        assert_eq!(
+            doc.get().await.unwrap().tokens,
+            vec!["t2"],
+            "a malformed new version keeps the last good value"
+        );
+    }
+
+    #[tokio::test]
+    async fn missing_and_unreadable_secrets() {
+        let (url, fake) = fake::start(fake::Secret {
+            denied: true,
+            ..Default::default()
+        })
+        .await;
+        let ttl = Duration::from_secs(60);
+        let cache = caching_client(client(&url), ttl).unwrap();
+        let missing: CachedDocument<StatusDocument> =
+            CachedDocument::new(cache.clone(), "missing", ttl);
+        assert!(matches!(missing.get().await, Err(SecretError::NotFound(_))));
+        assert!(
+            matches!(missing.get().await, Err(SecretError::NotFound(_))),
+            "remembered for the TTL"
+        );
+        let denied: CachedDocument<TokensDocument> = CachedDocument::new(cache, "tokens", ttl);
+        let e = denied.get().await.unwrap_err();
+        assert!(matches!(e, SecretError::Unreadable { .. }), "{e}");
+        assert_eq!(fake.lock().unwrap().gets, 0);
+    }
 
     #[test]
     fn tokens_document_is_cleaned() {

@@ -1,6 +1,7 @@
 """Chat completions end to end: the official openai SDK → cargo lambda watch →
 the chat-completions function → the Hailuo simulator."""
 
+import json
 import threading
 import time
 
@@ -323,3 +324,48 @@ def test_client_giving_up_on_a_non_streamed_answer_still_deletes(sim, new_token)
     with pytest.raises(openai.APITimeoutError):
         ask(c, "a long answer [sim:len=600]")
     sim.wait_until(lambda st: st["conversations"] and st["conversations"][0]["deleted"], 20, "deletion")
+
+
+def test_failure_mid_stream_raw_frames_end_with_error_then_done(sim, http, new_token):
+    """What the SDKs see, byte for byte: content chunks, an error object, then [DONE]."""
+    sim.fault("error_event", after_events=3)
+    body = {"model": "hailuo", "stream": True, "messages": [{"role": "user", "content": "[sim:len=300]"}]}
+    with http.stream("POST", "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {new_token()}"}) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        frames = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
+    assert frames[-1] == "[DONE]"
+    error = json.loads(frames[-2])["error"]
+    assert error["type"] == "upstream_error" and "服务繁忙" in error["message"]
+    assert all("choices" in json.loads(f) for f in frames[:-2])
+
+
+def test_paths_without_the_v1_prefix(sim, http, new_token):
+    auth = {"Authorization": f"Bearer {new_token()}"}
+    body = {"model": "hailuo", "messages": [{"role": "user", "content": "no prefix"}]}
+    r = http.post("/lambda-url/chat-completions/chat/completions", json=body, headers=auth)
+    assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"]
+    assert http.get("/lambda-url/models/models").json()["object"] == "list"
+
+
+def test_the_simulator_refuses_what_breaks_the_protocol(http):
+    """The simulator is not a pushover: a call with a wrong signature is refused and recorded."""
+    import httpx as raw
+
+    from conftest import SIM_URL
+
+    raw.post(f"{SIM_URL}/__sim/reset").raise_for_status()
+    now = int(time.time()) * 1000
+    query = (
+        "device_platform=web&app_id=3001&version_code=22200&uuid=abc&os_name=Windows&browser_name=chrome"
+        f"&device_memory=8&cpu_core_num=12&browser_language=zh-CN&browser_platform=Win32&screen_width=1920"
+        f"&screen_height=1080&unix={now}"
+    )
+    r = raw.post(
+        f"{SIM_URL}/v1/api/user/device/register?{query}",
+        content=b'{"uuid":"abc"}',
+        headers={"Token": "tok-e2e-raw", "Yy": "0" * 32, "Content-Type": "application/json"},
+    )
+    assert r.json()["statusInfo"]["code"] != 0
+    violations = raw.get(f"{SIM_URL}/__sim/state").json()["violations"]
+    assert violations and "Yy" in violations[0]["problem"]
+    raw.post(f"{SIM_URL}/__sim/reset").raise_for_status()
