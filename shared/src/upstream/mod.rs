@@ -162,9 +162,75 @@ pub trait Upstream: Send + Sync + 'static {
     /// Whether the token still works upstream.
     async fn is_live(&self, token: &str) -> Result<bool, UpstreamError>;
 
-    /// Called on a failure before any answer text: lets the adapter tell a dead
-    /// token (`TokenRejected`) from other upstream failures.
-    async fn explain_failure(&self, _token: &str, error: UpstreamError) -> UpstreamError {
-        error
+    /// Called on a failure before any answer text. An upstream failure code is
+    /// diagnosed with a liveness check: a dead token becomes `TokenRejected`, a
+    /// live account answering another question becomes `Busy`.
+    async fn explain_failure(&self, token: &str, error: UpstreamError) -> UpstreamError {
+        let UpstreamError::Api { message, .. } = &error else {
+            return error;
+        };
+        let (fingerprint, message) = (crate::credentials::fingerprint(token), message.clone());
+        match self.is_live(token).await {
+            Ok(false) => UpstreamError::TokenRejected {
+                fingerprint,
+                message,
+            },
+            Ok(true) if is_busy_message(&message) => UpstreamError::Busy {
+                fingerprint,
+                message,
+            },
+            _ => error,
+        }
+    }
+}
+
+/// Neither protocol names a code for "this account is already answering"; the
+/// web apps' message says a conversation is in progress (正在进行 / 进行中 / 未结束).
+pub fn is_busy_message(message: &str) -> bool {
+    ["正在进行", "进行中", "未结束"]
+        .iter()
+        .any(|m| message.contains(m))
+}
+
+/// What `GET /v1/api/user/info` (the same on both upstreams) says of a token:
+/// alive when `data.userInfo` is an object, dead on a failure code; other
+/// failures are not a verdict.
+pub fn user_info_verdict(
+    answer: Result<serde_json::Value, UpstreamError>,
+) -> Result<bool, UpstreamError> {
+    match answer {
+        Ok(data) => Ok(data
+            .get("userInfo")
+            .is_some_and(serde_json::Value::is_object)),
+        Err(UpstreamError::Api { .. }) | Err(UpstreamError::TokenRejected { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busy_messages() {
+        assert!(is_busy_message("当前有对话正在进行，请稍后再试"));
+        assert!(!is_busy_message("服务繁忙，请稍后再试"));
+    }
+
+    #[test]
+    fn user_info_verdicts() {
+        assert_eq!(
+            user_info_verdict(Ok(serde_json::json!({"userInfo": {"id": 1}}))),
+            Ok(true)
+        );
+        assert_eq!(user_info_verdict(Ok(serde_json::json!({}))), Ok(false));
+        assert_eq!(
+            user_info_verdict(Err(UpstreamError::Api {
+                code: 1004,
+                message: "x".into()
+            })),
+            Ok(false)
+        );
+        assert!(user_info_verdict(Err(UpstreamError::Timeout("t".into()))).is_err());
     }
 }

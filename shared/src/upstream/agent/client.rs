@@ -19,7 +19,9 @@ use crate::upstream::device::{DeviceCache, DeviceIdentity};
 use crate::upstream::envelope::{clip, id_of, open_envelope};
 use crate::upstream::query::{append_query, unix_ms};
 use crate::upstream::signing::{x_signature, yy_json};
-use crate::upstream::{ChatTurn, EventStream, Upstream, UpstreamError, UpstreamEvent};
+use crate::upstream::{
+    user_info_verdict, ChatTurn, EventStream, Upstream, UpstreamError, UpstreamEvent,
+};
 
 /// Polls that may fail in a row before the answer is given up.
 const POLL_FAILURES: u32 = 3;
@@ -204,19 +206,6 @@ impl AgentClient {
         open_envelope(&text)
     }
 
-    async fn explain(&self, token: &str, error: UpstreamError) -> UpstreamError {
-        let UpstreamError::Api { message, .. } = &error else {
-            return error;
-        };
-        match self.is_live(token).await {
-            Ok(false) => UpstreamError::TokenRejected {
-                fingerprint: fingerprint(token),
-                message: message.clone(),
-            },
-            _ => error,
-        }
-    }
-
     /// The answer, polled: every poll that grows it becomes events.
     fn poll_answer(
         &self,
@@ -344,7 +333,7 @@ impl Upstream for AgentClient {
             .await
         {
             Ok(sent) => sent,
-            Err(e) => return Err(self.explain(token, e).await),
+            Err(e) => return Err(self.explain_failure(token, e).await),
         };
         let chat_id = id_of(sent.get("chat_id"))
             .or_else(|| turn.conversation_id.clone())
@@ -377,21 +366,15 @@ impl Upstream for AgentClient {
     }
 
     async fn is_live(&self, token: &str) -> Result<bool, UpstreamError> {
-        match self
-            .call(token, Method::GET, "/v1/api/user/info", None)
-            .await
-        {
-            Ok(data) => Ok(data.get("userInfo").is_some_and(Value::is_object)),
-            Err(UpstreamError::Api { .. }) | Err(UpstreamError::TokenRejected { .. }) => {
-                self.devices.forget(token).await;
-                Ok(false)
-            }
-            Err(e) => Err(e),
+        let verdict = user_info_verdict(
+            self.call(token, Method::GET, "/v1/api/user/info", None)
+                .await,
+        );
+        if verdict == Ok(false) {
+            // A fresh registration next time, should the token come back.
+            self.devices.forget(token).await;
         }
-    }
-
-    async fn explain_failure(&self, token: &str, error: UpstreamError) -> UpstreamError {
-        self.explain(token, error).await
+        verdict
     }
 }
 

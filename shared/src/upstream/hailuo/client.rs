@@ -18,7 +18,9 @@ use crate::credentials::fingerprint;
 use crate::upstream::device::{DeviceCache, DeviceIdentity};
 use crate::upstream::envelope::{clip, open_envelope};
 use crate::upstream::signing::{yy_chat_form, yy_json};
-use crate::upstream::{ChatTurn, EventStream, Upstream, UpstreamError, UpstreamEvent};
+use crate::upstream::{
+    user_info_verdict, ChatTurn, EventStream, Upstream, UpstreamError, UpstreamEvent,
+};
 
 const SENTRY_RELEASE: &str = "CI7N-1MjJnx5pru-bzzhR";
 const SENTRY_PUBLIC_KEY: &str = "6cf106db5c7b7262eae7cc6b411c776a";
@@ -188,34 +190,6 @@ impl HailuoClient {
         }
         open_envelope(&text)
     }
-
-    /// When a call fails with an upstream code, tell a dead token and a busy
-    /// account from other failures.
-    async fn explain(&self, token: &str, error: UpstreamError) -> UpstreamError {
-        let UpstreamError::Api { message, .. } = &error else {
-            return error;
-        };
-        let (fingerprint, message) = (fingerprint(token), message.clone());
-        match self.is_live(token).await {
-            Ok(false) => UpstreamError::TokenRejected {
-                fingerprint,
-                message,
-            },
-            Ok(true) if is_busy_message(&message) => UpstreamError::Busy {
-                fingerprint,
-                message,
-            },
-            _ => error,
-        }
-    }
-}
-
-/// The protocol names no code for "this account is already answering"; the web
-/// app's message says a conversation is in progress (正在进行 / 进行中 / 未结束).
-fn is_busy_message(message: &str) -> bool {
-    ["正在进行", "进行中", "未结束"]
-        .iter()
-        .any(|m| message.contains(m))
 }
 
 /// The SSE byte stream decoded into upstream events.
@@ -340,7 +314,7 @@ impl Upstream for HailuoClient {
             } else {
                 UpstreamError::from_status(status.as_u16(), clip(&text))
             };
-            return Err(self.explain(token, error).await);
+            return Err(self.explain_failure(token, error).await);
         }
         Ok(decode_events(response.bytes_stream().eventsource()))
     }
@@ -357,31 +331,14 @@ impl Upstream for HailuoClient {
     }
 
     async fn is_live(&self, token: &str) -> Result<bool, UpstreamError> {
-        match self
-            .call_json(token, Method::GET, "/v1/api/user/info", None)
-            .await
-        {
-            Ok(data) => Ok(data.get("userInfo").is_some_and(Value::is_object)),
-            Err(UpstreamError::Api { .. }) | Err(UpstreamError::TokenRejected { .. }) => {
-                self.devices.forget(token).await;
-                Ok(false)
-            }
-            Err(e) => Err(e),
+        let verdict = user_info_verdict(
+            self.call_json(token, Method::GET, "/v1/api/user/info", None)
+                .await,
+        );
+        if verdict == Ok(false) {
+            // A fresh registration next time, should the token come back.
+            self.devices.forget(token).await;
         }
-    }
-
-    async fn explain_failure(&self, token: &str, error: UpstreamError) -> UpstreamError {
-        self.explain(token, error).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn busy_messages() {
-        assert!(is_busy_message("当前有对话正在进行，请稍后再试"));
-        assert!(!is_busy_message("服务繁忙，请稍后再试"));
+        verdict
     }
 }
