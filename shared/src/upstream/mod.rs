@@ -2,6 +2,7 @@
 //! events it produces. Adapters know nothing of OpenAI.
 
 pub mod agent;
+pub mod browser;
 pub mod cumulative;
 pub mod device;
 pub mod envelope;

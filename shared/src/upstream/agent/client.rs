@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
+use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use reqwest::Method;
 use serde_json::Value;
 use tokio::time::Instant;
@@ -15,8 +15,9 @@ use super::credential::AgentCredential;
 use super::poll::PollDecoder;
 use super::profile::{agent_query, AgentConfig};
 use crate::credentials::fingerprint;
+use crate::upstream::browser::{self, http_client, put, read_envelope, Fingerprint};
 use crate::upstream::device::{DeviceCache, DeviceIdentity};
-use crate::upstream::envelope::{clip, id_of, open_envelope};
+use crate::upstream::envelope::id_of;
 use crate::upstream::query::{append_query, unix_ms};
 use crate::upstream::signing::{x_signature, yy_json};
 use crate::upstream::{
@@ -37,13 +38,8 @@ pub struct AgentClient {
 
 impl AgentClient {
     pub fn new(config: AgentConfig, json_timeout: Duration) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true)
-            .build()?;
         Ok(Self {
-            http,
+            http: http_client()?,
             config: Arc::new(config),
             json_timeout,
             devices: DeviceCache::default(),
@@ -57,39 +53,20 @@ impl AgentClient {
         signature: &str,
         timestamp: &str,
     ) -> Result<HeaderMap, UpstreamError> {
-        let mut jwt =
-            HeaderValue::from_str(&credential.jwt).map_err(|_| UpstreamError::InvalidToken {
-                fingerprint: fingerprint(&credential.jwt),
-                message: "the token contains characters that cannot be sent in an HTTP header"
-                    .into(),
-            })?;
-        jwt.set_sensitive(true);
         let c = &self.config;
-        let mut h = HeaderMap::new();
-        let mut put = |name: &'static str, value: String| {
-            if let Ok(v) = HeaderValue::from_str(&value) {
-                h.insert(HeaderName::from_static(name), v);
-            }
+        let referer = format!("{}/", c.origin);
+        let fp = Fingerprint {
+            origin: &c.origin,
+            referer: &referer,
+            user_agent: &c.user_agent,
+            sec_ch_ua: &c.sec_ch_ua,
+            sec_ch_ua_platform: &c.sec_ch_ua_platform,
         };
-        put("yy", yy.to_string());
-        put("x-signature", signature.to_string());
-        put("x-timestamp", timestamp.to_string());
-        put("referer", format!("{}/", c.origin));
-        put("origin", c.origin.clone());
-        put("user-agent", c.user_agent.clone());
-        put("sec-ch-ua", c.sec_ch_ua.clone());
-        put("sec-ch-ua-mobile", "?0".into());
-        put("sec-ch-ua-platform", c.sec_ch_ua_platform.clone());
-        put("sec-fetch-dest", "empty".into());
-        put("sec-fetch-mode", "cors".into());
-        put("sec-fetch-site", "same-origin".into());
-        put("accept-language", "zh-CN,zh;q=0.9,en;q=0.8".into());
-        h.insert(
-            ACCEPT,
-            HeaderValue::from_static("application/json, text/plain, */*"),
-        );
+        let mut h = browser::headers(&credential.jwt, &fp, "application/json, text/plain, */*")?;
+        put(&mut h, "yy", yy);
+        put(&mut h, "x-signature", signature);
+        put(&mut h, "x-timestamp", timestamp);
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        h.insert(HeaderName::from_static("token"), jwt);
         Ok(h)
     }
 
@@ -197,13 +174,7 @@ impl AgentClient {
         if let Some(body) = body {
             request = request.body(body.to_string());
         }
-        let response = request.send().await?;
-        let status = response.status();
-        let text = response.text().await?;
-        if !status.is_success() {
-            return Err(UpstreamError::from_status(status.as_u16(), clip(&text)));
-        }
-        open_envelope(&text)
+        read_envelope(request.send().await?).await
     }
 
     /// The answer, polled: every poll that grows it becomes events.

@@ -2,12 +2,11 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use eventsource_stream::Eventsource;
 use futures_util::{Stream, StreamExt};
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
+use reqwest::header::{HeaderMap, CONTENT_TYPE};
 use reqwest::Method;
 use serde_json::Value;
 
@@ -15,8 +14,9 @@ use super::query::{unix_now_rounded, DeviceQuery};
 use super::stream::StreamDecoder;
 use crate::config::Config;
 use crate::credentials::fingerprint;
+use crate::upstream::browser::{self, http_client, put, read_envelope, Fingerprint};
 use crate::upstream::device::{DeviceCache, DeviceIdentity};
-use crate::upstream::envelope::{clip, open_envelope};
+use crate::upstream::envelope::{clip, id_of, open_envelope};
 use crate::upstream::signing::{yy_chat_form, yy_json};
 use crate::upstream::{
     user_info_verdict, ChatTurn, EventStream, Upstream, UpstreamError, UpstreamEvent,
@@ -33,14 +33,8 @@ pub struct HailuoClient {
 
 impl HailuoClient {
     pub fn new(config: Arc<Config>) -> Result<Self, reqwest::Error> {
-        // HTTP/2 is negotiated by ALPN over TLS (rustls); plain http stays HTTP/1.1.
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true)
-            .build()?;
         Ok(Self {
-            http,
+            http: http_client()?,
             config,
             devices: DeviceCache::default(),
         })
@@ -53,42 +47,26 @@ impl HailuoClient {
         referer: &str,
         accept: &'static str,
     ) -> Result<HeaderMap, UpstreamError> {
-        let mut token_value =
-            HeaderValue::from_str(token).map_err(|_| UpstreamError::TokenRejected {
-                fingerprint: fingerprint(token),
-                message: "the token contains characters that cannot be sent in an HTTP header"
-                    .into(),
-            })?;
-        token_value.set_sensitive(true);
+        let c = &self.config;
+        let fp = Fingerprint {
+            origin: &c.hailuo_origin,
+            referer,
+            user_agent: &c.user_agent,
+            sec_ch_ua: &c.sec_ch_ua,
+            sec_ch_ua_platform: &c.sec_ch_ua_platform,
+        };
+        let mut h = browser::headers(token, &fp, accept)?;
         let trace_id = uuid::Uuid::new_v4().simple().to_string();
         let span_id = &uuid::Uuid::new_v4().simple().to_string()[16..];
-        let c = &self.config;
-        let mut h = HeaderMap::new();
-        let mut put = |name: &'static str, value: String| {
-            if let Ok(v) = HeaderValue::from_str(&value) {
-                h.insert(HeaderName::from_static(name), v);
-            }
-        };
-        put("yy", yy.to_string());
-        put("referer", referer.to_string());
-        put("origin", c.hailuo_origin.clone());
-        put("user-agent", c.user_agent.clone());
-        put("sec-ch-ua", c.sec_ch_ua.clone());
-        put("sec-ch-ua-mobile", "?0".into());
-        put("sec-ch-ua-platform", c.sec_ch_ua_platform.clone());
-        put("sec-fetch-dest", "empty".into());
-        put("sec-fetch-mode", "cors".into());
-        put("sec-fetch-site", "same-origin".into());
-        put("accept-language", "zh-CN,zh;q=0.9,en;q=0.8".into());
+        put(&mut h, "yy", yy);
         put(
+            &mut h,
             "baggage",
-            format!(
+            &format!(
                 "sentry-environment=production,sentry-release={SENTRY_RELEASE},sentry-public_key={SENTRY_PUBLIC_KEY},sentry-trace_id={trace_id},sentry-sample_rate=1,sentry-sampled=true"
             ),
         );
-        put("sentry-trace", format!("{trace_id}-{span_id}-1"));
-        h.insert(ACCEPT, HeaderValue::from_static(accept));
-        h.insert(HeaderName::from_static("token"), token_value);
+        put(&mut h, "sentry-trace", &format!("{trace_id}-{span_id}-1"));
         Ok(h)
     }
 
@@ -126,15 +104,9 @@ impl HailuoClient {
                 },
                 other => other,
             })?;
-        let device_id = match data.get("deviceIDStr") {
-            Some(Value::String(s)) if !s.is_empty() => s.clone(),
-            Some(Value::Number(n)) => n.to_string(),
-            _ => {
-                return Err(UpstreamError::Protocol(
-                    "device registration answered without deviceIDStr".into(),
-                ))
-            }
-        };
+        let device_id = id_of(data.get("deviceIDStr")).ok_or_else(|| {
+            UpstreamError::Protocol("device registration answered without deviceIDStr".into())
+        })?;
         tracing::info!(token = %fingerprint(token), "registered a device");
         Ok(DeviceIdentity { uuid, device_id })
     }
@@ -182,13 +154,7 @@ impl HailuoClient {
                 .header(CONTENT_TYPE, "application/json")
                 .body(body.to_string());
         }
-        let response = request.send().await?;
-        let status = response.status();
-        let text = response.text().await?;
-        if !status.is_success() {
-            return Err(UpstreamError::from_status(status.as_u16(), clip(&text)));
-        }
-        open_envelope(&text)
+        read_envelope(request.send().await?).await
     }
 }
 

@@ -1,0 +1,100 @@
+//! What both web backends expect of a browser: one pooled HTTP client, the
+//! desktop Chrome fingerprint headers with the (sensitive) `token` header, and
+//! answers read through their envelope.
+
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT};
+use serde_json::Value;
+
+use super::envelope::{clip, open_envelope};
+use super::UpstreamError;
+use crate::credentials::fingerprint;
+
+/// The fingerprint headers' values (configurable, since they drift upstream).
+pub struct Fingerprint<'a> {
+    pub origin: &'a str,
+    pub referer: &'a str,
+    pub user_agent: &'a str,
+    pub sec_ch_ua: &'a str,
+    pub sec_ch_ua_platform: &'a str,
+}
+
+/// The client an adapter keeps for its lifetime. HTTP/2 is negotiated by ALPN
+/// over TLS (rustls); plain http stays HTTP/1.1.
+pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .tcp_nodelay(true)
+        .build()
+}
+
+/// Set a header; a value that cannot be sent is left out.
+pub fn put(headers: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        headers.insert(HeaderName::from_static(name), v);
+    }
+}
+
+/// The fingerprint headers, `accept`, and `token` (marked sensitive, so it is
+/// never logged). A token that cannot be sent as a header is unusable.
+pub fn headers(
+    token: &str,
+    fp: &Fingerprint<'_>,
+    accept: &'static str,
+) -> Result<HeaderMap, UpstreamError> {
+    let mut token_value =
+        HeaderValue::from_str(token).map_err(|_| UpstreamError::InvalidToken {
+            fingerprint: fingerprint(token),
+            message: "the token contains characters that cannot be sent in an HTTP header".into(),
+        })?;
+    token_value.set_sensitive(true);
+    let mut h = HeaderMap::new();
+    put(&mut h, "referer", fp.referer);
+    put(&mut h, "origin", fp.origin);
+    put(&mut h, "user-agent", fp.user_agent);
+    put(&mut h, "sec-ch-ua", fp.sec_ch_ua);
+    put(&mut h, "sec-ch-ua-mobile", "?0");
+    put(&mut h, "sec-ch-ua-platform", fp.sec_ch_ua_platform);
+    put(&mut h, "sec-fetch-dest", "empty");
+    put(&mut h, "sec-fetch-mode", "cors");
+    put(&mut h, "sec-fetch-site", "same-origin");
+    put(&mut h, "accept-language", "zh-CN,zh;q=0.9,en;q=0.8");
+    h.insert(ACCEPT, HeaderValue::from_static(accept));
+    h.insert(HeaderName::from_static("token"), token_value);
+    Ok(h)
+}
+
+/// A JSON call's answer: a failing status, or the envelope opened.
+pub async fn read_envelope(response: reqwest::Response) -> Result<Value, UpstreamError> {
+    let status = response.status();
+    let text = response.text().await?;
+    if !status.is_success() {
+        return Err(UpstreamError::from_status(status.as_u16(), clip(&text)));
+    }
+    open_envelope(&text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_is_sensitive_and_unsendable_tokens_are_invalid() {
+        let fp = Fingerprint {
+            origin: "https://o.example",
+            referer: "https://o.example/",
+            user_agent: "Chrome/1",
+            sec_ch_ua: "x",
+            sec_ch_ua_platform: "\"Windows\"",
+        };
+        let h = headers("tok", &fp, "*/*").unwrap();
+        assert!(h["token"].is_sensitive());
+        assert_eq!(h["origin"], "https://o.example");
+        assert_eq!(h["accept"], "*/*");
+        let e = headers("bad\ntoken", &fp, "*/*").unwrap_err();
+        assert!(matches!(e, UpstreamError::InvalidToken { .. }));
+        assert!(!e.to_string().contains("bad"));
+    }
+}
