@@ -65,20 +65,15 @@ impl Config {
     }
 
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Self {
-        let text = |k: &str, d: &str| {
-            get(k)
-                .filter(|v| !v.trim().is_empty())
-                .unwrap_or_else(|| d.to_string())
-        };
-        let num = |k: &str, d: u64| {
-            get(k)
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .unwrap_or(d)
-        };
-        let ms = |k: &str, d: u64| Duration::from_millis(num(k, d));
+        let env = Lookup::new(&get);
+        let (text, num, ms) = (
+            |k, d| env.text(k, d),
+            |k, d| env.number(k, d),
+            |k, d| env.millis(k, d),
+        );
         Self {
-            upstream: text("UPSTREAM", "hailuo").trim().to_ascii_lowercase(),
-            agent: AgentConfig::from_lookup(&get),
+            upstream: text("UPSTREAM", "hailuo").to_ascii_lowercase(),
+            agent: AgentConfig::from_lookup(&env),
             hailuo_base_url: text("HAILUO_BASE_URL", "https://hailuoai.com").trim_end_matches('/').to_string(),
             hailuo_origin: text("HAILUO_ORIGIN", "https://hailuoai.com").trim_end_matches('/').to_string(),
             user_agent: text(
@@ -90,7 +85,7 @@ impl Config {
                 "\"Not)A;Brand\";v=\"99\", \"Google Chrome\";v=\"127\", \"Chromium\";v=\"127\"",
             ),
             sec_ch_ua_platform: text("HAILUO_SEC_CH_UA_PLATFORM", "\"Windows\""),
-            device_profile: DeviceProfile::from_env(&get),
+            device_profile: DeviceProfile::from_lookup(&env),
             json_timeout: ms("UPSTREAM_JSON_TIMEOUT_MS", 15_000),
             first_byte_timeout: ms("UPSTREAM_FIRST_BYTE_TIMEOUT_MS", 30_000),
             idle_timeout: ms("UPSTREAM_IDLE_TIMEOUT_MS", 60_000),
@@ -98,12 +93,9 @@ impl Config {
             retries: num("UPSTREAM_RETRIES", 2).min(5) as u32,
             retry_backoff: ms("UPSTREAM_RETRY_BACKOFF_MS", 250),
             max_request_bytes: num("MAX_REQUEST_BYTES", 6 * 1024 * 1024) as usize,
-            tokens_secret_id: get("TOKENS_SECRET_ID").map(|v| v.trim().to_string()).filter(|v| !v.is_empty()),
-            token_status_secret_id: get("TOKEN_STATUS_SECRET_ID")
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty()),
-            allow_header_tokens: get("ALLOW_HEADER_TOKENS")
-                .is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes")),
+            tokens_secret_id: env.value("TOKENS_SECRET_ID"),
+            token_status_secret_id: env.value("TOKEN_STATUS_SECRET_ID"),
+            allow_header_tokens: env.flag("ALLOW_HEADER_TOKENS"),
             secret_cache_ttl: Duration::from_secs(num("SECRET_CACHE_TTL_SECONDS", 300).max(1)),
             status_cache_ttl: Duration::from_secs(
                 num("STATUS_CACHE_TTL_SECONDS", num("SECRET_CACHE_TTL_SECONDS", 300)).max(1),
@@ -114,9 +106,65 @@ impl Config {
     }
 }
 
+/// Reads settings from a lookup (the environment, or a test's map). Values are
+/// trimmed and blank ones count as unset; numbers that do not parse fall back
+/// to the default.
+pub struct Lookup<'a>(&'a dyn Fn(&str) -> Option<String>);
+
+impl<'a> Lookup<'a> {
+    pub fn new(get: &'a dyn Fn(&str) -> Option<String>) -> Self {
+        Self(get)
+    }
+
+    /// The value, if set.
+    pub fn value(&self, key: &str) -> Option<String> {
+        (self.0)(key)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    }
+
+    pub fn text(&self, key: &str, default: &str) -> String {
+        self.value(key).unwrap_or_else(|| default.to_string())
+    }
+
+    pub fn number(&self, key: &str, default: u64) -> u64 {
+        self.value(key)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    }
+
+    pub fn millis(&self, key: &str, default: u64) -> Duration {
+        Duration::from_millis(self.number(key, default))
+    }
+
+    /// `1`, `true` or `yes` (any case).
+    pub fn flag(&self, key: &str) -> bool {
+        self.value(key)
+            .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lookup_trims_and_falls_back() {
+        let get = |k: &str| match k {
+            "BLANK" => Some("  ".to_string()),
+            "N" => Some(" 42 ".to_string()),
+            "BAD" => Some("x".to_string()),
+            "F" => Some("Yes".to_string()),
+            _ => None,
+        };
+        let env = Lookup::new(&get);
+        assert_eq!(env.value("BLANK"), None);
+        assert_eq!(env.text("BLANK", "d"), "d");
+        assert_eq!(env.number("N", 1), 42);
+        assert_eq!(env.number("BAD", 1), 1);
+        assert_eq!(env.millis("N", 1), Duration::from_millis(42));
+        assert!(env.flag("F") && !env.flag("N") && !env.flag("MISSING"));
+    }
 
     #[test]
     fn defaults_and_overrides() {

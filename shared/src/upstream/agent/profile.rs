@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::config::Lookup;
 use crate::upstream::query::join_query;
 
 /// Everything configurable about the agent upstream (`AGENT_*` variables).
@@ -21,15 +22,8 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
-    pub fn from_lookup(get: &impl Fn(&str) -> Option<String>) -> Self {
-        let text = |k: &str, d: &str| {
-            get(k)
-                .filter(|v| !v.trim().is_empty())
-                .unwrap_or_else(|| d.to_string())
-        };
-        let ms = |k: &str, d: u64| {
-            Duration::from_millis(get(k).and_then(|v| v.trim().parse().ok()).unwrap_or(d))
-        };
+    pub fn from_lookup(env: &Lookup<'_>) -> Self {
+        let (text, ms) = (|k, d| env.text(k, d), |k, d| env.millis(k, d));
         Self {
             base_url: text("AGENT_BASE_URL", "https://agent.minimaxi.com").trim_end_matches('/').to_string(),
             origin: text("AGENT_ORIGIN", "https://agent.minimaxi.com").trim_end_matches('/').to_string(),
@@ -45,7 +39,7 @@ impl AgentConfig {
             version_code: text("AGENT_VERSION_CODE", "22201"),
             poll_interval: ms("AGENT_POLL_INTERVAL_MS", 500),
             poll_timeout: ms("AGENT_POLL_TIMEOUT_MS", 60_000),
-            delete_tries: get("AGENT_DELETE_TRIES").and_then(|v| v.trim().parse().ok()).unwrap_or(3u32).clamp(1, 10),
+            delete_tries: env.number("AGENT_DELETE_TRIES", 3).clamp(1, 10) as u32,
             delete_retry: ms("AGENT_DELETE_RETRY_MS", 2_000),
         }
     }
@@ -133,13 +127,13 @@ mod tests {
 
     #[test]
     fn settings_default_and_override() {
-        let c = AgentConfig::from_lookup(&|_| None);
+        let c = AgentConfig::from_lookup(&Lookup::new(&|_| None));
         assert_eq!(c.base_url, "https://agent.minimaxi.com");
         assert_eq!(c.poll_interval, Duration::from_millis(500));
         assert_eq!(c.poll_timeout, Duration::from_secs(60));
-        let c = AgentConfig::from_lookup(&|k| {
+        let c = AgentConfig::from_lookup(&Lookup::new(&|k| {
             (k == "AGENT_POLL_INTERVAL_MS").then(|| "200".to_string())
-        });
+        }));
         assert_eq!(c.poll_interval, Duration::from_millis(200));
     }
 }

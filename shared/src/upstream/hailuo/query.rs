@@ -1,5 +1,6 @@
 //! The device query string every call carries (protocol section 2).
 
+use crate::config::Lookup;
 use crate::upstream::query::{append_query, join_query, unix_ms};
 
 /// The browser fingerprint the query describes. Every value may drift upstream,
@@ -38,11 +39,10 @@ impl Default for DeviceProfile {
 }
 
 impl DeviceProfile {
-    /// The defaults, each overridable by an environment variable.
-    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Self {
+    /// The defaults, each overridable by a `HAILUO_*` setting.
+    pub fn from_lookup(env: &Lookup<'_>) -> Self {
         let d = Self::default();
-        let pick =
-            |key: &str, default: String| get(key).filter(|v| !v.is_empty()).unwrap_or(default);
+        let pick = |key: &str, default: String| env.value(key).unwrap_or(default);
         Self {
             device_platform: pick("HAILUO_DEVICE_PLATFORM", d.device_platform),
             app_id: pick("HAILUO_APP_ID", d.app_id),
@@ -119,8 +119,9 @@ mod tests {
 
     #[test]
     fn profile_overrides_from_env() {
-        let p =
-            DeviceProfile::from_env(|k| (k == "HAILUO_VERSION_CODE").then(|| "23000".to_string()));
+        let p = DeviceProfile::from_lookup(&Lookup::new(&|k| {
+            (k == "HAILUO_VERSION_CODE").then(|| "23000".to_string())
+        }));
         assert_eq!(p.version_code, "23000");
         assert_eq!(p.app_id, "3001");
     }
