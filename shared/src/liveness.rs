@@ -69,7 +69,6 @@ pub async fn check_all(
         .unwrap_or_default();
     let tokens = serde_json::from_str::<TokensDocument>(&text)
         .map_err(|_| LivenessError::TokensMalformed)?
-        .clean()
         .tokens;
     // Verdicts of the last run, kept for tokens whose check fails this time.
     let previous: HashMap<String, TokenStatus> =

@@ -189,7 +189,6 @@ impl Credentials {
         } = secret.as_ref();
         let presented = bearer(headers)?.unwrap_or("");
         let document = tokens.get().await.map_err(secret_unavailable)?;
-        let document = (*document).clone().clean();
         if !presented.is_empty()
             && !document.api_keys.is_empty()
             && is_api_key(presented, &document.api_keys)
@@ -205,7 +204,7 @@ impl Credentials {
                 },
                 None => None,
             };
-            return self.usable(document.tokens, status.as_deref());
+            return self.usable(&document.tokens, status.as_deref());
         }
         if *allow_header_tokens {
             return Ok(TokenSet {
@@ -233,7 +232,7 @@ impl Credentials {
     /// The deployment's tokens minus the dead ones, shuffled.
     fn usable(
         &self,
-        all: Vec<String>,
+        all: &[String],
         status: Option<&StatusDocument>,
     ) -> Result<TokenSet, ApiError> {
         if all.is_empty() {
@@ -244,7 +243,7 @@ impl Credentials {
         let total = all.len();
         let (mut by_check, mut by_failure) = (0, 0);
         let live: Vec<String> = all
-            .into_iter()
+            .iter()
             .filter(|t| {
                 let fp = fingerprint(t);
                 if status.is_some_and(|s| s.is_dead(&fp)) {
@@ -257,6 +256,7 @@ impl Credentials {
                     true
                 }
             })
+            .cloned()
             .collect();
         if live.is_empty() {
             return Err(ApiError::Unavailable(format!(
@@ -362,11 +362,11 @@ mod tests {
         .unwrap();
         c.dead.remember(&fingerprint("b"));
         let set = c
-            .usable(vec!["a".into(), "b".into(), "c".into()], Some(&status))
+            .usable(&["a".into(), "b".into(), "c".into()], Some(&status))
             .unwrap();
         assert_eq!(set.tokens, vec!["c"]);
         let e = c
-            .usable(vec!["a".into(), "b".into()], Some(&status))
+            .usable(&["a".into(), "b".into()], Some(&status))
             .unwrap_err();
         assert_eq!(e.status(), 503);
         let m = e.to_string();
@@ -376,7 +376,7 @@ mod tests {
                 && m.contains("1 rejected"),
             "{m}"
         );
-        assert_eq!(c.usable(vec![], None).unwrap_err().status(), 503);
+        assert_eq!(c.usable(&[], None).unwrap_err().status(), 503);
     }
 
     #[test]

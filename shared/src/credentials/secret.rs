@@ -20,27 +20,36 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
-/// `{"tokens": [...], "api_keys": [...]}`.
+/// `{"tokens": [...], "api_keys": [...]}`, cleaned as it is read: each list
+/// trimmed, without empty entries or duplicates.
 #[derive(Clone, Debug, Default, Deserialize)]
+#[serde(from = "RawTokensDocument")]
 pub struct TokensDocument {
-    #[serde(default)]
     pub tokens: Vec<String>,
-    #[serde(default)]
     pub api_keys: Vec<String>,
 }
 
-impl TokensDocument {
-    /// Trimmed, non-empty, without duplicates.
-    pub fn clean(mut self) -> Self {
-        for list in [&mut self.tokens, &mut self.api_keys] {
+#[derive(Deserialize)]
+struct RawTokensDocument {
+    #[serde(default)]
+    tokens: Vec<String>,
+    #[serde(default)]
+    api_keys: Vec<String>,
+}
+
+impl From<RawTokensDocument> for TokensDocument {
+    fn from(raw: RawTokensDocument) -> Self {
+        let clean = |list: Vec<String>| {
             let mut seen = std::collections::HashSet::new();
-            *list = list
-                .iter()
+            list.iter()
                 .map(|t| t.trim().to_string())
                 .filter(|t| !t.is_empty() && seen.insert(t.clone()))
-                .collect();
+                .collect()
+        };
+        Self {
+            tokens: clean(raw.tokens),
+            api_keys: clean(raw.api_keys),
         }
-        self
     }
 }
 
@@ -407,7 +416,6 @@ mod tests {
         let d: TokensDocument =
             serde_json::from_str(r#"{"tokens":[" a ","","a","b"],"api_keys":["sk-1"," sk-1"]}"#)
                 .unwrap();
-        let d = d.clean();
         assert_eq!(d.tokens, vec!["a", "b"]);
         assert_eq!(d.api_keys, vec!["sk-1"]);
         let empty: TokensDocument = serde_json::from_str("{}").unwrap();
