@@ -195,17 +195,24 @@ pub fn is_busy_message(message: &str) -> bool {
 
 /// What `GET /v1/api/user/info` (the same on both upstreams) says of a token:
 /// alive when `data.userInfo` is an object, dead on a failure code; other
-/// failures are not a verdict.
-pub fn user_info_verdict(
+/// failures are not a verdict. A dead token's device is forgotten, so it
+/// registers afresh should the token come back.
+pub async fn user_info_verdict(
     answer: Result<serde_json::Value, UpstreamError>,
+    devices: &device::DeviceCache,
+    token: &str,
 ) -> Result<bool, UpstreamError> {
-    match answer {
+    let verdict = match answer {
         Ok(data) => Ok(data
             .get("userInfo")
             .is_some_and(serde_json::Value::is_object)),
         Err(UpstreamError::Api { .. }) | Err(UpstreamError::TokenRejected { .. }) => Ok(false),
         Err(e) => Err(e),
+    };
+    if verdict == Ok(false) {
+        devices.forget(token).await;
     }
+    verdict
 }
 
 #[cfg(test)]
@@ -218,20 +225,25 @@ mod tests {
         assert!(!is_busy_message("服务繁忙，请稍后再试"));
     }
 
-    #[test]
-    fn user_info_verdicts() {
+    #[tokio::test]
+    async fn user_info_verdicts() {
+        let devices = device::DeviceCache::default();
+        let verdict = |answer| user_info_verdict(answer, &devices, "t");
         assert_eq!(
-            user_info_verdict(Ok(serde_json::json!({"userInfo": {"id": 1}}))),
+            verdict(Ok(serde_json::json!({"userInfo": {"id": 1}}))).await,
             Ok(true)
         );
-        assert_eq!(user_info_verdict(Ok(serde_json::json!({}))), Ok(false));
+        assert_eq!(verdict(Ok(serde_json::json!({}))).await, Ok(false));
         assert_eq!(
-            user_info_verdict(Err(UpstreamError::Api {
+            verdict(Err(UpstreamError::Api {
                 code: 1004,
                 message: "x".into()
-            })),
+            }))
+            .await,
             Ok(false)
         );
-        assert!(user_info_verdict(Err(UpstreamError::Timeout("t".into()))).is_err());
+        assert!(verdict(Err(UpstreamError::Timeout("t".into())))
+            .await
+            .is_err());
     }
 }

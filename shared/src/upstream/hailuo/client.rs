@@ -297,14 +297,9 @@ impl Upstream for HailuoClient {
     }
 
     async fn is_live(&self, token: &str) -> Result<bool, UpstreamError> {
-        let verdict = user_info_verdict(
-            self.call_json(token, Method::GET, "/v1/api/user/info", None)
-                .await,
-        );
-        if verdict == Ok(false) {
-            // A fresh registration next time, should the token come back.
-            self.devices.forget(token).await;
-        }
-        verdict
+        let answer = self
+            .call_json(token, Method::GET, "/v1/api/user/info", None)
+            .await;
+        user_info_verdict(answer, &self.devices, token).await
     }
 }
