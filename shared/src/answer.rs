@@ -1,118 +1,212 @@
 //! One answer from the upstream, from opening (with retries) to cleanup.
 //!
-//! Opening pulls upstream events until the first one that is part of the
-//! answer, so a failure before the first byte reaches the caller can still be
-//! retried on another token. Cleanup deletes the conversation the answer created
-//! unless the caller keeps it; callers run it before their response ends,
-//! because Lambda freezes the environment once the invocation completes.
+//! Opening picks an account of the request's pool, sends the turn, and pulls
+//! upstream events until the first one that is part of the answer, so a
+//! failure before the first byte reaches the caller can still be retried on
+//! another account. Two rules keep retries honest:
+//! - a turn the upstream has accepted (it named the conversation) is never
+//!   sent again elsewhere: what fails after that is the caller's answer;
+//! - an account answers one chat at a time, so a busy account is not asked
+//!   again at once: the request waits (up to `POOL_WAIT_MS`) for an account
+//!   this process gives back, or retries a busy one after a jittered pause.
+//!
+//! Cleanup deletes the conversation the answer created unless the caller
+//! keeps it, then gives the account back; callers run it before their
+//! response ends, because Lambda freezes the environment once the invocation
+//! completes.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use tokio::time::{timeout_at, Instant};
+use rand::Rng;
+use tokio::time::{sleep_until, timeout_at, Instant};
 
 use crate::config::Config;
-use crate::credentials::pool::DeadTokens;
+use crate::credentials::pool::{DeadTokens, Lease, Leases};
 use crate::credentials::{fingerprint, TokenSet};
 use crate::error::ApiError;
 use crate::upstream::{ChatTurn, EventStream, Upstream, UpstreamError, UpstreamEvent};
+
+/// What the pool of one request is made of, besides its tokens.
+pub struct Pool<'a> {
+    pub dead: &'a DeadTokens,
+    pub leases: &'a Arc<Leases>,
+}
 
 pub struct Answer {
     upstream: Arc<dyn Upstream>,
     token: String,
     chat_id: Option<String>,
-    message_id: Option<String>,
     keep: bool,
     buffered: VecDeque<UpstreamEvent>,
     stream: EventStream,
-    idle_timeout: Duration,
+    /// Longest silence between events; `None` when the adapter watches progress.
+    idle_timeout: Option<Duration>,
     deadline: Instant,
     cleaned: bool,
+    /// The account, held until the cleanup is done.
+    lease: Option<Lease>,
+}
+
+/// Why one attempt failed, and whether the upstream had taken the turn.
+struct Failed {
+    error: UpstreamError,
+    accepted: bool,
+}
+
+/// The pause before asking a busy account again: 0.5 s doubling per refusal,
+/// at most 4 s, times a random factor in [0.5, 1.5) so waiting requests spread.
+fn busy_pause(refusals: u32) -> Duration {
+    let base = Duration::from_millis(500) * 2u32.pow(refusals.saturating_sub(1).min(3));
+    base.mul_f64(rand::rng().random_range(0.5..1.5))
 }
 
 impl Answer {
-    /// Open an answer. A failure that is the token's (dead, busy) moves on to
-    /// the next token; other failures are retried up to `config.retries` times,
-    /// on a different token when there are several (a continued conversation
-    /// may try every token once, since only its owner can answer); a request
-    /// the upstream refuses is not retried.
+    /// Open an answer. A failure that is the token's moves on: a dead token to
+    /// the next one, a busy account to the next free one (waiting for one up
+    /// to `config.pool_wait`). Other failures are retried up to
+    /// `config.retries` times, on a different token when there are several (a
+    /// continued conversation may try every token once, since only its owner
+    /// can answer); a request the upstream refuses, or a turn it accepted, is
+    /// not retried.
     pub async fn open(
         upstream: Arc<dyn Upstream>,
         config: &Config,
         set: &TokenSet,
-        dead: &DeadTokens,
+        pool: Pool<'_>,
         turn: &ChatTurn,
         keep: bool,
     ) -> Result<Answer, ApiError> {
-        let mut candidates = set.tokens.clone();
+        let describe =
+            |e: UpstreamError| ApiError::from_upstream(e, upstream.name(), upstream.login_hint());
+        let mut candidates: Vec<(String, String)> = set
+            .tokens
+            .iter()
+            .map(|t| (fingerprint(t), t.clone()))
+            .collect();
         let mut transient_budget = 1 + config.retries as usize;
         if turn.conversation_id.is_some() {
             transient_budget = transient_budget.max(candidates.len());
         }
-        let (mut rejected, mut busy, mut transient) = (Vec::new(), 0usize, 0usize);
+        let wait_until = Instant::now() + config.pool_wait;
+        let (mut rejected, mut transient) = (Vec::new(), 0usize);
+        // Accounts the upstream called busy: when to ask again, and how often refused.
+        let mut busy: HashMap<String, (Instant, u32)> = HashMap::new();
         let mut last_error: Option<UpstreamError> = None;
-        let mut next = 0;
-        while !candidates.is_empty() && transient < transient_budget {
-            if transient > 0 && last_error.as_ref().is_some_and(|e| !e.is_tokens_fault()) {
-                tokio::time::sleep(config.retry_backoff * transient as u32).await;
-            }
-            let index = next % candidates.len();
-            let token = candidates[index].clone();
-            let error = match Self::open_once(upstream.clone(), config, &token, turn, keep).await {
-                Ok(answer) => return Ok(answer),
-                Err(error) => error,
+        let mut next = 0usize;
+        while !candidates.is_empty() {
+            let returned = pool.leases.returned();
+            tokio::pin!(returned);
+            returned.as_mut().enable();
+            let now = Instant::now();
+            let free = (0..candidates.len())
+                .map(|i| (next + i) % candidates.len())
+                .find_map(|i| {
+                    let fp = &candidates[i].0;
+                    if busy.get(fp).is_some_and(|(at, _)| *at > now) {
+                        return None;
+                    }
+                    pool.leases.try_take(fp).map(|lease| (i, lease))
+                });
+            let Some((index, lease)) = free else {
+                // Every account is answering (here or elsewhere): wait for one.
+                if now >= wait_until {
+                    break;
+                }
+                let retry_busy = busy
+                    .values()
+                    .map(|(at, _)| *at)
+                    .filter(|at| *at > now)
+                    .min();
+                let wake = retry_busy.map_or(wait_until, |at| at.min(wait_until));
+                tokio::select! {
+                    _ = returned => {}
+                    _ = sleep_until(wake) => {}
+                }
+                continue;
             };
+            let (fp, token) = candidates[index].clone();
+            let failed = match Self::open_once(upstream.clone(), config, &token, turn, keep).await {
+                Ok(mut answer) => {
+                    answer.lease = Some(lease);
+                    return Ok(answer);
+                }
+                Err(failed) => failed,
+            };
+            drop(lease);
+            let error = failed.error;
             tracing::warn!(
                 upstream = upstream.name(),
-                token = %fingerprint(&token),
+                token = %fp,
                 error = %error,
+                accepted = failed.accepted,
                 "upstream failed before the first byte"
             );
+            if failed.accepted || !error.is_retryable() {
+                return Err(describe(error));
+            }
             match &error {
                 UpstreamError::TokenRejected { fingerprint, .. }
                 | UpstreamError::InvalidToken { fingerprint, .. } => {
-                    dead.remember(fingerprint);
+                    pool.dead.remember(fingerprint);
                     rejected.push(fingerprint.clone());
                     candidates.remove(index);
+                    busy.remove(&fp);
                 }
                 UpstreamError::Busy { .. } => {
-                    busy += 1;
-                    candidates.remove(index);
+                    let refusals = busy.get(&fp).map_or(0, |(_, n)| *n) + 1;
+                    busy.insert(fp, (Instant::now() + busy_pause(refusals), refusals));
+                    next = index + 1;
                 }
-                e if !e.is_retryable() => return Err(error.into()),
                 _ => {
                     transient += 1;
                     next = index + 1;
+                    if transient >= transient_budget {
+                        return Err(describe(error));
+                    }
+                    tokio::time::sleep(config.retry_backoff * transient as u32).await;
                 }
             }
             last_error = Some(error);
         }
-        let error =
-            last_error.unwrap_or_else(|| UpstreamError::Transport("no token to try".into()));
-        if !error.is_tokens_fault() {
-            return Err(error.into());
-        }
-        // Every token was dead or busy.
         let total = set.tokens.len();
-        if set.from_secret || busy > 0 {
+        if !candidates.is_empty() {
+            // Waited as long as allowed, and every live account stayed busy.
+            let retry_after = config.pool_wait.as_secs().clamp(1, 30);
+            return Err(ApiError::PoolBusy {
+                message: format!(
+                    "Every {} account of this request ({} of {total} tokens; {} rejected) stayed busy with \
+                     another answer for {} s. Each account answers one request at a time: retry after \
+                     {retry_after} s, or add tokens.",
+                    upstream.name(),
+                    candidates.len(),
+                    rejected.len(),
+                    config.pool_wait.as_secs_f32(),
+                ),
+                retry_after,
+            });
+        }
+        // Every token was dead.
+        if set.from_secret {
             return Err(ApiError::Unavailable(format!(
-                "No {} account could answer: of {total} tokens tried, {} were rejected upstream (dead) \
-                 and {busy} busy with another answer.{}",
+                "No {} account could answer: all {total} tokens tried were rejected upstream (dead). \
+                 Refresh the tokens.",
                 upstream.name(),
-                rejected.len(),
-                if busy > 0 { " Retry shortly, or add tokens." } else { " Refresh the tokens." }
             )));
         }
         if rejected.len() > 1 {
             return Err(ApiError::Unauthorized(format!(
-                "Every {} token was rejected upstream ({}). Log in to the web app again and send fresh tokens.",
+                "Every {} token was rejected upstream ({}). {}",
                 upstream.name(),
-                rejected.join(", ")
+                rejected.join(", "),
+                upstream.login_hint()
             )));
         }
-        Err(error.into())
+        Err(describe(last_error.unwrap_or_else(|| {
+            UpstreamError::Transport("no token to try".into())
+        })))
     }
 
     async fn open_once(
@@ -121,7 +215,8 @@ impl Answer {
         token: &str,
         turn: &ChatTurn,
         keep: bool,
-    ) -> Result<Answer, UpstreamError> {
+    ) -> Result<Answer, Failed> {
+        let total_deadline = Instant::now() + config.total_timeout;
         let first_byte_deadline = Instant::now() + config.first_byte_timeout;
         let timed_out = || {
             UpstreamError::Timeout(format!(
@@ -131,35 +226,50 @@ impl Answer {
         };
         let stream = match timeout_at(first_byte_deadline, upstream.chat(token, turn)).await {
             Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Err(timed_out()),
+            Ok(Err(error)) => {
+                return Err(Failed {
+                    error,
+                    accepted: false,
+                })
+            }
+            Err(_) => {
+                return Err(Failed {
+                    error: timed_out(),
+                    accepted: false,
+                })
+            }
         };
+        let watches = upstream.watches_progress();
         let mut answer = Answer {
             upstream: upstream.clone(),
             token: token.to_string(),
             chat_id: turn.conversation_id.clone(),
-            message_id: None,
             keep: keep || turn.conversation_id.is_some(),
             buffered: VecDeque::new(),
             stream,
-            idle_timeout: config.idle_timeout,
-            deadline: Instant::now() + config.total_timeout,
+            idle_timeout: (!watches).then_some(config.idle_timeout),
+            deadline: total_deadline,
             cleaned: false,
+            lease: None,
         };
+        // An adapter that watches progress says itself when the wait is over.
+        let prime_deadline = if watches {
+            total_deadline
+        } else {
+            first_byte_deadline.min(total_deadline)
+        };
+        let mut accepted = false;
         // Prime: read until the first event that belongs to the answer itself.
         loop {
-            let failure = match timeout_at(first_byte_deadline, answer.stream.next()).await {
+            let failure = match timeout_at(prime_deadline, answer.stream.next()).await {
                 Err(_) => timed_out(),
                 Ok(None) => {
                     answer.buffered.push_back(UpstreamEvent::End);
                     return Ok(answer);
                 }
-                Ok(Some(Ok(UpstreamEvent::Conversation {
-                    chat_id,
-                    message_id,
-                }))) => {
+                Ok(Some(Ok(UpstreamEvent::Conversation { chat_id, .. }))) => {
                     answer.chat_id = Some(chat_id);
-                    answer.message_id = message_id;
+                    accepted = true;
                     continue;
                 }
                 Ok(Some(Ok(event))) => {
@@ -169,16 +279,15 @@ impl Answer {
                 Ok(Some(Err(e))) => e,
             };
             answer.cleanup().await;
-            return Err(upstream.explain_failure(token, failure).await);
+            return Err(Failed {
+                error: upstream.explain_failure(token, failure).await,
+                accepted,
+            });
         }
     }
 
     pub fn chat_id(&self) -> Option<&str> {
         self.chat_id.as_deref()
-    }
-
-    pub fn message_id(&self) -> Option<&str> {
-        self.message_id.as_deref()
     }
 
     pub fn token_fingerprint(&self) -> String {
@@ -197,20 +306,28 @@ impl Answer {
             return Some(Ok(event));
         }
         loop {
-            let deadline = self.deadline.min(Instant::now() + self.idle_timeout);
+            let deadline = match self.idle_timeout {
+                Some(idle) => self.deadline.min(Instant::now() + idle),
+                None => self.deadline,
+            };
             return match timeout_at(deadline, self.stream.next()).await {
                 Ok(Some(Ok(UpstreamEvent::Conversation { .. }))) => continue,
                 Ok(other) => other,
+                Err(_) if Instant::now() >= self.deadline => Some(Err(UpstreamError::Timeout(
+                    "the answer took longer than the longest allowed (UPSTREAM_TOTAL_TIMEOUT_MS)"
+                        .into(),
+                ))),
                 Err(_) => Some(Err(UpstreamError::Timeout(format!(
                     "the answer stalled for {} s",
-                    self.idle_timeout.as_secs_f32()
+                    self.idle_timeout.unwrap_or_default().as_secs_f32()
                 )))),
             };
         }
     }
 
-    /// Delete the upstream conversation unless it is kept. Idempotent; failures
-    /// are logged, since the caller's answer is already complete.
+    /// Delete the upstream conversation unless it is kept, then give the
+    /// account back. Idempotent; failures are logged, since the caller's answer
+    /// is already complete.
     pub async fn cleanup(&mut self) {
         if self.cleaned {
             return;
@@ -218,6 +335,7 @@ impl Answer {
         self.cleaned = true;
         // Stop reading upstream first: dropping the stream closes the connection.
         self.stream = futures_util::stream::empty().boxed();
+        let lease = self.lease.take();
         if self.keep {
             return;
         }
@@ -239,6 +357,7 @@ impl Answer {
                 "could not delete upstream conversation"
             ),
         }
+        drop(lease);
     }
 }
 

@@ -35,6 +35,9 @@ pub struct Config {
     pub retries: u32,
     /// Pause before a retry (multiplied by the try number), `UPSTREAM_RETRY_BACKOFF_MS` (250 ms).
     pub retry_backoff: Duration,
+    /// How long a request may wait for an account of its pool to be free
+    /// (each account answers one chat at a time), `POOL_WAIT_MS` (30 s).
+    pub pool_wait: Duration,
     /// Largest request body accepted, `MAX_REQUEST_BYTES` (6 MiB, the function URL cap).
     pub max_request_bytes: usize,
     /// Secret mode: the tokens secret (name or ARN), `TOKENS_SECRET_ID`.
@@ -51,6 +54,12 @@ pub struct Config {
     pub dead_token_memory: Duration,
     /// Tokens checked at once by the liveness function, `LIVENESS_CONCURRENCY` (4).
     pub liveness_concurrency: usize,
+    /// What the gateway's API keys start with, `API_KEY_PREFIX` (`sk-`): a bearer
+    /// with this prefix is never forwarded upstream as a token.
+    pub api_key_prefix: String,
+    /// Origins browsers may call from, `CORS_ALLOW_ORIGINS`: `*` (default), a
+    /// comma-separated list, or `none` (empty here) to answer no CORS at all.
+    pub cors_allow_origins: Vec<String>,
 }
 
 impl Default for Config {
@@ -92,6 +101,7 @@ impl Config {
             total_timeout: ms("UPSTREAM_TOTAL_TIMEOUT_MS", 840_000),
             retries: num("UPSTREAM_RETRIES", 2).min(5) as u32,
             retry_backoff: ms("UPSTREAM_RETRY_BACKOFF_MS", 250),
+            pool_wait: ms("POOL_WAIT_MS", 30_000),
             max_request_bytes: num("MAX_REQUEST_BYTES", 6 * 1024 * 1024) as usize,
             tokens_secret_id: env.value("TOKENS_SECRET_ID"),
             token_status_secret_id: env.value("TOKEN_STATUS_SECRET_ID"),
@@ -102,6 +112,12 @@ impl Config {
             ),
             dead_token_memory: Duration::from_secs(num("DEAD_TOKEN_MEMORY_SECONDS", 600)),
             liveness_concurrency: num("LIVENESS_CONCURRENCY", 4).clamp(1, 32) as usize,
+            api_key_prefix: text("API_KEY_PREFIX", "sk-"),
+            cors_allow_origins: text("CORS_ALLOW_ORIGINS", "*")
+                .split(',')
+                .map(|o| o.trim().trim_end_matches('/').to_string())
+                .filter(|o| !o.is_empty() && !o.eq_ignore_ascii_case("none"))
+                .collect(),
         }
     }
 }

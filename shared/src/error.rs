@@ -23,9 +23,15 @@ pub enum ApiError {
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
     BadGateway(String),
     #[error("{0}")]
     Unavailable(String),
+    /// Every account of the pool stayed busy for as long as the request may
+    /// wait: 503 with `Retry-After` (seconds).
+    #[error("{message}")]
+    PoolBusy { message: String, retry_after: u64 },
     #[error("{0}")]
     GatewayTimeout(String),
     #[error("{0}")]
@@ -64,8 +70,9 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::PoolBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -84,8 +91,14 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => {
                 ("invalid_request_error", None, Some("request_too_large"))
             }
+            ApiError::UnsupportedMediaType(_) => (
+                "invalid_request_error",
+                None,
+                Some("unsupported_content_type"),
+            ),
             ApiError::BadGateway(_) => ("upstream_error", None, Some("upstream_error")),
             ApiError::Unavailable(_) => ("service_unavailable", None, Some("service_unavailable")),
+            ApiError::PoolBusy { .. } => ("service_unavailable", None, Some("accounts_busy")),
             ApiError::GatewayTimeout(_) => ("timeout_error", None, Some("upstream_timeout")),
             ApiError::Internal(_) => ("server_error", None, Some("internal_error")),
         }
@@ -98,13 +111,30 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// An upstream failure, in the words of the upstream that failed: `name`
+    /// is the adapter's, `login` what to do about a rejected token.
+    pub fn from_upstream(e: UpstreamError, name: &str, login: &str) -> Self {
+        match &e {
+            UpstreamError::TokenRejected { .. } => {
+                ApiError::Unauthorized(format!("{name}: {e}. {login}"))
+            }
+            UpstreamError::InvalidToken { .. } => ApiError::Unauthorized(format!("{name}: {e}.")),
+            UpstreamError::Busy { .. } => ApiError::Unavailable(format!(
+                "{name}: {e}. Each account answers one request at a time: retry shortly, or add tokens."
+            )),
+            _ => e.into(),
+        }
+    }
+}
+
+/// Without the upstream's name (failures mid-answer, which are never the token's).
 impl From<UpstreamError> for ApiError {
     fn from(e: UpstreamError) -> Self {
         match &e {
-            UpstreamError::TokenRejected { .. } => ApiError::Unauthorized(format!(
-                "{e}. Log in to hailuoai.com again and send the new _token from the browser's localStorage."
-            )),
-            UpstreamError::InvalidToken { .. } => ApiError::Unauthorized(format!("{e}.")),
+            UpstreamError::TokenRejected { .. } | UpstreamError::InvalidToken { .. } => {
+                ApiError::Unauthorized(format!("{e}."))
+            }
             UpstreamError::Timeout(_) => ApiError::GatewayTimeout(e.to_string()),
             UpstreamError::Busy { .. } => ApiError::Unavailable(format!(
                 "{e}. Each account answers one request at a time: retry shortly, or add tokens."
@@ -127,7 +157,13 @@ impl IntoResponse for ApiError {
         } else {
             tracing::info!(status = status.as_u16(), error = %self, "request refused");
         }
-        (status, axum::Json(self.body())).into_response()
+        let mut response = (status, axum::Json(self.body())).into_response();
+        if let ApiError::PoolBusy { retry_after, .. } = &self {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, (*retry_after).into());
+        }
+        response
     }
 }
 

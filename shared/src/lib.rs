@@ -14,6 +14,9 @@ pub mod openai;
 pub mod prompt;
 pub mod routes;
 pub mod runtime;
+#[cfg(test)]
+pub(crate) mod testing;
+pub mod text;
 pub mod upstream;
 
 use std::sync::Arc;

@@ -40,9 +40,10 @@ fn now_rfc3339() -> String {
 fn sdk_error<E: std::error::Error + 'static>(
     e: &aws_sdk_secretsmanager::error::SdkError<E>,
 ) -> String {
-    let mut text = format!("{}", aws_sdk_secretsmanager::error::DisplayErrorContext(e));
-    text.truncate(300);
-    text
+    crate::text::clip(
+        &aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string(),
+        300,
+    )
 }
 
 /// Check every token and write the status document.
@@ -141,9 +142,7 @@ pub async fn check_all(
 }
 
 fn short(e: &UpstreamError) -> String {
-    let mut s = e.to_string();
-    s.truncate(120);
-    s
+    crate::text::clip(&e.to_string(), 120)
 }
 
 /// One CloudWatch Embedded Metric Format line with `LiveTokens` and `DeadTokens`.

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
-use pool::DeadTokens;
+use pool::{DeadTokens, Leases};
 use secret::{CachedDocument, SecretError, StatusDocument, TokensDocument};
 
 /// A short, stable, non-reversible name for a secret: the first 8 hex of its SHA-256.
@@ -27,15 +27,34 @@ pub fn fingerprint(secret: &str) -> String {
     digest[..4].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The raw bearer value, if the header is present and uses the Bearer scheme.
-fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
-    let Some(value) = headers.get(AUTHORIZATION) else {
-        return Ok(None);
+/// The longest `Authorization` (or `x-api-key`) value read: room for a few
+/// dozen tokens. Anything longer is refused before it costs anything.
+pub const MAX_CREDENTIAL_HEADER_BYTES: usize = 16 * 1024;
+/// The longest single token or key: web session JWTs are about 1 KB.
+pub const MAX_TOKEN_BYTES: usize = 4096;
+
+/// What the caller presented: the value of `Authorization: Bearer …`, or of
+/// `x-api-key` when there is no `Authorization` header (Anthropic-style
+/// clients, Cherry Studio). `None` when neither header is there.
+fn presented(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let (value, from_api_key) = match (headers.get(AUTHORIZATION), headers.get("x-api-key")) {
+        (Some(v), _) => (v, false),
+        (None, Some(v)) => (v, true),
+        (None, None) => return Ok(None),
     };
+    if value.len() > MAX_CREDENTIAL_HEADER_BYTES {
+        return Err(ApiError::Unauthorized(format!(
+            "The credential header is malformed: it is {} bytes long, and at most {MAX_CREDENTIAL_HEADER_BYTES} are accepted.",
+            value.len()
+        )));
+    }
     let value = value
         .to_str()
-        .map_err(|_| ApiError::Unauthorized("The Authorization header is not valid text.".into()))?
+        .map_err(|_| ApiError::Unauthorized("The credential header is not valid text.".into()))?
         .trim();
+    if from_api_key {
+        return Ok(Some(value));
+    }
     match value.split_once(' ') {
         Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => Ok(Some(rest.trim())),
         _ if value.eq_ignore_ascii_case("bearer") => Ok(Some("")),
@@ -46,16 +65,19 @@ fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     }
 }
 
-/// The tokens of `Authorization: Bearer T1,T2,...` (trimmed, empties dropped).
-pub fn bearer_tokens(headers: &HeaderMap) -> Result<Vec<String>, ApiError> {
+/// The upstream tokens of `Authorization: Bearer T1,T2,...` (trimmed, empties
+/// dropped). A value shaped like one of this gateway's API keys (it starts
+/// with `key_prefix`) is never taken for a token: it would be handed to a third
+/// party. It is refused as an invalid API key instead.
+pub fn bearer_tokens(headers: &HeaderMap, key_prefix: &str) -> Result<Vec<String>, ApiError> {
     let missing = || {
         ApiError::Unauthorized(
-            "Missing Hailuo token. Send `Authorization: Bearer <token>` (several accounts: `Bearer T1,T2,T3`), \
-             where <token> is the `_token` value from hailuoai.com's localStorage."
+            "Missing upstream token. Send `Authorization: Bearer <token>` (several accounts: `Bearer T1,T2,T3`), \
+             where <token> is the web app's session token from the browser's localStorage."
                 .into(),
         )
     };
-    let rest = bearer(headers)?.ok_or_else(missing)?;
+    let rest = presented(headers)?.ok_or_else(missing)?;
     let tokens: Vec<String> = rest
         .split(',')
         .map(str::trim)
@@ -64,6 +86,22 @@ pub fn bearer_tokens(headers: &HeaderMap) -> Result<Vec<String>, ApiError> {
         .collect();
     if tokens.is_empty() {
         return Err(missing());
+    }
+    for token in &tokens {
+        if !key_prefix.is_empty() && token.starts_with(key_prefix) {
+            return Err(ApiError::Unauthorized(format!(
+                "Invalid API key (fingerprint {}). Keys starting with `{key_prefix}` are this gateway's API keys, \
+                 never forwarded upstream; use a current one, or send an upstream session token.",
+                fingerprint(token)
+            )));
+        }
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(ApiError::Unauthorized(format!(
+                "The token {} is malformed: it is {} bytes long, and a session token is at most {MAX_TOKEN_BYTES}.",
+                fingerprint(token),
+                token.len()
+            )));
+        }
     }
     Ok(tokens)
 }
@@ -109,27 +147,33 @@ pub struct TokenSet {
 pub struct Credentials {
     mode: Mode,
     dead: DeadTokens,
+    leases: Arc<Leases>,
+    /// What this gateway's API keys start with (`API_KEY_PREFIX`, `sk-`).
+    key_prefix: String,
 }
 
 impl Credentials {
     pub fn header_mode() -> Self {
-        Self {
-            mode: Mode::Header,
-            dead: DeadTokens::new(Duration::from_secs(600)),
-        }
+        Self::new(Mode::Header, Duration::from_secs(600), "sk-")
     }
 
-    pub fn new(mode: Mode, dead_memory: Duration) -> Self {
+    pub fn new(mode: Mode, dead_memory: Duration, key_prefix: &str) -> Self {
         Self {
             mode,
             dead: DeadTokens::new(dead_memory),
+            leases: Arc::default(),
+            key_prefix: key_prefix.to_string(),
         }
     }
 
     /// From the environment: secret mode when `TOKENS_SECRET_ID` is set.
     pub async fn from_env(config: &crate::Config, app_name: &str) -> Result<Self, ApiError> {
         let Some(tokens_id) = config.tokens_secret_id.clone() else {
-            return Ok(Self::new(Mode::Header, config.dead_token_memory));
+            return Ok(Self::new(
+                Mode::Header,
+                config.dead_token_memory,
+                &config.api_key_prefix,
+            ));
         };
         let sdk = secret::aws_config(app_name).await;
         let client = secret::caching_client(
@@ -158,11 +202,20 @@ impl Credentials {
             status,
             allow_header_tokens: config.allow_header_tokens,
         }));
-        Ok(Self::new(mode, config.dead_token_memory))
+        Ok(Self::new(
+            mode,
+            config.dead_token_memory,
+            &config.api_key_prefix,
+        ))
     }
 
     pub fn dead_tokens(&self) -> &DeadTokens {
         &self.dead
+    }
+
+    /// The accounts answering in this process right now.
+    pub fn leases(&self) -> &Arc<Leases> {
+        &self.leases
     }
 
     /// Check the caller without choosing tokens (routes that use none, such as
@@ -178,7 +231,7 @@ impl Credentials {
     pub async fn tokens_for(&self, headers: &HeaderMap) -> Result<TokenSet, ApiError> {
         let Mode::Secret(secret) = &self.mode else {
             return Ok(TokenSet {
-                tokens: shuffled(&bearer_tokens(headers)?),
+                tokens: shuffled(&bearer_tokens(headers, &self.key_prefix)?),
                 from_secret: false,
             });
         };
@@ -187,7 +240,7 @@ impl Credentials {
             status,
             allow_header_tokens,
         } = secret.as_ref();
-        let presented = bearer(headers)?.unwrap_or("");
+        let presented = presented(headers)?.unwrap_or("");
         let document = tokens.get().await.map_err(secret_unavailable)?;
         if !presented.is_empty()
             && !document.api_keys.is_empty()
@@ -208,7 +261,7 @@ impl Credentials {
         }
         if *allow_header_tokens {
             return Ok(TokenSet {
-                tokens: shuffled(&bearer_tokens(headers)?),
+                tokens: shuffled(&bearer_tokens(headers, &self.key_prefix)?),
                 from_secret: false,
             });
         }
@@ -237,7 +290,7 @@ impl Credentials {
     ) -> Result<TokenSet, ApiError> {
         if all.is_empty() {
             return Err(ApiError::Unavailable(
-                "This deployment has no Hailuo tokens: add some to the tokens secret's `tokens` list.".into(),
+                "This deployment has no upstream tokens: add some to the tokens secret's `tokens` list.".into(),
             ));
         }
         let total = all.len();
@@ -260,7 +313,7 @@ impl Credentials {
             .collect();
         if live.is_empty() {
             return Err(ApiError::Unavailable(format!(
-                "No usable Hailuo account: all {total} tokens are dead ({by_check} by the last liveness check, \
+                "No usable upstream account: all {total} tokens are dead ({by_check} by the last liveness check, \
                  {by_failure} rejected upstream in the last {} minutes). Refresh the tokens secret.",
                 self.dead.memory().as_secs() / 60
             )));
@@ -300,10 +353,13 @@ mod tests {
     #[test]
     fn splits_trims_and_drops_empties() {
         assert_eq!(
-            bearer_tokens(&headers("Bearer a, b ,,c")).unwrap(),
+            bearer_tokens(&headers("Bearer a, b ,,c"), "sk-").unwrap(),
             vec!["a", "b", "c"]
         );
-        assert_eq!(bearer_tokens(&headers("bearer  x")).unwrap(), vec!["x"]);
+        assert_eq!(
+            bearer_tokens(&headers("bearer  x"), "sk-").unwrap(),
+            vec!["x"]
+        );
     }
 
     #[test]
@@ -314,9 +370,51 @@ mod tests {
             headers("Bearer  , ,"),
             headers("Basic abc"),
         ] {
-            let e = bearer_tokens(&h).unwrap_err();
+            let e = bearer_tokens(&h, "sk-").unwrap_err();
             assert_eq!(e.status(), 401);
         }
+    }
+
+    #[test]
+    fn gateway_keys_and_oversized_tokens_are_never_forwarded() {
+        let e = bearer_tokens(&headers("Bearer tok-a, sk-revoked-key"), "sk-").unwrap_err();
+        assert_eq!(e.status(), 401);
+        let m = e.to_string();
+        assert!(
+            m.contains("Invalid API key") && m.contains(&fingerprint("sk-revoked-key")),
+            "{m}"
+        );
+        assert!(!m.contains("revoked"), "the key is never echoed: {m}");
+        assert_eq!(
+            bearer_tokens(&headers("Bearer gw_x"), "gw_")
+                .unwrap_err()
+                .status(),
+            401,
+            "the prefix is a setting"
+        );
+        assert_eq!(
+            bearer_tokens(&headers("Bearer sk-x"), "gw_").unwrap(),
+            vec!["sk-x"]
+        );
+        let long = "a".repeat(MAX_TOKEN_BYTES + 1);
+        let e = bearer_tokens(&headers(&format!("Bearer {long}")), "sk-").unwrap_err();
+        assert!(e.to_string().contains("malformed") && !e.to_string().contains(&long));
+        let huge = "a,".repeat(MAX_CREDENTIAL_HEADER_BYTES);
+        let e = bearer_tokens(&headers(&format!("Bearer {huge}")), "sk-").unwrap_err();
+        assert!(e.to_string().contains("malformed"), "{e}");
+    }
+
+    #[test]
+    fn x_api_key_is_read_when_authorization_is_absent() {
+        let mut h = HeaderMap::new();
+        h.insert("x-api-key", "tok-k".parse().unwrap());
+        assert_eq!(bearer_tokens(&h, "sk-").unwrap(), vec!["tok-k"]);
+        h.insert(AUTHORIZATION, "Bearer tok-a".parse().unwrap());
+        assert_eq!(
+            bearer_tokens(&h, "sk-").unwrap(),
+            vec!["tok-a"],
+            "Authorization wins"
+        );
     }
 
     #[test]

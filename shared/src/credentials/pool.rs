@@ -1,9 +1,18 @@
-//! Tokens this execution environment has seen rejected upstream recently:
-//! skipped when choosing from the deployment's tokens, for `memory`.
+//! What this execution environment knows of the pool of upstream accounts:
+//! tokens it has seen rejected recently (skipped for `memory`), and the tokens
+//! it is answering with right now (leases).
+//!
+//! Each upstream account answers one chat at a time. Within one process (the
+//! self-hosted server, a local server, a Lambda environment with concurrency)
+//! a request that finds every account of its pool answering waits for a lease
+//! to come back instead of sending a turn the upstream would refuse as busy.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use moka::sync::Cache;
+use tokio::sync::Notify;
 
 pub struct DeadTokens {
     seen: Cache<String, ()>,
@@ -34,6 +43,50 @@ impl DeadTokens {
     }
 }
 
+/// The accounts (by token fingerprint) answering in this process right now.
+#[derive(Default)]
+pub struct Leases {
+    held: Mutex<HashSet<String>>,
+    returned: Notify,
+}
+
+impl Leases {
+    /// The account, if no answer in this process is using it.
+    pub fn try_take(self: &Arc<Self>, fingerprint: &str) -> Option<Lease> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.insert(fingerprint.to_string()).then(|| Lease {
+            leases: self.clone(),
+            fingerprint: fingerprint.to_string(),
+        })
+    }
+
+    /// Resolves when a lease comes back. Create it (and `enable` it) before
+    /// looking for a free account, so a return in between is not missed.
+    pub fn returned(&self) -> tokio::sync::futures::Notified<'_> {
+        self.returned.notified()
+    }
+
+    pub fn is_held(&self, fingerprint: &str) -> bool {
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.contains(fingerprint)
+    }
+}
+
+/// One account in use; given back when dropped (after the answer's cleanup).
+pub struct Lease {
+    leases: Arc<Leases>,
+    fingerprint: String,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let mut held = self.leases.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.remove(&self.fingerprint);
+        drop(held);
+        self.leases.returned.notify_waiters();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -45,5 +98,35 @@ mod tests {
         assert!(d.contains("ab12cd34") && !d.contains("other000"));
         std::thread::sleep(Duration::from_millis(120));
         assert!(!d.contains("ab12cd34"));
+    }
+
+    #[tokio::test]
+    async fn a_lease_is_exclusive_and_its_return_wakes_waiters() {
+        let leases = Arc::new(Leases::default());
+        let lease = leases.try_take("a").unwrap();
+        assert!(leases.try_take("a").is_none() && leases.is_held("a"));
+        let other = leases.try_take("b");
+        assert!(other.is_some());
+        let waiter = {
+            let leases = leases.clone();
+            tokio::spawn(async move {
+                loop {
+                    let returned = leases.returned();
+                    tokio::pin!(returned);
+                    returned.as_mut().enable();
+                    if let Some(l) = leases.try_take("a") {
+                        return l.fingerprint.clone();
+                    }
+                    returned.await;
+                }
+            })
+        };
+        tokio::task::yield_now().await;
+        drop(lease);
+        assert_eq!(waiter.await.unwrap(), "a");
+        assert!(
+            !leases.is_held("a"),
+            "the waiter's lease was dropped in turn"
+        );
     }
 }

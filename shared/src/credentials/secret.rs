@@ -94,8 +94,17 @@ pub enum SecretError {
 /// The AWS SDK configuration for this environment: region, credentials and
 /// `AWS_ENDPOINT_URL` from the environment, and an app name in the user agent
 /// so calls can be told apart per function.
+///
+/// Every call is bounded: a Secrets Manager call that hangs must not hang the
+/// requests waiting on it (1 s to connect, 3 s an attempt, 6 s in all).
 pub async fn aws_config(app_name: &str) -> aws_config::SdkConfig {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(1))
+        .operation_attempt_timeout(Duration::from_secs(3))
+        .operation_timeout(Duration::from_secs(6))
+        .build();
+    let mut loader =
+        aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts);
     if let Ok(name) = aws_config::AppName::new(app_name.to_string()) {
         loader = loader.app_name(name);
     }
@@ -124,6 +133,9 @@ pub struct CachedDocument<T> {
     id: String,
     ttl: Duration,
     held: Mutex<(Option<Held<T>>, Option<Instant>)>,
+    /// The last good value, for requests that arrive while a refresh runs:
+    /// they are served at once instead of queueing behind it.
+    last_good: std::sync::RwLock<Option<Arc<T>>>,
 }
 
 impl<T: DeserializeOwned + Send + Sync + 'static> CachedDocument<T> {
@@ -137,7 +149,14 @@ impl<T: DeserializeOwned + Send + Sync + 'static> CachedDocument<T> {
             id: id.into(),
             ttl,
             held: Mutex::new((None, None)),
+            last_good: std::sync::RwLock::new(None),
         }
+    }
+
+    fn remember(&self, value: Option<Arc<T>>) -> Option<Arc<T>> {
+        let mut last = self.last_good.write().unwrap_or_else(|e| e.into_inner());
+        *last = value.clone();
+        value
     }
 
     pub fn id(&self) -> &str {
@@ -146,7 +165,21 @@ impl<T: DeserializeOwned + Send + Sync + 'static> CachedDocument<T> {
 
     /// The current document; `Err(NotFound)` when the secret does not exist.
     pub async fn get(&self) -> Result<Arc<T>, SecretError> {
-        let mut guard = self.held.lock().await;
+        let mut guard = match self.held.try_lock() {
+            Ok(guard) => guard,
+            Err(_) => {
+                // One refresh at a time; the others take the last good value.
+                let last = self
+                    .last_good
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                if let Some(value) = last {
+                    return Ok(value);
+                }
+                self.held.lock().await
+            }
+        };
         let (held, missing_until) = &mut *guard;
         if missing_until.is_some_and(|t| Instant::now() < t) {
             return Err(SecretError::NotFound(self.id.clone()));
@@ -159,9 +192,10 @@ impl<T: DeserializeOwned + Send + Sync + 'static> CachedDocument<T> {
             Ok(output) => output,
             Err(e) => {
                 let message = error_text(e.as_ref());
-                if message.contains("ResourceNotFound") {
+                if is_not_found(e.as_ref()) {
                     *missing_until = Some(Instant::now() + self.ttl);
                     *held = None;
+                    self.remember(None);
                     return Err(SecretError::NotFound(self.id.clone()));
                 }
                 return match held {
@@ -191,6 +225,7 @@ impl<T: DeserializeOwned + Send + Sync + 'static> CachedDocument<T> {
                     version: output.version_id,
                     value: value.clone(),
                 });
+                self.remember(Some(value.clone()));
                 Ok(value)
             }
             Err(e) => {
@@ -211,10 +246,27 @@ impl<T: DeserializeOwned + Send + Sync + 'static> CachedDocument<T> {
     }
 }
 
+/// Whether the caching client's error says the secret does not exist, read
+/// from the SDK's error types (its `GetSecretValue` or `DescribeSecret`).
+fn is_not_found(e: &(dyn std::error::Error + 'static)) -> bool {
+    use aws_sdk_secretsmanager::error::SdkError;
+    use aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretError;
+    use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
+    if let Some(e) = e.downcast_ref::<SdkError<GetSecretValueError>>() {
+        return e
+            .as_service_error()
+            .is_some_and(GetSecretValueError::is_resource_not_found_exception);
+    }
+    if let Some(e) = e.downcast_ref::<SdkError<DescribeSecretError>>() {
+        return e
+            .as_service_error()
+            .is_some_and(DescribeSecretError::is_resource_not_found_exception);
+    }
+    false
+}
+
 fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = format!("{e:?}");
-    text.truncate(300);
-    text
+    crate::text::clip(&format!("{e:?}"), 300)
 }
 
 #[cfg(test)]

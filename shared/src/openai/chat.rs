@@ -1,7 +1,9 @@
 //! `POST /v1/chat/completions` requests, validated field by field so every
 //! mistake gets a 400 that names the field.
 
-use serde_json::{Map, Value};
+use serde::de::{Deserializer as _, IgnoredAny, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use crate::error::ApiError;
 
@@ -69,6 +71,102 @@ pub struct ChatRequest {
     pub conversation_id: Option<String>,
 }
 
+/// The most messages one request may carry: far more than any conversation,
+/// far fewer than a hostile body can hold (each costs memory to parse).
+pub const MAX_MESSAGES: usize = 4096;
+/// The most content parts one message may carry.
+pub const MAX_PARTS: usize = 256;
+
+/// The request as sent: every field borrowed from the body, unread. Fields
+/// this service does not know are skipped without being built (serde's
+/// `IgnoredAny`), so a body's cost in memory is the body itself plus the text
+/// of its messages, whatever else it holds.
+#[derive(Deserialize)]
+struct RawRequest<'a> {
+    #[serde(borrow)]
+    model: Option<&'a RawValue>,
+    #[serde(borrow)]
+    messages: Option<&'a RawValue>,
+    #[serde(borrow)]
+    stream: Option<&'a RawValue>,
+    #[serde(borrow)]
+    stream_options: Option<&'a RawValue>,
+    #[serde(borrow)]
+    keep_conversation: Option<&'a RawValue>,
+    #[serde(borrow)]
+    conversation_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    n: Option<&'a RawValue>,
+    #[serde(borrow)]
+    temperature: Option<&'a RawValue>,
+    #[serde(borrow)]
+    top_p: Option<&'a RawValue>,
+    #[serde(borrow)]
+    max_tokens: Option<&'a RawValue>,
+    #[serde(borrow)]
+    max_completion_tokens: Option<&'a RawValue>,
+    #[serde(borrow)]
+    presence_penalty: Option<&'a RawValue>,
+    #[serde(borrow)]
+    frequency_penalty: Option<&'a RawValue>,
+    #[serde(borrow)]
+    seed: Option<&'a RawValue>,
+    #[serde(borrow)]
+    stop: Option<&'a RawValue>,
+    #[serde(borrow)]
+    user: Option<&'a RawValue>,
+    #[serde(borrow)]
+    logprobs: Option<&'a RawValue>,
+    #[serde(borrow)]
+    top_logprobs: Option<&'a RawValue>,
+    #[serde(borrow)]
+    logit_bias: Option<&'a RawValue>,
+    #[serde(borrow)]
+    parallel_tool_calls: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct RawMessage<'a> {
+    #[serde(borrow)]
+    role: Option<&'a RawValue>,
+    #[serde(borrow)]
+    content: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct RawPart<'a> {
+    #[serde(borrow, rename = "type")]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow)]
+    text: Option<&'a RawValue>,
+    #[serde(borrow)]
+    image_url: Option<&'a RawValue>,
+    #[serde(borrow)]
+    file: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct RawImageUrl<'a> {
+    #[serde(borrow)]
+    url: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct RawFile<'a> {
+    #[serde(borrow)]
+    file_data: Option<&'a RawValue>,
+    #[serde(borrow)]
+    url: Option<&'a RawValue>,
+    #[serde(borrow)]
+    filename: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct RawStreamOptions<'a> {
+    #[serde(borrow)]
+    include_usage: Option<&'a RawValue>,
+}
+
 impl ChatRequest {
     /// Whether the upstream conversation outlives this request.
     pub fn keeps_conversation(&self) -> bool {
@@ -81,76 +179,58 @@ impl ChatRequest {
                 "The request body is empty. Send a JSON object with `model` and `messages`.",
             ));
         }
-        let value: Value = serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad_body(format!("The request body is not valid JSON: {e}.")))?;
-        let Value::Object(obj) = value else {
+        let text = std::str::from_utf8(body).map_err(|e| {
+            ApiError::bad_body(format!("The request body is not valid UTF-8: {e}."))
+        })?;
+        let first = text.trim_start().as_bytes().first().copied();
+        if first != Some(b'{') {
+            // Syntax first: a broken body is "not valid JSON" whatever it starts with.
+            serde_json::from_str::<IgnoredAny>(text).map_err(not_json)?;
             return Err(ApiError::bad_body(
                 "The request body must be a JSON object.",
             ));
+        }
+        let raw: RawRequest = serde_json::from_str(text).map_err(not_json)?;
+        let model = match raw.model {
+            None => return Err(ApiError::missing("model")),
+            Some(v) => string(v, "model")?,
         };
-        let model = match obj.get("model") {
-            None | Some(Value::Null) => return Err(ApiError::missing("model")),
-            Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
-            Some(Value::String(_)) => {
-                return Err(ApiError::invalid("model", "`model` must not be empty."))
-            }
-            Some(other) => {
-                return Err(ApiError::invalid(
-                    "model",
-                    format!("`model` must be a string, got {}.", kind(other)),
-                ))
-            }
-        };
-        let messages = match obj.get("messages") {
-            None | Some(Value::Null) => return Err(ApiError::missing("messages")),
-            Some(Value::Array(items)) if items.is_empty() => {
-                return Err(ApiError::invalid(
-                    "messages",
-                    "`messages` must contain at least one message.",
-                ))
-            }
-            Some(Value::Array(items)) => items
-                .iter()
-                .enumerate()
-                .map(|(i, m)| parse_message(i, m))
-                .collect::<Result<Vec<_>, _>>()?,
-            Some(other) => {
-                return Err(ApiError::invalid(
-                    "messages",
-                    format!("`messages` must be an array, got {}.", kind(other)),
-                ))
+        if model.trim().is_empty() {
+            return Err(ApiError::invalid("model", "`model` must not be empty."));
+        }
+        let messages = match raw.messages {
+            None => return Err(ApiError::missing("messages")),
+            Some(v) => {
+                let items = array(v, "messages", MAX_MESSAGES)?;
+                if items.is_empty() {
+                    return Err(ApiError::invalid(
+                        "messages",
+                        "`messages` must contain at least one message.",
+                    ));
+                }
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, m)| parse_message(i, m))
+                    .collect::<Result<Vec<_>, _>>()?
             }
         };
-        let stream = optional_bool(&obj, "stream")?.unwrap_or(false);
-        let include_usage = match obj.get("stream_options") {
-            None | Some(Value::Null) => false,
-            Some(Value::Object(o)) => optional_bool(o, "include_usage")
-                .map_err(|_| {
-                    ApiError::invalid(
-                        "stream_options.include_usage",
-                        "`stream_options.include_usage` must be a boolean.",
-                    )
-                })?
-                .unwrap_or(false),
-            Some(other) => {
-                return Err(ApiError::invalid(
-                    "stream_options",
-                    format!("`stream_options` must be an object, got {}.", kind(other)),
-                ))
+        let stream = optional(raw.stream, "stream", boolean)?.unwrap_or(false);
+        let include_usage = match raw.stream_options {
+            None => false,
+            Some(v) => {
+                let o: RawStreamOptions = object(v, "stream_options")?;
+                optional(o.include_usage, "stream_options.include_usage", boolean)?.unwrap_or(false)
             }
         };
-        let keep_conversation = optional_bool(&obj, "keep_conversation")?.unwrap_or(false);
-        let conversation_id = match obj.get("conversation_id") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(parse_conversation_id(s)?),
-            Some(Value::Number(n)) => Some(parse_conversation_id(&n.to_string())?),
-            Some(other) => {
-                return Err(ApiError::invalid(
-                    "conversation_id",
-                    format!("`conversation_id` must be a string, got {}.", kind(other)),
-                ))
-            }
+        let keep_conversation =
+            optional(raw.keep_conversation, "keep_conversation", boolean)?.unwrap_or(false);
+        let conversation_id = match raw.conversation_id {
+            None => None,
+            Some(v) if kind(v) == "a number" => Some(parse_conversation_id(v.get())?),
+            Some(v) => Some(parse_conversation_id(&string(v, "conversation_id")?)?),
         };
+        validate_ignored(&raw)?;
         Ok(Self {
             model,
             messages,
@@ -160,6 +240,209 @@ impl ChatRequest {
             conversation_id,
         })
     }
+}
+
+/// The sampling and output fields: the upstream has no such knobs, so they
+/// are ignored, but a value OpenAI would refuse is refused here too (a
+/// client's bug should not pass silently).
+fn validate_ignored(raw: &RawRequest) -> Result<(), ApiError> {
+    if let Some(n) = optional(raw.n, "n", integer)? {
+        if n < 1 {
+            return Err(ApiError::invalid(
+                "n",
+                format!("`n` must be at least 1, got {n}."),
+            ));
+        }
+        if n > 1 {
+            return Err(ApiError::invalid(
+                "n",
+                format!("`n` = {n} is not supported: the upstream gives one answer per request. Send n = 1 (or leave it out) and make {n} requests."),
+            ));
+        }
+    }
+    let ranges = [
+        (raw.temperature, "temperature", 0.0, 2.0),
+        (raw.top_p, "top_p", 0.0, 1.0),
+        (raw.presence_penalty, "presence_penalty", -2.0, 2.0),
+        (raw.frequency_penalty, "frequency_penalty", -2.0, 2.0),
+    ];
+    for (value, name, low, high) in ranges {
+        if let Some(x) = optional(value, name, number)? {
+            if !(low..=high).contains(&x) {
+                return Err(ApiError::invalid(
+                    name,
+                    format!("`{name}` must be between {low} and {high}, got {x}."),
+                ));
+            }
+        }
+    }
+    for name in ["max_tokens", "max_completion_tokens"] {
+        let value = if name == "max_tokens" {
+            raw.max_tokens
+        } else {
+            raw.max_completion_tokens
+        };
+        if let Some(x) = optional(value, name, integer)? {
+            if x < 1 {
+                return Err(ApiError::invalid(
+                    name,
+                    format!("`{name}` must be at least 1, got {x}."),
+                ));
+            }
+        }
+    }
+    optional(raw.seed, "seed", integer)?;
+    optional(raw.user, "user", string)?;
+    optional(raw.logprobs, "logprobs", boolean)?;
+    optional(raw.parallel_tool_calls, "parallel_tool_calls", boolean)?;
+    if let Some(x) = optional(raw.top_logprobs, "top_logprobs", integer)? {
+        if !(0..=20).contains(&x) {
+            return Err(ApiError::invalid(
+                "top_logprobs",
+                format!("`top_logprobs` must be between 0 and 20, got {x}."),
+            ));
+        }
+    }
+    if let Some(v) = raw.logit_bias {
+        if kind(v) != "an object" {
+            return Err(ApiError::invalid(
+                "logit_bias",
+                format!("`logit_bias` must be an object, got {}.", kind(v)),
+            ));
+        }
+    }
+    if let Some(v) = raw.stop {
+        match kind(v) {
+            "a string" => {}
+            "an array" => {
+                let stops = array(v, "stop", 4)?;
+                for (i, s) in stops.iter().enumerate() {
+                    string(s, &format!("stop[{i}]"))?;
+                }
+            }
+            other => {
+                return Err(ApiError::invalid(
+                    "stop",
+                    format!("`stop` must be a string or an array of up to 4 strings, got {other}."),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+fn not_json(e: serde_json::Error) -> ApiError {
+    ApiError::bad_body(format!("The request body is not valid JSON: {e}."))
+}
+
+/// What a raw value is, from its first character (it is valid JSON already).
+fn kind(v: &RawValue) -> &'static str {
+    match v.get().trim_start().as_bytes().first() {
+        Some(b'{') => "an object",
+        Some(b'[') => "an array",
+        Some(b'"') => "a string",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => "null",
+        _ => "a number",
+    }
+}
+
+fn wrong_type(param: &str, expected: &str, v: &RawValue) -> ApiError {
+    ApiError::invalid(
+        param,
+        format!("`{param}` must be {expected}, got {}.", kind(v)),
+    )
+}
+
+/// A field that may be absent or null.
+fn optional<T>(
+    v: Option<&RawValue>,
+    param: &str,
+    read: impl Fn(&RawValue, &str) -> Result<T, ApiError>,
+) -> Result<Option<T>, ApiError> {
+    v.filter(|v| kind(v) != "null")
+        .map(|v| read(v, param))
+        .transpose()
+}
+
+fn string(v: &RawValue, param: &str) -> Result<String, ApiError> {
+    if kind(v) != "a string" {
+        return Err(wrong_type(param, "a string", v));
+    }
+    serde_json::from_str(v.get()).map_err(|_| wrong_type(param, "a string", v))
+}
+
+fn boolean(v: &RawValue, param: &str) -> Result<bool, ApiError> {
+    serde_json::from_str(v.get()).map_err(|_| wrong_type(param, "a boolean", v))
+}
+
+fn number(v: &RawValue, param: &str) -> Result<f64, ApiError> {
+    if kind(v) != "a number" {
+        return Err(wrong_type(param, "a number", v));
+    }
+    serde_json::from_str(v.get()).map_err(|_| wrong_type(param, "a number", v))
+}
+
+fn integer(v: &RawValue, param: &str) -> Result<i64, ApiError> {
+    if kind(v) != "a number" {
+        return Err(wrong_type(param, "an integer", v));
+    }
+    serde_json::from_str(v.get()).map_err(|_| {
+        ApiError::invalid(
+            param,
+            format!("`{param}` must be an integer, got {}.", v.get()),
+        )
+    })
+}
+
+/// A typed object; `T`'s fields borrow from `v`, unknown keys are skipped.
+fn object<'a, T: Deserialize<'a>>(v: &'a RawValue, param: &str) -> Result<T, ApiError> {
+    if kind(v) != "an object" {
+        return Err(wrong_type(param, "an object", v));
+    }
+    serde_json::from_str(v.get())
+        .map_err(|e| ApiError::invalid(param, format!("`{param}` is malformed: {e}.")))
+}
+
+/// An array's items, unread; more than `max` items is a 400 (counted
+/// without keeping them).
+fn array<'a>(v: &'a RawValue, param: &str, max: usize) -> Result<Vec<&'a RawValue>, ApiError> {
+    if kind(v) != "an array" {
+        return Err(wrong_type(param, "an array", v));
+    }
+    struct Capped(usize);
+    impl<'de> Visitor<'de> for Capped {
+        type Value = (Vec<&'de RawValue>, usize);
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an array")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut items = Vec::new();
+            let mut count = 0;
+            while count < self.0 {
+                match seq.next_element::<&'de RawValue>()? {
+                    Some(item) => items.push(item),
+                    None => return Ok((items, count)),
+                }
+                count += 1;
+            }
+            while seq.next_element::<IgnoredAny>()?.is_some() {
+                count += 1;
+            }
+            Ok((items, count))
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(v.get());
+    let (items, count) = de
+        .deserialize_seq(Capped(max))
+        .map_err(|e| ApiError::invalid(param, format!("`{param}` is malformed: {e}.")))?;
+    if count > max {
+        return Err(ApiError::invalid(
+            param,
+            format!("`{param}` holds {count} items; at most {max} are accepted."),
+        ));
+    }
+    Ok(items)
 }
 
 /// Accepts the bare upstream id or the completion id that carries it (`chatcmpl-<id>`).
@@ -180,31 +463,9 @@ fn parse_conversation_id(raw: &str) -> Result<String, ApiError> {
     Ok(id.to_string())
 }
 
-fn optional_bool(obj: &Map<String, Value>, key: &str) -> Result<Option<bool>, ApiError> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(other) => Err(ApiError::invalid(
-            key,
-            format!("`{key}` must be a boolean, got {}.", kind(other)),
-        )),
-    }
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-fn parse_message(i: usize, m: &Value) -> Result<Message, ApiError> {
+fn parse_message(i: usize, m: &RawValue) -> Result<Message, ApiError> {
     let at = format!("messages[{i}]");
-    let Value::Object(obj) = m else {
+    if kind(m) != "an object" {
         return Err(ApiError::invalid(
             &at,
             format!(
@@ -212,32 +473,35 @@ fn parse_message(i: usize, m: &Value) -> Result<Message, ApiError> {
                 kind(m)
             ),
         ));
-    };
+    }
+    let raw: RawMessage = object(m, &at)?;
     let role_param = format!("{at}.role");
-    let role = match obj.get("role") {
-        None | Some(Value::Null) => return Err(ApiError::missing(&role_param)),
-        Some(Value::String(s)) => Role::parse(s).ok_or_else(|| {
-            ApiError::invalid(
-                &role_param,
-                format!("`{role_param}` must be one of system, developer, user, assistant, tool; got {s:?}."),
-            )
-        })?,
-        Some(other) => {
-            return Err(ApiError::invalid(&role_param, format!("`{role_param}` must be a string, got {}.", kind(other))))
+    let role = match raw.role.filter(|v| kind(v) != "null") {
+        None => return Err(ApiError::missing(&role_param)),
+        Some(v) => {
+            let s = string(v, &role_param)?;
+            Role::parse(&s).ok_or_else(|| {
+                ApiError::invalid(
+                    &role_param,
+                    format!("`{role_param}` must be one of system, developer, user, assistant, tool; got {s:?}."),
+                )
+            })?
         }
     };
     let content_param = format!("{at}.content");
-    let (text, attachments) = match obj.get("content") {
+    let (text, attachments) = match raw.content.filter(|v| kind(v) != "null") {
         // Assistant turns that only carried tool calls have no content.
-        None | Some(Value::Null) => (String::new(), vec![]),
-        Some(Value::String(s)) => (s.clone(), vec![]),
-        Some(Value::Array(parts)) => parse_parts(&content_param, parts)?,
-        Some(other) => {
+        None => (String::new(), vec![]),
+        Some(v) if kind(v) == "a string" => (string(v, &content_param)?, vec![]),
+        Some(v) if kind(v) == "an array" => {
+            parse_parts(&content_param, &array(v, &content_param, MAX_PARTS)?)?
+        }
+        Some(v) => {
             return Err(ApiError::invalid(
                 &content_param,
                 format!(
                     "`{content_param}` must be a string or an array of content parts, got {}.",
-                    kind(other)
+                    kind(v)
                 ),
             ))
         }
@@ -249,73 +513,86 @@ fn parse_message(i: usize, m: &Value) -> Result<Message, ApiError> {
     })
 }
 
-fn parse_parts(at: &str, parts: &[Value]) -> Result<(String, Vec<Attachment>), ApiError> {
+fn parse_parts(at: &str, parts: &[&RawValue]) -> Result<(String, Vec<Attachment>), ApiError> {
     let mut texts = Vec::new();
     let mut attachments = Vec::new();
     for (j, part) in parts.iter().enumerate() {
         let p = format!("{at}[{j}]");
-        let Value::Object(obj) = part else {
+        if kind(part) != "an object" {
             return Err(ApiError::invalid(
                 &p,
                 format!("`{p}` must be a content part object, got {}.", kind(part)),
             ));
+        }
+        let raw: RawPart = object(part, &p)?;
+        let type_param = format!("{p}.type");
+        let part_type = match raw.kind.filter(|v| kind(v) != "null") {
+            None => return Err(ApiError::missing(&type_param)),
+            Some(v) => string(v, &type_param)?,
         };
-        let part_type = obj.get("type").and_then(Value::as_str).unwrap_or_default();
-        match part_type {
-            "text" | "input_text" => match obj.get("text") {
-                Some(Value::String(s)) => texts.push(s.clone()),
-                _ => {
-                    return Err(ApiError::invalid(
-                        format!("{p}.text"),
-                        format!("`{p}.text` must be a string."),
-                    ))
+        match part_type.as_str() {
+            "text" | "input_text" => {
+                let text_param = format!("{p}.text");
+                match raw.text.filter(|v| kind(v) == "a string") {
+                    Some(v) => texts.push(string(v, &text_param)?),
+                    None => {
+                        return Err(ApiError::invalid(
+                            &text_param,
+                            format!("`{text_param}` must be a string."),
+                        ))
+                    }
                 }
-            },
+            }
             "image_url" | "input_image" => {
-                let url = match obj.get("image_url") {
-                    Some(Value::String(s)) => Some(s.clone()),
-                    Some(Value::Object(o)) => {
-                        o.get("url").and_then(Value::as_str).map(str::to_string)
+                let url_param = format!("{p}.image_url");
+                let url = match raw.image_url {
+                    Some(v) if kind(v) == "a string" => Some(string(v, &url_param)?),
+                    Some(v) if kind(v) == "an object" => {
+                        let o: RawImageUrl = object(v, &url_param)?;
+                        optional(o.url, &format!("{url_param}.url"), string)?
                     }
                     _ => None,
                 }
                 .filter(|u| !u.trim().is_empty())
                 .ok_or_else(|| {
                     ApiError::invalid(
-                        format!("{p}.image_url"),
+                        &url_param,
                         format!("`{p}.image_url.url` must be a URL or data: URL."),
                     )
                 })?;
                 attachments.push(Attachment::Image { url });
             }
             "file" => {
-                let file = obj.get("file").and_then(Value::as_object);
-                let url = file
-                    .and_then(|f| {
-                        f.get("file_data")
-                            .or_else(|| f.get("url"))
-                            .and_then(Value::as_str)
-                    })
-                    .filter(|u| !u.trim().is_empty())
-                    .ok_or_else(|| {
-                        ApiError::invalid(
-                            format!("{p}.file"),
-                            format!("`{p}.file.file_data` must be a data: URL or a URL."),
-                        )
-                    })?;
-                let filename = file
-                    .and_then(|f| f.get("filename"))
-                    .and_then(Value::as_str)
-                    .map(str::to_string);
-                attachments.push(Attachment::File {
-                    url: url.to_string(),
-                    filename,
-                });
+                let file_param = format!("{p}.file");
+                let file: Option<RawFile> = match raw.file {
+                    Some(v) if kind(v) == "an object" => Some(object(v, &file_param)?),
+                    _ => None,
+                };
+                let url = match &file {
+                    Some(f) => {
+                        match optional(f.file_data, &format!("{file_param}.file_data"), string)? {
+                            Some(u) => Some(u),
+                            None => optional(f.url, &format!("{file_param}.url"), string)?,
+                        }
+                    }
+                    None => None,
+                }
+                .filter(|u| !u.trim().is_empty())
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        &file_param,
+                        format!("`{p}.file.file_data` must be a data: URL or a URL."),
+                    )
+                })?;
+                let filename = match &file {
+                    Some(f) => optional(f.filename, &format!("{file_param}.filename"), string)?,
+                    None => None,
+                };
+                attachments.push(Attachment::File { url, filename });
             }
-            "" => return Err(ApiError::missing(&format!("{p}.type"))),
             other => {
                 return Err(ApiError::invalid(
-                    format!("{p}.type"),
+                    type_param,
                     format!("`{p}.type` {other:?} is not supported; use text, image_url or file."),
                 ))
             }
@@ -436,6 +713,104 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn values_openai_refuses_are_refused_with_their_field() {
+        let base = |extra: serde_json::Value| {
+            let mut b =
+                serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "x"}]});
+            for (k, v) in extra.as_object().unwrap() {
+                b[k] = v.clone();
+            }
+            parse(b)
+        };
+        let refused = [
+            (serde_json::json!({"temperature": "hot"}), "temperature"),
+            (serde_json::json!({"temperature": 2.5}), "temperature"),
+            (serde_json::json!({"top_p": -0.1}), "top_p"),
+            (serde_json::json!({"max_tokens": -5}), "max_tokens"),
+            (serde_json::json!({"max_tokens": 1.5}), "max_tokens"),
+            (
+                serde_json::json!({"max_completion_tokens": 0}),
+                "max_completion_tokens",
+            ),
+            (serde_json::json!({"n": 0}), "n"),
+            (serde_json::json!({"n": 1000}), "n"),
+            (serde_json::json!({"n": "1"}), "n"),
+            (
+                serde_json::json!({"presence_penalty": 3}),
+                "presence_penalty",
+            ),
+            (
+                serde_json::json!({"frequency_penalty": [1]}),
+                "frequency_penalty",
+            ),
+            (serde_json::json!({"seed": 1.5}), "seed"),
+            (serde_json::json!({"stop": 5}), "stop"),
+            (
+                serde_json::json!({"stop": ["a", "b", "c", "d", "e"]}),
+                "stop",
+            ),
+            (serde_json::json!({"stop": ["a", 1]}), "stop[1]"),
+            (serde_json::json!({"user": 5}), "user"),
+            (serde_json::json!({"logprobs": "yes"}), "logprobs"),
+            (serde_json::json!({"top_logprobs": 21}), "top_logprobs"),
+            (serde_json::json!({"logit_bias": []}), "logit_bias"),
+        ];
+        for (extra, param) in refused {
+            let e = base(extra.clone()).unwrap_err();
+            assert_eq!(e.status(), 400, "{extra}");
+            assert_eq!(param_of(e), param, "{extra}");
+        }
+        let n_msg = base(serde_json::json!({"n": 3})).unwrap_err().to_string();
+        assert!(n_msg.contains("not supported"), "{n_msg}");
+        let accepted = serde_json::json!({"temperature": 0, "top_p": 1, "n": 1, "max_tokens": 100,
+            "max_completion_tokens": null, "presence_penalty": -2, "frequency_penalty": 2.0, "seed": 42,
+            "stop": ["\n"], "user": "u", "logprobs": false, "top_logprobs": 0, "logit_bias": {"1": 2},
+            "parallel_tool_calls": true, "tools": [{"type": "function"}], "metadata": {"a": "b"},
+            "unknown_field": {"deep": [1, 2, {"x": null}]}});
+        assert!(base(accepted).is_ok());
+    }
+
+    #[test]
+    fn messages_and_parts_are_capped() {
+        let many: Vec<_> = (0..=MAX_MESSAGES)
+            .map(|_| serde_json::json!({"role": "user", "content": "x"}))
+            .collect();
+        let e = parse(serde_json::json!({"model": "m", "messages": many})).unwrap_err();
+        assert_eq!(param_of(e.clone()), "messages");
+        assert!(
+            e.to_string().contains(&format!("{}", MAX_MESSAGES + 1)),
+            "{e}"
+        );
+        let parts: Vec<_> = (0..=MAX_PARTS)
+            .map(|_| serde_json::json!({"type": "text", "text": "x"}))
+            .collect();
+        let e = parse(
+            serde_json::json!({"model": "m", "messages": [{"role": "user", "content": parts}]}),
+        )
+        .unwrap_err();
+        assert_eq!(param_of(e), "messages[0].content");
+        let exactly: Vec<_> = (0..MAX_MESSAGES)
+            .map(|_| serde_json::json!({"role": "user", "content": "x"}))
+            .collect();
+        assert!(parse(serde_json::json!({"model": "m", "messages": exactly})).is_ok());
+    }
+
+    #[test]
+    fn unknown_fields_and_escapes() {
+        let body = r#"{"padding": [{"a": 0}, {"a": [0, {"b": "é"}]}], "model": "mé",
+            "messages": [{"role": "user", "content": "say \"hi\" \u4f60\u597d", "name": "bob"}]}"#;
+        let r = ChatRequest::parse(body.as_bytes()).unwrap();
+        assert_eq!(r.model, "mé");
+        assert_eq!(r.messages[0].text, "say \"hi\" 你好");
+        let dup = r#"{"model": "a", "model": "b", "messages": []}"#;
+        assert_eq!(
+            ChatRequest::parse(dup.as_bytes()).unwrap_err().status(),
+            400
+        );
+        assert_eq!(ChatRequest::parse(&[0xff, b'{']).unwrap_err().status(), 400);
     }
 
     #[test]

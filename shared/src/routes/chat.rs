@@ -12,9 +12,10 @@ use axum::{Json, Router};
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tracing::Instrument;
 
 use super::AppState;
-use crate::answer::Answer;
+use crate::answer::{Answer, Pool};
 use crate::error::ApiError;
 use crate::openai::chat::ChatRequest;
 use crate::openai::encode::{completion_id, sources_block, unix_seconds, ChunkEncoder, Completion};
@@ -36,8 +37,9 @@ pub fn router(state: AppState) -> Router {
                     super::require_caller,
                 )),
             )
-            .with_state(state),
+            .with_state(state.clone()),
         max_body,
+        &state.config,
     )
 }
 
@@ -48,8 +50,9 @@ async fn chat_completions(
 ) -> Result<Response, ApiError> {
     // The upstream work runs in its own task: if the caller's connection drops
     // (a local server cancels the handler then), the task still finishes and
-    // deletes the upstream conversation.
-    tokio::spawn(answer_request(state, headers, body))
+    // deletes the upstream conversation. The task carries the invocation's span
+    // (the Lambda request id) into its logs.
+    tokio::spawn(answer_request(state, headers, body).in_current_span())
         .await
         .map_err(|e| ApiError::Internal(format!("the request handler failed: {e}")))?
 }
@@ -60,6 +63,7 @@ async fn answer_request(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let tokens = state.credentials.tokens_for(&headers).await?;
+    super::require_json(&headers)?;
     let body = body.map_err(|r| super::body_error(r, state.config.max_request_bytes))?;
     let request = ChatRequest::parse(&body)?;
     let last = request.messages.len() - 1;
@@ -83,11 +87,15 @@ async fn answer_request(
         prompt,
         conversation_id: request.conversation_id.clone(),
     };
+    let pool = Pool {
+        dead: state.credentials.dead_tokens(),
+        leases: state.credentials.leases(),
+    };
     let answer = Answer::open(
         state.upstream.clone(),
         &state.config,
         &tokens,
-        state.credentials.dead_tokens(),
+        pool,
         &turn,
         request.keeps_conversation(),
     )
@@ -166,7 +174,7 @@ fn stream_answer(answer: Answer, request: ChatRequest, prompt: String) -> Respon
             .then(|| answer.chat_id().map(str::to_string))
             .flatten(),
     );
-    tokio::spawn(produce(answer, encoder, request.include_usage, prompt, tx));
+    tokio::spawn(produce(answer, encoder, request.include_usage, prompt, tx).in_current_span());
     let body = Body::from_stream(ReceiverStream::new(rx).map(Ok::<_, Infallible>));
     let mut response = Response::new(body);
     let h = response.headers_mut();
@@ -225,26 +233,34 @@ async fn produce(
         answer.cleanup().await;
         return;
     }
-    // Delete before the end of the answer reaches the caller (and so before the
-    // body ends: the invocation lasts until `tx` is dropped).
-    answer.cleanup().await;
-    let mut tail = Vec::new();
+    // The end of the answer reaches the caller first (the deletion can take
+    // seconds on the agent upstream); the deletion still happens inside the
+    // invocation, before the usage chunk and `[DONE]` (the invocation lasts
+    // until `tx` is dropped).
+    let mut ending = Vec::new();
     match &failure {
         Some(error) => {
             tracing::warn!(error = %error, "upstream failed mid-stream");
-            tail.push(enc.error(error));
+            ending.push(enc.error(error));
         }
         None => {
             let sources = sources_block(&out.citations);
             if !sources.is_empty() {
                 out.content.push_str(&sources);
-                tail.push(enc.content(&sources));
+                ending.push(enc.content(&sources));
             }
-            tail.push(enc.finish());
-            if include_usage {
-                tail.push(enc.usage(out.usage(&prompt)));
-            }
+            ending.push(enc.finish());
         }
+    }
+    for frame in ending {
+        if tx.send(frame).await.is_err() {
+            break;
+        }
+    }
+    answer.cleanup().await;
+    let mut tail = Vec::new();
+    if failure.is_none() && include_usage {
+        tail.push(enc.usage(out.usage(&prompt)));
     }
     tail.push(ChunkEncoder::done());
     for frame in tail {
@@ -253,3 +269,7 @@ async fn produce(
         }
     }
 }
+
+#[cfg(test)]
+#[path = "chat_tests.rs"]
+mod tests;

@@ -7,8 +7,11 @@ pub mod token_check;
 use std::sync::Arc;
 
 use axum::extract::rejection::BytesRejection;
-use axum::http::{Method, StatusCode, Uri};
+use std::time::Duration;
+
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::Router;
+use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;
@@ -38,14 +41,47 @@ pub async fn require_caller(
     Ok(next.run(request).await)
 }
 
-/// The fallbacks and limits every route shares.
-pub fn finish(router: Router, max_body: usize) -> Router {
-    router
+/// The fallbacks, limits and CORS every route shares.
+pub fn finish(router: Router, max_body: usize, config: &Config) -> Router {
+    let router = router
         .fallback(|method: Method, uri: Uri| async move { not_found(&method, &uri) })
         .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
             ApiError::MethodNotAllowed(format!("{method} is not allowed on {}.", uri.path()))
         })
-        .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .layer(axum::extract::DefaultBodyLimit::max(max_body));
+    match cors(&config.cors_allow_origins) {
+        Some(layer) => router.layer(layer),
+        None => router,
+    }
+}
+
+/// CORS for browser clients (LobeChat, NextChat, Cherry Studio, Open WebUI
+/// in direct mode), on every response, errors included; preflights are
+/// answered for every path. Request headers are mirrored: the SDKs send a
+/// changing set of `x-stainless-*` headers besides `Authorization`,
+/// `Content-Type` and `x-api-key`, and no cookie is ever read (the bearer is
+/// the only credential), so mirroring gives a browser nothing it could not
+/// send with curl. `CORS_ALLOW_ORIGINS`: `*` (default), a comma-separated
+/// list of origins, or `none` when something in front answers CORS instead
+/// (two `Access-Control-Allow-Origin` headers break browsers).
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    let origin = match origins {
+        [] => return None,
+        [any] if any == "*" => AllowOrigin::any(),
+        list => AllowOrigin::list(
+            list.iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok())
+                .collect::<Vec<_>>(),
+        ),
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(origin)
+            .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+            .allow_headers(AllowHeaders::mirror_request())
+            .expose_headers([header::RETRY_AFTER])
+            .max_age(Duration::from_secs(86_400)),
+    )
 }
 
 fn not_found(method: &Method, uri: &Uri) -> ApiError {
@@ -53,6 +89,34 @@ fn not_found(method: &Method, uri: &Uri) -> ApiError {
         "Unknown request URL: {method} {}. This service serves POST /v1/chat/completions and GET /v1/models.",
         uri.path()
     ))
+}
+
+/// JSON bodies must say so, as OpenAI requires: `Content-Type:
+/// application/json` (any `+json` type, any parameters), or no content type
+/// at all (as some scripts send). `text/plain` and form encodings are refused:
+/// they are what a browser sends to skip the CORS preflight, and what `curl
+/// -d` sends when the header was forgotten.
+pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let essence = value
+        .to_str()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    {
+        return Ok(());
+    }
+    Err(ApiError::UnsupportedMediaType(format!(
+        "Unsupported Content-Type {:?}: this endpoint takes a JSON body. Send `Content-Type: application/json`.",
+        crate::text::clip(value.to_str().unwrap_or("(not text)"), 100)
+    )))
 }
 
 /// A body that could not be read: too large (413) or broken (400).

@@ -31,7 +31,8 @@ pub fn router(state: AppState) -> Router {
                 state.clone(),
                 super::require_caller,
             ))
-            .with_state(state),
+            .with_state(state.clone()),
         64 * 1024,
+        &state.config,
     )
 }

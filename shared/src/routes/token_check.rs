@@ -27,6 +27,7 @@ struct CheckState {
 }
 
 pub fn router(app: AppState) -> Router {
+    let config = app.config.clone();
     let state = CheckState {
         app,
         verdicts: Cache::builder()
@@ -40,6 +41,7 @@ pub fn router(app: AppState) -> Router {
             .route("/v1/token/check", post(check))
             .with_state(state),
         64 * 1024,
+        &config,
     )
 }
 
@@ -63,6 +65,7 @@ async fn check(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     state.app.credentials.authorize(&headers).await?;
+    super::require_json(&headers)?;
     let body = body.map_err(|r| super::body_error(r, 64 * 1024))?;
     let token = token_from(&body)?;
     let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();

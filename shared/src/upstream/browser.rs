@@ -7,9 +7,10 @@ use std::time::Duration;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT};
 use serde_json::Value;
 
-use super::envelope::{clip, open_envelope};
+use super::envelope::{open_envelope, MAX_ERROR_TEXT};
 use super::UpstreamError;
 use crate::credentials::fingerprint;
+use crate::text::summarize_body;
 
 /// The fingerprint headers' values (configurable, since they drift upstream).
 pub struct Fingerprint<'a> {
@@ -66,14 +67,47 @@ pub fn headers(
     Ok(h)
 }
 
+/// The most of an upstream answer read into memory where a small JSON
+/// envelope is expected: a proxy's error page or a hostile answer cannot cost
+/// more than this.
+pub const MAX_ENVELOPE_BYTES: usize = 256 * 1024;
+
 /// A JSON call's answer: a failing status, or the envelope opened.
 pub async fn read_envelope(response: reqwest::Response) -> Result<Value, UpstreamError> {
     let status = response.status();
-    let text = response.text().await?;
+    let text = read_capped(response, MAX_ENVELOPE_BYTES).await?;
     if !status.is_success() {
-        return Err(UpstreamError::from_status(status.as_u16(), clip(&text)));
+        return Err(UpstreamError::from_status(
+            status.as_u16(),
+            summarize_body(&text, MAX_ERROR_TEXT),
+        ));
     }
     open_envelope(&text)
+}
+
+/// A failed answer's body as an error can repeat it: read up to
+/// `MAX_ENVELOPE_BYTES`, an HTML page named by its title, anything else clipped.
+pub async fn failure_text(response: reqwest::Response) -> String {
+    match read_capped(response, MAX_ENVELOPE_BYTES).await {
+        Ok(text) => summarize_body(&text, MAX_ERROR_TEXT),
+        Err(e) => format!("(the body could not be read: {e})"),
+    }
+}
+
+/// The body as text, reading at most `max` bytes (the rest is dropped unread).
+pub async fn read_capped(
+    mut response: reqwest::Response,
+    max: usize,
+) -> Result<String, UpstreamError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = max - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= max {
+            break;
+        }
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 #[cfg(test)]

@@ -14,8 +14,12 @@ pub const MAX_ERROR_TEXT: usize = 300;
 /// body of a `base_resp` one (or of a body with neither); an error when the
 /// code is non-zero.
 pub fn open_envelope(text: &str) -> Result<Value, UpstreamError> {
-    let value: Value = serde_json::from_str(text)
-        .map_err(|_| UpstreamError::Protocol(format!("expected JSON, got: {}", clip(text))))?;
+    let value: Value = serde_json::from_str(text).map_err(|_| {
+        UpstreamError::Protocol(format!(
+            "expected JSON, got {}",
+            crate::text::summarize_body(text, MAX_ERROR_TEXT)
+        ))
+    })?;
     if let Some(status) = value.get("statusInfo") {
         let code = status.get("code").and_then(Value::as_i64).unwrap_or(-1);
         if code != 0 {
@@ -48,11 +52,7 @@ pub fn open_envelope(text: &str) -> Result<Value, UpstreamError> {
 
 /// Trimmed, and at most `MAX_ERROR_TEXT` characters.
 pub fn clip(text: &str) -> String {
-    let text = text.trim();
-    match text.char_indices().nth(MAX_ERROR_TEXT) {
-        Some((i, _)) => format!("{}…", &text[..i]),
-        None => text.to_string(),
-    }
+    crate::text::clip(text, MAX_ERROR_TEXT)
 }
 
 /// An id the upstream may send as a string or a number.

@@ -53,7 +53,7 @@ pub struct ChatTurn {
 #[derive(Clone, Debug, thiserror::Error, PartialEq)]
 pub enum UpstreamError {
     /// The upstream rejected the account's token (expired, logged out).
-    #[error("the Hailuo token {fingerprint} was rejected upstream: {message}")]
+    #[error("the token {fingerprint} was rejected upstream: {message}")]
     TokenRejected {
         fingerprint: String,
         message: String,
@@ -65,7 +65,7 @@ pub enum UpstreamError {
         message: String,
     },
     /// The account is busy with another answer (one answer per account at a time).
-    #[error("the Hailuo account {fingerprint} is busy with another answer: {message}")]
+    #[error("the account {fingerprint} is busy with another answer: {message}")]
     Busy {
         fingerprint: String,
         message: String,
@@ -153,6 +153,18 @@ impl From<reqwest::Error> for UpstreamError {
 pub trait Upstream: Send + Sync + 'static {
     /// Short name for logs and errors.
     fn name(&self) -> &'static str;
+
+    /// What a caller whose token was rejected should do (where to get a new one).
+    fn login_hint(&self) -> &'static str;
+
+    /// Whether the adapter itself decides when an answer has stopped making
+    /// progress (the agent's polling gives up when the answer stops growing).
+    /// Then the caller's first-byte and idle timeouts stay out of the way, so
+    /// one component owns "no progress" and a turn is not abandoned (and
+    /// re-sent elsewhere) while the adapter still waits for it.
+    fn watches_progress(&self) -> bool {
+        false
+    }
 
     /// Send one turn; the stream yields the answer.
     async fn chat(&self, token: &str, turn: &ChatTurn) -> Result<EventStream, UpstreamError>;

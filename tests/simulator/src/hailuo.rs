@@ -554,6 +554,7 @@ async fn stream_answer(
                     return;
                 }
                 FaultKind::Stall => tokio::time::sleep(Duration::from_millis(f.delay_ms)).await,
+                FaultKind::Truncate => return,
                 _ => {}
             }
         }

@@ -49,6 +49,9 @@ pub enum FaultKind {
     ErrorEvent,
     /// The stream goes silent for `delay_ms` after some events.
     Stall,
+    /// The stream closes cleanly after some events, with neither an
+    /// `isEnd == 0` event nor the type 8 marker: a cut-off answer.
+    Truncate,
 }
 
 #[derive(Clone, Debug, Serialize)]

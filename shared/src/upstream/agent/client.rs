@@ -292,6 +292,15 @@ impl Upstream for AgentClient {
         "MiniMax Agent"
     }
 
+    fn login_hint(&self) -> &'static str {
+        "Log in to agent.minimaxi.com again and send the new JWT from the browser's localStorage \
+         (as `REALUSERID+JWT` when the JWT carries no user id)."
+    }
+
+    fn watches_progress(&self) -> bool {
+        true
+    }
+
     async fn chat(&self, token: &str, turn: &ChatTurn) -> Result<EventStream, UpstreamError> {
         let body = send_body(&turn.prompt, turn.conversation_id.as_deref());
         let sent = match self

@@ -14,7 +14,10 @@ use super::query::{unix_now_rounded, DeviceQuery};
 use super::stream::StreamDecoder;
 use crate::config::Config;
 use crate::credentials::fingerprint;
-use crate::upstream::browser::{self, http_client, put, read_envelope, Fingerprint};
+use crate::upstream::browser::{
+    self, failure_text, http_client, put, read_capped, read_envelope, Fingerprint,
+    MAX_ENVELOPE_BYTES,
+};
 use crate::upstream::device::{DeviceCache, DeviceIdentity};
 use crate::upstream::envelope::{clip, id_of, open_envelope};
 use crate::upstream::signing::{yy_chat_form, yy_json};
@@ -191,9 +194,16 @@ where
             }
             match st.sse.next().await {
                 None => {
-                    // Closed with neither isEnd == 0 nor type 8: the answer is what was received.
+                    // Closed with neither isEnd == 0 nor type 8: the answer was
+                    // cut off (protocol §6), and must not pass for a whole one.
                     st.done = true;
-                    st.pending.push_back(UpstreamEvent::End);
+                    return Some((
+                        Err(UpstreamError::Transport(
+                            "the upstream closed the answer before its end (no isEnd == 0 event, no end marker)"
+                                .into(),
+                        )),
+                        st,
+                    ));
                 }
                 Some(Err(e)) => {
                     st.done = true;
@@ -226,6 +236,10 @@ where
 impl Upstream for HailuoClient {
     fn name(&self) -> &'static str {
         "Hailuo"
+    }
+
+    fn login_hint(&self) -> &'static str {
+        "Log in to hailuoai.com again and send the new `_token` from the browser's localStorage."
     }
 
     async fn chat(&self, token: &str, turn: &ChatTurn) -> Result<EventStream, UpstreamError> {
@@ -268,8 +282,8 @@ impl Upstream for HailuoClient {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/event-stream"));
         if !status.is_success() || !is_sse {
-            let text = response.text().await.unwrap_or_default();
             let error = if status.is_success() {
+                let text = read_capped(response, MAX_ENVELOPE_BYTES).await?;
                 match open_envelope(&text) {
                     Err(e) => e,
                     Ok(_) => UpstreamError::Protocol(format!(
@@ -278,7 +292,7 @@ impl Upstream for HailuoClient {
                     )),
                 }
             } else {
-                UpstreamError::from_status(status.as_u16(), clip(&text))
+                UpstreamError::from_status(status.as_u16(), failure_text(response).await)
             };
             return Err(self.explain_failure(token, error).await);
         }
@@ -301,5 +315,43 @@ impl Upstream for HailuoClient {
             .call_json(token, Method::GET, "/v1/api/user/info", None)
             .await;
         user_info_verdict(answer, &self.devices, token).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sse(body: &'static str) -> EventStream {
+        let bytes = futures_util::stream::iter(
+            body.as_bytes()
+                .chunks(7)
+                .map(|c| Ok::<_, reqwest::Error>(bytes::Bytes::copy_from_slice(c)))
+                .collect::<Vec<_>>(),
+        );
+        decode_events(bytes.eventsource())
+    }
+
+    const EVENT: &str = "event: message_result\ndata: {\"type\":2,\"statusInfo\":{\"code\":0},\"data\":{\"messageResult\":{\"chatID\":\"1\",\"isEnd\":1,\"content\":\"半个\"}}}\n\n";
+
+    #[tokio::test]
+    async fn a_stream_closed_before_its_end_is_an_error_not_an_answer() {
+        let events: Vec<_> = sse(EVENT).collect().await;
+        assert!(
+            matches!(events.last(), Some(Err(UpstreamError::Transport(m))) if m.contains("before its end")),
+            "{events:?}"
+        );
+        assert!(events
+            .iter()
+            .any(|e| e == &Ok(UpstreamEvent::Delta("半个".into()))));
+        assert!(!events.contains(&Ok(UpstreamEvent::End)));
+    }
+
+    #[tokio::test]
+    async fn the_end_marker_alone_ends_an_answer() {
+        let body = "event: message_result\ndata: {\"type\":2,\"statusInfo\":{\"code\":0},\"data\":{\"messageResult\":{\"chatID\":\"1\",\"isEnd\":1,\"content\":\"全\"}}}\n\nevent: close\ndata: {\"type\":8}\n\n";
+        let events: Vec<_> = sse(body).collect().await;
+        assert_eq!(events.last(), Some(&Ok(UpstreamEvent::End)));
+        assert!(events.iter().all(Result::is_ok));
     }
 }

@@ -1,0 +1,334 @@
+//! A scripted upstream for in-process tests: the retry, failover, pool,
+//! timeout and cleanup paths run against it with tokio's paused clock, so no
+//! test sleeps for real and none depends on how busy the machine is.
+//!
+//! Like the real services, an account answers one chat at a time: a chat on
+//! a token whose previous answer is still being generated is refused as busy
+//! (and counted), until that answer's stream ends or is dropped.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::http::{Request, Response};
+use futures_util::StreamExt;
+use tokio::time::Instant;
+
+use crate::config::Config;
+use crate::credentials::{fingerprint, Credentials};
+use crate::routes::AppState;
+use crate::upstream::{ChatTurn, EventStream, Upstream, UpstreamError, UpstreamEvent};
+
+/// One step of a scripted answer.
+#[derive(Clone, Debug)]
+pub enum Step {
+    Event(UpstreamEvent),
+    Fail(UpstreamError),
+    Sleep(Duration),
+    /// Never another event.
+    Hang,
+}
+
+impl Step {
+    /// The upstream names the conversation: it has accepted the turn.
+    pub fn conversation(chat_id: &str) -> Self {
+        Step::Event(UpstreamEvent::Conversation {
+            chat_id: chat_id.into(),
+            message_id: None,
+        })
+    }
+}
+
+/// What one chat call does.
+#[derive(Clone, Debug)]
+pub struct Script {
+    /// The chat call itself fails (before any stream).
+    pub refuse: Option<UpstreamError>,
+    pub steps: Vec<Step>,
+}
+
+impl Script {
+    /// A whole answer: the conversation, `text` in `parts` deltas `pace` apart, the end.
+    pub fn answer(chat_id: &str, text: &str, parts: usize, pace: Duration) -> Self {
+        let chars: Vec<char> = text.chars().collect();
+        let size = chars.len().div_ceil(parts.max(1)).max(1);
+        let mut steps = vec![Step::Event(UpstreamEvent::Conversation {
+            chat_id: chat_id.into(),
+            message_id: None,
+        })];
+        for piece in chars.chunks(size) {
+            steps.push(Step::Sleep(pace));
+            steps.push(Step::Event(UpstreamEvent::Delta(piece.iter().collect())));
+        }
+        steps.push(Step::Event(UpstreamEvent::End));
+        Self {
+            refuse: None,
+            steps,
+        }
+    }
+
+    pub fn refuse(error: UpstreamError) -> Self {
+        Self {
+            refuse: Some(error),
+            steps: vec![],
+        }
+    }
+
+    pub fn steps(steps: Vec<Step>) -> Self {
+        Self {
+            refuse: None,
+            steps,
+        }
+    }
+}
+
+/// What the fake saw.
+#[derive(Default, Debug)]
+pub struct Record {
+    /// Every chat call: (token fingerprint, prompt).
+    pub chats: Vec<(String, String)>,
+    /// Chats refused because the account was answering another.
+    pub refused_busy: usize,
+    /// Deleted conversations, with when the deletion completed.
+    pub deleted: Vec<(String, Instant)>,
+}
+
+#[derive(Default)]
+struct Inner {
+    scripts: VecDeque<Script>,
+    default: Option<Script>,
+    generating: HashSet<String>,
+    busy_elsewhere: HashMap<String, Instant>,
+    dead: HashSet<String>,
+    record: Record,
+    next_chat: u64,
+}
+
+#[derive(Clone)]
+pub struct FakeUpstream {
+    inner: Arc<Mutex<Inner>>,
+    delete_takes: Duration,
+    watches_progress: bool,
+}
+
+impl FakeUpstream {
+    /// Every chat answers `text` (a fresh conversation each time) unless scripted.
+    pub fn answering(text: &str, pace: Duration) -> Self {
+        let fake = Self {
+            inner: Arc::default(),
+            delete_takes: Duration::ZERO,
+            watches_progress: false,
+        };
+        fake.inner.lock().unwrap().default = Some(Script::answer("", text, 4, pace));
+        fake
+    }
+
+    pub fn with_delete_taking(mut self, d: Duration) -> Self {
+        self.delete_takes = d;
+        self
+    }
+
+    pub fn watching_progress(mut self) -> Self {
+        self.watches_progress = true;
+        self
+    }
+
+    /// The next chat calls follow these scripts, in order.
+    pub fn script(&self, script: Script) {
+        self.inner.lock().unwrap().scripts.push_back(script);
+    }
+
+    /// The account answers a chat of someone else's until `until`.
+    pub fn busy_elsewhere(&self, token: &str, until: Instant) {
+        self.inner
+            .lock()
+            .unwrap()
+            .busy_elsewhere
+            .insert(fingerprint(token), until);
+    }
+
+    pub fn kill(&self, token: &str) {
+        self.inner.lock().unwrap().dead.insert(fingerprint(token));
+    }
+
+    pub fn record<T>(&self, read: impl FnOnce(&Record) -> T) -> T {
+        read(&self.inner.lock().unwrap().record)
+    }
+}
+
+/// Marks the account free again when the answer's stream goes away.
+struct Generating {
+    inner: Arc<Mutex<Inner>>,
+    fp: String,
+}
+
+impl Drop for Generating {
+    fn drop(&mut self) {
+        self.inner.lock().unwrap().generating.remove(&self.fp);
+    }
+}
+
+#[async_trait]
+impl Upstream for FakeUpstream {
+    fn name(&self) -> &'static str {
+        "Fake"
+    }
+
+    fn login_hint(&self) -> &'static str {
+        "Log in to the fake again."
+    }
+
+    fn watches_progress(&self) -> bool {
+        self.watches_progress
+    }
+
+    async fn chat(&self, token: &str, turn: &ChatTurn) -> Result<EventStream, UpstreamError> {
+        let fp = fingerprint(token);
+        let script = {
+            let mut inner = self.inner.lock().unwrap();
+            inner.record.chats.push((fp.clone(), turn.prompt.clone()));
+            if inner.dead.contains(&fp) {
+                return Err(UpstreamError::TokenRejected {
+                    fingerprint: fp,
+                    message: "登录已过期".into(),
+                });
+            }
+            let elsewhere = inner
+                .busy_elsewhere
+                .get(&fp)
+                .is_some_and(|until| *until > Instant::now());
+            if elsewhere || inner.generating.contains(&fp) {
+                inner.record.refused_busy += 1;
+                return Err(UpstreamError::Busy {
+                    fingerprint: fp,
+                    message: "当前有对话正在进行".into(),
+                });
+            }
+            let script = match inner.scripts.pop_front() {
+                Some(s) => s,
+                None => inner.default.clone().expect("no script left"),
+            };
+            if let Some(error) = script.refuse.clone() {
+                return Err(error);
+            }
+            inner.generating.insert(fp.clone());
+            inner.next_chat += 1;
+            let n = inner.next_chat;
+            let mut script = script;
+            for step in &mut script.steps {
+                if let Step::Event(UpstreamEvent::Conversation { chat_id, .. }) = step {
+                    if chat_id.is_empty() {
+                        *chat_id = format!("chat{n}");
+                    }
+                }
+            }
+            script
+        };
+        let guard = Generating {
+            inner: self.inner.clone(),
+            fp,
+        };
+        let steps: VecDeque<Step> = script.steps.into();
+        Ok(futures_util::stream::unfold(
+            (steps, Some(guard)),
+            |(mut steps, mut guard)| async move {
+                loop {
+                    match steps.pop_front() {
+                        None => {
+                            // The answer is over: the account is free.
+                            guard.take();
+                            return None;
+                        }
+                        Some(Step::Sleep(d)) => tokio::time::sleep(d).await,
+                        Some(Step::Hang) => std::future::pending::<()>().await,
+                        Some(Step::Event(e)) => {
+                            if e == UpstreamEvent::End {
+                                guard.take();
+                            }
+                            return Some((Ok(e), (steps, guard)));
+                        }
+                        Some(Step::Fail(e)) => {
+                            steps.clear();
+                            guard.take();
+                            return Some((Err(e), (steps, guard)));
+                        }
+                    }
+                }
+            },
+        )
+        .boxed())
+    }
+
+    async fn delete_conversation(&self, _token: &str, chat_id: &str) -> Result<(), UpstreamError> {
+        tokio::time::sleep(self.delete_takes).await;
+        self.inner
+            .lock()
+            .unwrap()
+            .record
+            .deleted
+            .push((chat_id.to_string(), Instant::now()));
+        Ok(())
+    }
+
+    async fn is_live(&self, token: &str) -> Result<bool, UpstreamError> {
+        Ok(!self
+            .inner
+            .lock()
+            .unwrap()
+            .dead
+            .contains(&fingerprint(token)))
+    }
+}
+
+/// The app as the functions build it, over `fake`, in header mode.
+pub fn state(fake: &FakeUpstream, config: Config) -> AppState {
+    AppState {
+        config: Arc::new(config),
+        upstream: Arc::new(fake.clone()),
+        credentials: Arc::new(Credentials::header_mode()),
+    }
+}
+
+/// A chat request with `Authorization: Bearer <tokens>`.
+pub fn chat_request(tokens: &str, body: serde_json::Value) -> Request<Body> {
+    Request::post("/v1/chat/completions")
+        .header("authorization", format!("Bearer {tokens}"))
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+/// The `data:` payloads of an SSE body, each with when it arrived.
+pub async fn frames(response: Response<Body>) -> Vec<(String, Instant)> {
+    let mut stream = response.into_body().into_data_stream();
+    let mut out = Vec::new();
+    let mut pending = String::new();
+    while let Some(chunk) = stream.next().await {
+        pending.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        while let Some(end) = pending.find("\n\n") {
+            let frame: String = pending.drain(..end + 2).collect();
+            if let Some(data) = frame.trim().strip_prefix("data: ") {
+                out.push((data.to_string(), Instant::now()));
+            }
+        }
+    }
+    out
+}
+
+/// A whole JSON body.
+pub async fn json(response: Response<Body>) -> serde_json::Value {
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+/// The `error.message` of an OpenAI error body.
+pub async fn error_message(response: Response<Body>) -> String {
+    json(response).await["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
