@@ -44,4 +44,4 @@ env_file="$E2E_DIR/serve.env"
 chmod 600 "$env_file"
 
 log "OpenAI base URL: $GATEWAY_URL/v1   (Ctrl-C stops)"
-cargo lambda watch --ignore-changes -A 127.0.0.1 -P "$LAMBDA_PORT" --env-file "$env_file"
+cargo lambda watch --ignore-changes --disable-cors -A 127.0.0.1 -P "$LAMBDA_PORT" --env-file "$env_file"

@@ -100,8 +100,8 @@ def test_send_failure_is_retried(agent_sim):
 
 
 def test_poll_timeout_mid_answer_ends_the_stream_and_deletes(agent_sim):
-    # The answer stops growing after 40 characters for 3 s; the gateway gives up after 2 s.
-    agent_sim.fault("stall", after_events=40, delay_ms=3000)
+    # The answer stops growing after 40 characters for 6 s; the gateway gives up after 3 s.
+    agent_sim.fault("stall", after_events=40, delay_ms=6000)
     received = []
     with pytest.raises(openai.APIError) as e:
         for chunk in ask(client(jwt("300000000000001007")), "[sim:len=200]", stream=True):
@@ -113,10 +113,25 @@ def test_poll_timeout_mid_answer_ends_the_stream_and_deletes(agent_sim):
 
 
 def test_poll_timeout_before_any_text_is_504(agent_sim):
-    agent_sim.fault("stall", after_events=0, delay_ms=2500, count=3)
+    # The first-byte timeout (1.5 s here) is shorter than the polling's own
+    # no-progress timeout (3 s), as with the defaults: the polling owns the
+    # wait, and the accepted turn is never sent again on another token.
+    agent_sim.fault("stall", after_events=0, delay_ms=6000, count=3)
+    token = jwt("300000000000001008")
     with pytest.raises(openai.APIStatusError) as e:
-        ask(client(jwt("300000000000001008")))
+        ask(client(f"{token},{jwt('300000000000001018')}"))
     assert e.value.status_code == 504 and "did not grow" in e.value.message
+    sends = [c for c in agent_sim.state()["calls"] if c["path"].endswith("/send_msg")]
+    assert len(sends) == 1, f"the accepted turn was sent again: {sends}"
+
+
+def test_slow_thinking_past_the_first_byte_timeout_is_still_answered(agent_sim):
+    # Nothing grows for 2 s, longer than the 1.5 s first-byte timeout but
+    # within the polling's 3 s: the answer comes, from one send.
+    agent_sim.fault("stall", after_events=0, delay_ms=2000)
+    r = ask(client(jwt("300000000000001019")))
+    assert r.choices[0].message.content
+    assert sum(1 for c in agent_sim.state()["calls"] if c["path"].endswith("/send_msg")) == 1
 
 
 def test_client_disconnect_stops_polling_and_deletes(agent_sim):

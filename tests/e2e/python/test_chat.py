@@ -2,13 +2,16 @@
 the chat-completions function → the Hailuo simulator."""
 
 import json
+import os
+import socket
 import threading
 import time
 
+import httpx
 import openai
 import pytest
 
-from conftest import fingerprint
+from conftest import GATEWAY_URL, fingerprint
 
 
 def ask(client, text="你好", **kw):
@@ -283,7 +286,9 @@ def test_failure_mid_stream_ends_with_an_error_chunk(sim, client_for, new_token,
     assert "".join(received), "some text arrived before the failure"
     expected = {"error_event": "服务繁忙", "disconnect": "connection", "malformed_sse": "malformed", "stall": "stalled"}
     assert expected[kind] in e.value.message
-    assert sim.conversations()[0]["deleted"]
+    # The error chunk comes before the deletion, `[DONE]` after it (the SDK
+    # raises at the error chunk): the deletion follows within the response.
+    sim.wait_until(lambda st: st["conversations"][0]["deleted"], 15, "deletion")
 
 
 def test_failure_mid_non_stream_answer_is_502(sim, client_for, new_token):
@@ -369,3 +374,159 @@ def test_the_simulator_refuses_what_breaks_the_protocol(http):
     violations = raw.get(f"{SIM_URL}/__sim/state").json()["violations"]
     assert violations and "Yy" in violations[0]["problem"]
     raw.post(f"{SIM_URL}/__sim/reset").raise_for_status()
+
+
+# Hardening ------------------------------------------------------------------
+
+
+def chat_processes() -> set[int]:
+    """The PIDs of every chat-completions function process the emulators run."""
+    pids = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv0 = f.read().split(b"\0")[0]
+        except OSError:
+            continue
+        if argv0.endswith(b"/chat-completions"):
+            pids.add(int(entry))
+    return pids
+
+
+def test_abandoned_requests_at_every_phase_do_not_take_the_function_down(sim, new_token):
+    """Callers that give up before the headers, mid-stream, or while a
+    non-streamed answer is pending: the function processes survive (none
+    exits, none is replaced), the next request is answered normally, and every
+    conversation is deleted."""
+    sim.settings(pace_ms=30)
+    before = chat_processes()
+    assert before, "the emulator runs chat-completions processes"
+    body = lambda stream: {  # noqa: E731
+        "model": "hailuo",
+        "stream": stream,
+        "messages": [{"role": "user", "content": "a long answer [sim:len=1500]"}],
+    }
+    for round in range(6):
+        token = new_token("abandon")
+        auth = {"Authorization": f"Bearer {token}"}
+        # While a non-streamed answer is pending (and, on the first rounds,
+        # before the function has even sent headers).
+        with pytest.raises(httpx.TimeoutException):
+            httpx.post(f"{GATEWAY_URL}/v1/chat/completions", json=body(False), headers=auth, timeout=0.3 + round * 0.2)
+        # Mid-stream, after a few chunks.
+        with httpx.stream("POST", f"{GATEWAY_URL}/v1/chat/completions", json=body(True), headers=auth, timeout=30) as r:
+            assert r.status_code == 200
+            for n, _ in enumerate(r.iter_raw()):
+                if n == round:
+                    break
+        # Before the headers: the request is sent and the connection closed at once.
+        payload = json.dumps(body(round % 2 == 0)).encode()
+        host, port = GATEWAY_URL.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as raw:
+            raw.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: " + host.encode() + b"\r\n"
+                b"Authorization: Bearer " + token.encode() + b"\r\nContent-Type: application/json\r\n"
+                b"Content-Length: " + str(len(payload)).encode() + b"\r\n\r\n" + payload
+            )
+    sim.settings(pace_ms=0)
+    # Every abandoned conversation is deleted, and the accounts are free.
+    sim.wait_until(
+        lambda st: st["conversations"] and all(c["deleted"] for c in st["conversations"]) and not st["busy"],
+        60,
+        "every abandoned conversation deleted",
+    )
+    r = httpx.post(
+        f"{GATEWAY_URL}/v1/chat/completions",
+        json={"model": "hailuo", "messages": [{"role": "user", "content": "still there?"}]},
+        headers={"Authorization": f"Bearer {new_token()}"},
+        timeout=60,
+    )
+    assert r.status_code == 200 and "still there?" in r.json()["choices"][0]["message"]["content"]
+    after = chat_processes()
+    assert before <= after, f"function processes exited: {sorted(before - after)}"
+
+
+def test_more_concurrent_requests_than_accounts_all_succeed(sim, client_for, new_token):
+    """Each account answers one chat at a time: 6 requests on 2 accounts wait
+    for a free one instead of failing."""
+    sim.settings(pace_ms=20)
+    tokens = f"{new_token('p1')},{new_token('p2')}"
+    results, errors = [], []
+
+    def one(i):
+        try:
+            r = ask(client_for(tokens), f"concurrent {i} [sim:len=300]")
+            results.append(r.choices[0].message.content)
+        except Exception as e:  # noqa: BLE001
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == [] and len(results) == 6
+    assert len(sim.conversations()) == 6
+
+
+def test_browser_clients_get_cors_through_the_function_url(sim, http, new_token):
+    r = http.options(
+        "/v1/chat/completions",
+        headers={
+            "Origin": "https://lobechat.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type,x-stainless-os",
+        },
+    )
+    assert r.status_code in (200, 204), r.text
+    assert r.headers["access-control-allow-origin"] == "*"
+    assert "x-stainless-os" in r.headers["access-control-allow-headers"]
+    r = http.post("/v1/chat/completions", json={}, headers={"Origin": "https://lobechat.example"})
+    assert r.status_code == 401 and r.headers["access-control-allow-origin"] == "*"
+    # x-api-key where Authorization is absent (Cherry Studio and others).
+    r = http.post(
+        "/v1/chat/completions",
+        json={"model": "hailuo", "messages": [{"role": "user", "content": "via x-api-key"}]},
+        headers={"x-api-key": new_token(), "Origin": "https://cherry.example"},
+    )
+    assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "*"
+    # A JSON body sent as text/plain (a browser's way round the preflight) is refused, as OpenAI does.
+    r = http.post(
+        "/v1/chat/completions",
+        content=b'{"model":"m","messages":[{"role":"user","content":"x"}]}',
+        headers={"Authorization": f"Bearer {new_token()}", "Content-Type": "text/plain;charset=UTF-8"},
+    )
+    assert r.status_code == 415 and r.json()["error"]["code"] == "unsupported_content_type"
+
+
+def test_hostile_bodies_and_bearers_are_refused_cleanly(sim, http, new_token):
+    auth = {"Authorization": f"Bearer {new_token()}"}
+    for extra, param in [({"temperature": "hot"}, "temperature"), ({"max_tokens": -5}, "max_tokens"), ({"n": 0}, "n"), ({"n": 1000}, "n")]:
+        body = {"model": "m", "messages": [{"role": "user", "content": "x"}], **extra}
+        r = http.post("/v1/chat/completions", json=body, headers=auth)
+        assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+    # Many tiny messages: a clear 400, not a swollen process.
+    r = http.post("/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "x"}] * 5000}, headers=auth)
+    assert r.status_code == 400 and "at most 4096" in r.json()["error"]["message"]
+    # A 100 KB bearer is malformed, never forwarded.
+    r = http.post("/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "x"}]},
+                  headers={"Authorization": "Bearer " + "t" * 100_000})
+    assert r.status_code in (401, 431), r.status_code
+    # A gateway-style key is never handed upstream as a token.
+    r = http.post("/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "x"}]},
+                  headers={"Authorization": "Bearer sk-e2e-mistyped-key"})
+    assert r.status_code == 401 and "Invalid API key" in r.json()["error"]["message"]
+    assert sim.state()["calls"] == []
+
+
+def test_a_cut_off_answer_is_an_error_not_a_whole_answer(sim, client_for, new_token):
+    sim.fault("truncate", after_events=4, count=2)
+    with pytest.raises(openai.APIError) as e:
+        for _ in ask(client_for(new_token()), "[sim:len=400]", stream=True):
+            pass
+    assert "before its end" in e.value.message
+    with pytest.raises(openai.InternalServerError) as e:
+        ask(client_for(new_token()), "[sim:len=400]")
+    assert e.value.status_code == 502 and "before its end" in e.value.message

@@ -1,0 +1,189 @@
+//! `request-memory [--gateway-bin target/release/chat-completions]`
+//!
+//! What one request costs the chat function in memory. The release-built
+//! function runs as its own process (local-server mode, the same router Lambda
+//! runs, with the default body limit); for each body below the process's peak
+//! RSS is reset (`/proc/<pid>/clear_refs`, 5), the body is sent, and the new
+//! peak (`VmHWM`) is read once the answer is in. The upstream is a closed port,
+//! so valid requests end in a 502 after the same parsing and flattening a real
+//! answer needs. The bound checked is peak < 3 × body + 20 MB over the idle RSS.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const LIMIT: usize = 6 * 1024 * 1024;
+
+fn kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// One HTTP/1.1 POST; the status code of the answer.
+fn post(port: u16, body: &[u8]) -> u16 {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer tok-bench\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    // A server may answer (413, 400) before the whole body is in.
+    let _ = s.write_all(body);
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+fn message(content: &str) -> String {
+    format!(
+        r#"{{"role":"user","content":{}}}"#,
+        serde_json::to_string(content).unwrap()
+    )
+}
+
+/// `{"model":"m","messages":[...],"padding":[...]}`, padded near `size`.
+fn request(messages: &[String], padding_item: &str, size: usize) -> Vec<u8> {
+    let mut body = format!(r#"{{"model":"m","messages":[{}]"#, messages.join(","));
+    if !padding_item.is_empty() {
+        body.push_str(r#","padding":["#);
+        while body.len() + padding_item.len() + 3 < size {
+            body.push_str(padding_item);
+            body.push(',');
+        }
+        body.pop();
+        body.push(']');
+    }
+    body.push('}');
+    body.into_bytes()
+}
+
+struct Gateway(Child);
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let mut gateway_bin = "target/release/chat-completions".to_string();
+    while let Some(a) = args.next() {
+        if a == "--gateway-bin" {
+            gateway_bin = args.next().expect("--gateway-bin PATH");
+        }
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port(); // dropped at once: nothing listens there
+    let child = Command::new(&gateway_bin)
+        .env("HAILUO_BASE_URL", format!("http://127.0.0.1:{closed}"))
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("UPSTREAM_RETRY_BACKOFF_MS", "1")
+        .env("RUST_LOG", "error")
+        .env_remove("AWS_LAMBDA_RUNTIME_API")
+        .env_remove("MAX_REQUEST_BYTES")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {gateway_bin}: {e}"));
+    let pid = child.id();
+    let _guard = Gateway(child);
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the function did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Warm up: the first request builds the HTTP client's pools and the like.
+    post(port, request(&[message("warm")], "", 0).as_slice());
+    let idle = kib(pid, "VmRSS:");
+
+    let tiny = message("x");
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "padding: [{\"a\":0}, …] to the limit",
+            request(&[tiny.clone()], r#"{"a":0}"#, LIMIT - 64),
+        ),
+        (
+            "209,705 tiny messages",
+            request(&vec![tiny.clone(); 209_705], "", 0),
+        ),
+        (
+            "4,096 messages of 1.5 KB (the most accepted)",
+            request(&vec![message(&"字".repeat(500)); 4096], "", 0),
+        ),
+        (
+            "one message of 6 MB",
+            request(&[message(&"a".repeat(LIMIT - 100))], "", 0),
+        ),
+        (
+            "6 MB of CJK in one message",
+            request(&[message(&"海".repeat((LIMIT - 100) / 3))], "", 0),
+        ),
+        (
+            "padding: nested arrays",
+            request(&[tiny.clone()], "[[[[[[[[1]]]]]]]]", LIMIT - 64),
+        ),
+        (
+            "padding: long strings",
+            request(
+                &[tiny.clone()],
+                &format!("\"{}\"", "p".repeat(4096)),
+                LIMIT - 64,
+            ),
+        ),
+        (
+            "over the limit (7 MB)",
+            request(&[tiny.clone()], r#"{"a":0}"#, 7 * 1024 * 1024),
+        ),
+    ];
+    println!(
+        "request-memory: chat function idle RSS {:.1} MB\n",
+        idle as f64 / 1024.0
+    );
+    println!("| body | size | status | peak RSS over idle | bound (3 × body + 20 MB) | within |");
+    println!("|---|---|---|---|---|---|");
+    let mut all_within = true;
+    for (name, body) in &cases {
+        std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("reset VmHWM");
+        let status = post(port, body);
+        let peak = kib(pid, "VmHWM:").saturating_sub(idle) as f64 / 1024.0;
+        let mb = body.len() as f64 / 1_048_576.0;
+        let bound = 3.0 * mb.min(LIMIT as f64 / 1_048_576.0) + 20.0;
+        let within = peak < bound;
+        all_within &= within;
+        println!(
+            "| {name} | {mb:.2} MB | {status} | {peak:.1} MB | {bound:.1} MB | {} |",
+            if within { "yes" } else { "**no**" }
+        );
+    }
+    println!(
+        "\nafter all: RSS {:.1} MB",
+        kib(pid, "VmRSS:") as f64 / 1024.0
+    );
+    if !all_within {
+        std::process::exit(1);
+    }
+}
