@@ -2,11 +2,13 @@
 //!
 //! What one request costs the chat function in memory. The release-built
 //! function runs as its own process (local-server mode, the same router Lambda
-//! runs, with the default body limit); for each body below the process's peak
-//! RSS is reset (`/proc/<pid>/clear_refs`, 5), the body is sent, and the new
-//! peak (`VmHWM`) is read once the answer is in. The upstream is a closed port,
-//! so valid requests end in a 502 after the same parsing and flattening a real
-//! answer needs. The bound checked is peak < 3 × body + 20 MB over the idle RSS.
+//! runs, with the default body limit), a fresh process for each body below
+//! (freed memory kept by the allocator would hide the next body's cost): after
+//! a warm-up request its peak RSS is reset (`/proc/<pid>/clear_refs`, 5), the
+//! body is sent, and the peak (`VmHWM`) is read once the answer is in, as
+//! growth over the RSS before the request. The upstream is a closed port, so valid requests end in
+//! a 502 after the same parsing, flattening and upload form a real answer
+//! needs. The bound checked is growth < 3 × body + 20 MB.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -69,7 +71,43 @@ fn request(messages: &[String], padding_item: &str, size: usize) -> Vec<u8> {
     body.into_bytes()
 }
 
-struct Gateway(Child);
+struct Gateway(Child, u16);
+
+impl Gateway {
+    /// The function on a free port, its upstream a closed port, warmed up.
+    fn start(bin: &str) -> Self {
+        let free_port = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let (port, closed) = (free_port(), free_port());
+        let child = Command::new(bin)
+            .env("HAILUO_BASE_URL", format!("http://127.0.0.1:{closed}"))
+            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env("UPSTREAM_RETRY_BACKOFF_MS", "1")
+            .env("RUST_LOG", "error")
+            .env_remove("AWS_LAMBDA_RUNTIME_API")
+            .env_remove("MAX_REQUEST_BYTES")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+        let gateway = Gateway(child, port);
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the function did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The first request builds the HTTP client's pools and the like.
+        post(port, &request(&[message("warm")], "", 0));
+        gateway
+    }
+}
 
 impl Drop for Gateway {
     fn drop(&mut self) {
@@ -86,49 +124,15 @@ fn main() {
             gateway_bin = args.next().expect("--gateway-bin PATH");
         }
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port(); // dropped at once: nothing listens there
-    let child = Command::new(&gateway_bin)
-        .env("HAILUO_BASE_URL", format!("http://127.0.0.1:{closed}"))
-        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-        .env("UPSTREAM_RETRY_BACKOFF_MS", "1")
-        .env("RUST_LOG", "error")
-        .env_remove("AWS_LAMBDA_RUNTIME_API")
-        .env_remove("MAX_REQUEST_BYTES")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {gateway_bin}: {e}"));
-    let pid = child.id();
-    let _guard = Gateway(child);
-    let started = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the function did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // Warm up: the first request builds the HTTP client's pools and the like.
-    post(port, request(&[message("warm")], "", 0).as_slice());
-    let idle = kib(pid, "VmRSS:");
-
-    let tiny = message("x");
+    let tiny = [message("x")];
     let cases: Vec<(&str, Vec<u8>)> = vec![
         (
             "padding: [{\"a\":0}, …] to the limit",
-            request(&[tiny.clone()], r#"{"a":0}"#, LIMIT - 64),
+            request(&tiny, r#"{"a":0}"#, LIMIT - 64),
         ),
         (
             "209,705 tiny messages",
-            request(&vec![tiny.clone(); 209_705], "", 0),
+            request(&vec![tiny[0].clone(); 209_705], "", 0),
         ),
         (
             "4,096 messages of 1.5 KB (the most accepted)",
@@ -144,45 +148,39 @@ fn main() {
         ),
         (
             "padding: nested arrays",
-            request(&[tiny.clone()], "[[[[[[[[1]]]]]]]]", LIMIT - 64),
+            request(&tiny, "[[[[[[[[1]]]]]]]]", LIMIT - 64),
         ),
         (
             "padding: long strings",
-            request(
-                &[tiny.clone()],
-                &format!("\"{}\"", "p".repeat(4096)),
-                LIMIT - 64,
-            ),
+            request(&tiny, &format!("\"{}\"", "p".repeat(4096)), LIMIT - 64),
         ),
         (
             "over the limit (7 MB)",
-            request(&[tiny.clone()], r#"{"a":0}"#, 7 * 1024 * 1024),
+            request(&tiny, r#"{"a":0}"#, 7 * 1024 * 1024),
         ),
     ];
-    println!(
-        "request-memory: chat function idle RSS {:.1} MB\n",
-        idle as f64 / 1024.0
-    );
-    println!("| body | size | status | peak RSS over idle | bound (3 × body + 20 MB) | within |");
-    println!("|---|---|---|---|---|---|");
+    println!("request-memory: one fresh chat function process per body\n");
+    println!("| body | size | status | RSS before | peak growth | bound (3 × body + 20 MB) | RSS after | within |");
+    println!("|---|---|---|---|---|---|---|---|");
     let mut all_within = true;
     for (name, body) in &cases {
+        let gateway = Gateway::start(&gateway_bin);
+        let pid = gateway.0.id();
         std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("reset VmHWM");
-        let status = post(port, body);
-        let peak = kib(pid, "VmHWM:").saturating_sub(idle) as f64 / 1024.0;
+        let before = kib(pid, "VmRSS:");
+        let status = post(gateway.1, body);
+        let peak = kib(pid, "VmHWM:").saturating_sub(before) as f64 / 1024.0;
+        let after = kib(pid, "VmRSS:") as f64 / 1024.0;
         let mb = body.len() as f64 / 1_048_576.0;
         let bound = 3.0 * mb.min(LIMIT as f64 / 1_048_576.0) + 20.0;
         let within = peak < bound;
         all_within &= within;
         println!(
-            "| {name} | {mb:.2} MB | {status} | {peak:.1} MB | {bound:.1} MB | {} |",
+            "| {name} | {mb:.2} MB | {status} | {:.1} MB | {peak:.1} MB | {bound:.1} MB | {after:.1} MB | {} |",
+            before as f64 / 1024.0,
             if within { "yes" } else { "**no**" }
         );
     }
-    println!(
-        "\nafter all: RSS {:.1} MB",
-        kib(pid, "VmRSS:") as f64 / 1024.0
-    );
     if !all_within {
         std::process::exit(1);
     }
