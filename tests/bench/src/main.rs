@@ -1,4 +1,9 @@
-//! `chat-bench [--gateway-bin target/release/chat-completions] [--runs 20] [--answer-bytes 102400]`
+//! `chat-bench [--gateway-bin target/release/chat-completions] [--runs 20] [--answer-bytes 102400]
+//!             [--sim-addr 127.0.0.1:PORT --gateway-url http://…/v1/chat/completions]`
+//!
+//! With `--gateway-url` the function is not started here: the URL is a gateway
+//! already running against the simulator at `--sim-addr` (`scripts/bench.sh
+//! lambda` runs the function under `cargo lambda watch` that way).
 //!
 //! Streams answers from the simulator (in this process) two ways: straight
 //! through the upstream client (the baseline: one loopback hop plus decoding),
@@ -174,10 +179,14 @@ async fn main() {
     let mut gateway_bin = "target/release/chat-completions".to_string();
     let mut runs = 20usize;
     let mut answer_bytes = 102_400usize;
+    let mut sim_addr = "127.0.0.1:0".to_string();
+    let mut gateway_url: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--gateway-bin" => gateway_bin = args.next().unwrap(),
+            "--sim-addr" => sim_addr = args.next().unwrap(),
+            "--gateway-url" => gateway_url = args.next(),
             "--runs" => runs = args.next().unwrap().parse().unwrap(),
             "--answer-bytes" => answer_bytes = args.next().unwrap().parse().unwrap(),
             other => panic!("unknown argument {other}"),
@@ -191,7 +200,7 @@ async fn main() {
         s.settings.chunk_bytes = 100;
         s.settings.heartbeat_every = 20;
     }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind(&sim_addr).await.unwrap();
     let sim_url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(hailuo_simulator::serve(
         listener,
@@ -199,30 +208,38 @@ async fn main() {
         hailuo_simulator::Protocol::Hailuo,
     ));
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(&gateway_bin)
-        .env("HAILUO_BASE_URL", &sim_url)
-        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "warn")
-        .env_remove("AWS_LAMBDA_RUNTIME_API")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {gateway_bin}: {e} (build it with `cargo build --release -p chat-completions`)"));
-    let pid = child.id();
-    let _guard = Gateway(child);
-    let url = format!("http://127.0.0.1:{port}/v1/chat/completions");
+    let (url, pid, _guard) = match gateway_url {
+        Some(url) => (url, None, None),
+        None => {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let child = Command::new(&gateway_bin)
+                .env("HAILUO_BASE_URL", &sim_url)
+                .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+                .env("RUST_LOG", "warn")
+                .env_remove("AWS_LAMBDA_RUNTIME_API")
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {gateway_bin}: {e} (build it with `cargo build --release -p chat-completions`)"));
+            let pid = child.id();
+            (
+                format!("http://127.0.0.1:{port}/v1/chat/completions"),
+                Some(pid),
+                Some(Gateway(child)),
+            )
+        }
+    };
     let http = reqwest::Client::new();
-    for _ in 0..100 {
+    for _ in 0..600 {
         if http.get(&url).send().await.is_ok() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let idle_rss = vm_kib(pid, "VmRSS:");
+    let idle_rss = pid.map(|pid| vm_kib(pid, "VmRSS:"));
 
     let config = Arc::new(Config::from_lookup(|k| {
         (k == "HAILUO_BASE_URL").then(|| sim_url.clone())
@@ -247,7 +264,7 @@ async fn main() {
         direct_short.push(direct_run(&sim, &direct, "short").await);
         gateway_short.push(gateway_run(&sim, &http, &url, "short").await);
     }
-    let peak_rss = vm_kib(pid, "VmHWM:");
+    let peak_rss = pid.map(|pid| vm_kib(pid, "VmHWM:"));
 
     let (d50, d99, _, dn) = summarize(&direct_runs);
     let (g50, g99, _, gn) = summarize(&gateway_runs);
@@ -277,9 +294,11 @@ async fn main() {
         ms(gttfb),
         ms(gttfb - dttfb)
     );
-    println!(
-        "\nchat function RSS: {:.1} MB idle, {:.1} MB peak (VmHWM) after streaming",
-        idle_rss as f64 / 1024.0,
-        peak_rss as f64 / 1024.0
-    );
+    if let (Some(idle), Some(peak)) = (idle_rss, peak_rss) {
+        println!(
+            "\nchat function RSS: {:.1} MB idle, {:.1} MB peak (VmHWM) after streaming",
+            idle as f64 / 1024.0,
+            peak as f64 / 1024.0
+        );
+    }
 }

@@ -126,9 +126,9 @@ def test_poll_timeout_before_any_text_is_504(agent_sim):
 
 
 def test_slow_thinking_past_the_first_byte_timeout_is_still_answered(agent_sim):
-    # Nothing grows for 2 s, longer than the 1.5 s first-byte timeout but
+    # Nothing grows for 1.8 s, longer than the 1.5 s first-byte timeout but
     # within the polling's 3 s: the answer comes, from one send.
-    agent_sim.fault("stall", after_events=0, delay_ms=2000)
+    agent_sim.fault("stall", after_events=0, delay_ms=1800)
     r = ask(client(jwt("300000000000001019")))
     assert r.choices[0].message.content
     assert sum(1 for c in agent_sim.state()["calls"] if c["path"].endswith("/send_msg")) == 1
