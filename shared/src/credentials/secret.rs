@@ -288,6 +288,9 @@ mod tests {
             pub denied: bool,
             pub gets: usize,
             pub describes: usize,
+            /// How long each answer takes, and how many are being answered.
+            pub delay: std::time::Duration,
+            pub in_flight: usize,
         }
 
         pub type Shared = Arc<Mutex<Secret>>;
@@ -305,7 +308,14 @@ mod tests {
                 .as_str()
                 .unwrap_or("")
                 .to_string();
+            let delay = {
+                let mut s = st.lock().unwrap();
+                s.in_flight += 1;
+                s.delay
+            };
+            tokio::time::sleep(delay).await;
             let mut s = st.lock().unwrap();
+            s.in_flight -= 1;
             let reply = |status: StatusCode, body: Value| {
                 (
                     status,
@@ -439,6 +449,39 @@ mod tests {
             vec!["t2"],
             "a malformed new version keeps the last good value"
         );
+    }
+
+    #[tokio::test]
+    async fn requests_during_a_slow_refresh_get_the_last_good_value_at_once() {
+        let (url, fake) = fake::start(fake::Secret {
+            value: r#"{"tokens":["t1"],"api_keys":["k"]}"#.into(),
+            version: "v1".into(),
+            ..Default::default()
+        })
+        .await;
+        let ttl = Duration::from_millis(100);
+        let doc: Arc<CachedDocument<TokensDocument>> = Arc::new(CachedDocument::new(
+            caching_client(client(&url), ttl).unwrap(),
+            "tokens",
+            ttl,
+        ));
+        doc.get().await.unwrap();
+        fake.lock().unwrap().delay = Duration::from_secs(2);
+        tokio::time::sleep(ttl * 2).await;
+        let refresh = tokio::spawn({
+            let doc = doc.clone();
+            async move { doc.get().await.map(|d| d.tokens.clone()) }
+        });
+        while fake.lock().unwrap().in_flight == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(doc.get().await.unwrap().tokens, vec!["t1"]);
+        assert_eq!(
+            fake.lock().unwrap().in_flight,
+            1,
+            "served while the refresh is still waiting on Secrets Manager"
+        );
+        assert_eq!(refresh.await.unwrap().unwrap(), vec!["t1"]);
     }
 
     #[tokio::test]
