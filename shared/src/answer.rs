@@ -25,8 +25,9 @@ use tokio::time::{sleep_until, timeout_at, Instant};
 
 use crate::config::Config;
 use crate::credentials::pool::{DeadTokens, Lease, Leases};
-use crate::credentials::{fingerprint, TokenSet};
+use crate::credentials::TokenSet;
 use crate::error::ApiError;
+use crate::redact::fingerprint;
 use crate::upstream::{ChatTurn, EventStream, Upstream, UpstreamError, UpstreamEvent};
 
 /// What the pool of one request is made of, besides its tokens.

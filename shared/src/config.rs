@@ -2,29 +2,19 @@
 
 use std::time::Duration;
 
-use crate::upstream::agent::profile::AgentConfig;
-use crate::upstream::hailuo::query::DeviceProfile;
+use crate::settings::Lookup;
+
+use crate::upstream::agent::AgentConfig;
+use crate::upstream::hailuo::HailuoConfig;
 
 #[derive(Clone, Debug)]
 pub struct Config {
     /// Which upstream serves this deployment, `UPSTREAM`: `hailuo` (default) or `minimax-agent`.
     pub upstream: String,
-    /// The MiniMax Agent upstream's settings (`AGENT_*`).
+    /// The Hailuo upstream's settings (`HAILUO_*`), owned by its adapter.
+    pub hailuo: HailuoConfig,
+    /// The MiniMax Agent upstream's settings (`AGENT_*`), owned by its adapter.
     pub agent: AgentConfig,
-    /// Hailuo web backend, `HAILUO_BASE_URL` (default `https://hailuoai.com`).
-    pub hailuo_base_url: String,
-    /// `Origin` and `Referer` the browser would send, `HAILUO_ORIGIN`.
-    pub hailuo_origin: String,
-    /// `User-Agent`, `HAILUO_USER_AGENT`.
-    pub user_agent: String,
-    /// `Sec-Ch-Ua`, `HAILUO_SEC_CH_UA`.
-    pub sec_ch_ua: String,
-    /// `Sec-Ch-Ua-Platform`, `HAILUO_SEC_CH_UA_PLATFORM`.
-    pub sec_ch_ua_platform: String,
-    /// The query string's fingerprint.
-    pub device_profile: DeviceProfile,
-    /// Timeout of a plain JSON call, `UPSTREAM_JSON_TIMEOUT_MS` (15 s).
-    pub json_timeout: Duration,
     /// Time to the first upstream event, `UPSTREAM_FIRST_BYTE_TIMEOUT_MS` (30 s).
     pub first_byte_timeout: Duration,
     /// Longest silence between upstream events, `UPSTREAM_IDLE_TIMEOUT_MS` (60 s).
@@ -82,20 +72,8 @@ impl Config {
         );
         Self {
             upstream: text("UPSTREAM", "hailuo").to_ascii_lowercase(),
+            hailuo: HailuoConfig::from_lookup(&env),
             agent: AgentConfig::from_lookup(&env),
-            hailuo_base_url: text("HAILUO_BASE_URL", "https://hailuoai.com").trim_end_matches('/').to_string(),
-            hailuo_origin: text("HAILUO_ORIGIN", "https://hailuoai.com").trim_end_matches('/').to_string(),
-            user_agent: text(
-                "HAILUO_USER_AGENT",
-                "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/127.0.0.0 Safari/537.36",
-            ),
-            sec_ch_ua: text(
-                "HAILUO_SEC_CH_UA",
-                "\"Not)A;Brand\";v=\"99\", \"Google Chrome\";v=\"127\", \"Chromium\";v=\"127\"",
-            ),
-            sec_ch_ua_platform: text("HAILUO_SEC_CH_UA_PLATFORM", "\"Windows\""),
-            device_profile: DeviceProfile::from_lookup(&env),
-            json_timeout: ms("UPSTREAM_JSON_TIMEOUT_MS", 15_000),
             first_byte_timeout: ms("UPSTREAM_FIRST_BYTE_TIMEOUT_MS", 30_000),
             idle_timeout: ms("UPSTREAM_IDLE_TIMEOUT_MS", 60_000),
             total_timeout: ms("UPSTREAM_TOTAL_TIMEOUT_MS", 840_000),
@@ -108,7 +86,11 @@ impl Config {
             allow_header_tokens: env.flag("ALLOW_HEADER_TOKENS"),
             secret_cache_ttl: Duration::from_secs(num("SECRET_CACHE_TTL_SECONDS", 300).max(1)),
             status_cache_ttl: Duration::from_secs(
-                num("STATUS_CACHE_TTL_SECONDS", num("SECRET_CACHE_TTL_SECONDS", 300)).max(1),
+                num(
+                    "STATUS_CACHE_TTL_SECONDS",
+                    num("SECRET_CACHE_TTL_SECONDS", 300),
+                )
+                .max(1),
             ),
             dead_token_memory: Duration::from_secs(num("DEAD_TOKEN_MEMORY_SECONDS", 600)),
             liveness_concurrency: num("LIVENESS_CONCURRENCY", 4).clamp(1, 32) as usize,
@@ -122,70 +104,14 @@ impl Config {
     }
 }
 
-/// Reads settings from a lookup (the environment, or a test's map). Values are
-/// trimmed and blank ones count as unset; numbers that do not parse fall back
-/// to the default.
-pub struct Lookup<'a>(&'a dyn Fn(&str) -> Option<String>);
-
-impl<'a> Lookup<'a> {
-    pub fn new(get: &'a dyn Fn(&str) -> Option<String>) -> Self {
-        Self(get)
-    }
-
-    /// The value, if set.
-    pub fn value(&self, key: &str) -> Option<String> {
-        (self.0)(key)
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty())
-    }
-
-    pub fn text(&self, key: &str, default: &str) -> String {
-        self.value(key).unwrap_or_else(|| default.to_string())
-    }
-
-    pub fn number(&self, key: &str, default: u64) -> u64 {
-        self.value(key)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    }
-
-    pub fn millis(&self, key: &str, default: u64) -> Duration {
-        Duration::from_millis(self.number(key, default))
-    }
-
-    /// `1`, `true` or `yes` (any case).
-    pub fn flag(&self, key: &str) -> bool {
-        self.value(key)
-            .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn lookup_trims_and_falls_back() {
-        let get = |k: &str| match k {
-            "BLANK" => Some("  ".to_string()),
-            "N" => Some(" 42 ".to_string()),
-            "BAD" => Some("x".to_string()),
-            "F" => Some("Yes".to_string()),
-            _ => None,
-        };
-        let env = Lookup::new(&get);
-        assert_eq!(env.value("BLANK"), None);
-        assert_eq!(env.text("BLANK", "d"), "d");
-        assert_eq!(env.number("N", 1), 42);
-        assert_eq!(env.number("BAD", 1), 1);
-        assert_eq!(env.millis("N", 1), Duration::from_millis(42));
-        assert!(env.flag("F") && !env.flag("N") && !env.flag("MISSING"));
-    }
-
-    #[test]
     fn defaults_and_overrides() {
         let c = Config::default();
-        assert_eq!(c.hailuo_base_url, "https://hailuoai.com");
+        assert_eq!(c.hailuo.base_url, "https://hailuoai.com");
         assert_eq!(c.retries, 2);
         let c = Config::from_lookup(|k| match k {
             "HAILUO_BASE_URL" => Some("http://127.0.0.1:1/".into()),
@@ -193,7 +119,7 @@ mod tests {
             "UPSTREAM_IDLE_TIMEOUT_MS" => Some("1500".into()),
             _ => None,
         });
-        assert_eq!(c.hailuo_base_url, "http://127.0.0.1:1");
+        assert_eq!(c.hailuo.base_url, "http://127.0.0.1:1");
         assert_eq!(c.retries, 2, "unparsable values fall back to the default");
         assert_eq!(c.idle_timeout, Duration::from_millis(1500));
         assert!(c.tokens_secret_id.is_none() && !c.allow_header_tokens);

@@ -12,8 +12,10 @@ pub mod error;
 pub mod liveness;
 pub mod openai;
 pub mod prompt;
+pub mod redact;
 pub mod routes;
 pub mod runtime;
+pub mod settings;
 #[cfg(test)]
 pub(crate) mod testing;
 pub mod text;
@@ -31,11 +33,10 @@ pub fn upstream_from_config(
     config: &Arc<Config>,
 ) -> Result<Arc<dyn upstream::Upstream>, lambda_http::Error> {
     Ok(match config.upstream.as_str() {
-        "hailuo" => Arc::new(upstream::hailuo::HailuoClient::new(config.clone())?),
-        "minimax-agent" | "agent" => Arc::new(upstream::agent::AgentClient::new(
-            config.agent.clone(),
-            config.json_timeout,
-        )?),
+        "hailuo" => Arc::new(upstream::hailuo::HailuoClient::new(config.hailuo.clone())?),
+        "minimax-agent" | "agent" => {
+            Arc::new(upstream::agent::AgentClient::new(config.agent.clone())?)
+        }
         other => {
             return Err(
                 format!("UPSTREAM must be `hailuo` or `minimax-agent`, not {other:?}").into(),

@@ -10,8 +10,8 @@ use futures_util::StreamExt;
 use serde_json::json;
 
 use crate::config::Config;
-use crate::credentials::fingerprint;
 use crate::credentials::secret::{StatusDocument, TokenStatus, TokensDocument};
+use crate::redact::fingerprint;
 use crate::upstream::{Upstream, UpstreamError};
 
 #[derive(Debug)]

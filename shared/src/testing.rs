@@ -17,7 +17,8 @@ use futures_util::StreamExt;
 use tokio::time::Instant;
 
 use crate::config::Config;
-use crate::credentials::{fingerprint, Credentials};
+use crate::credentials::Credentials;
+use crate::redact::fingerprint;
 use crate::routes::AppState;
 use crate::upstream::{ChatTurn, EventStream, Upstream, UpstreamError, UpstreamEvent};
 

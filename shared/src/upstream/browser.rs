@@ -4,15 +4,54 @@
 
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
+use reqwest::Method;
 use serde_json::Value;
 
-use super::envelope::{open_envelope, MAX_ERROR_TEXT};
+use super::envelope::{id_of, open_envelope, MAX_ERROR_TEXT};
 use super::UpstreamError;
-use crate::credentials::fingerprint;
+use crate::redact::fingerprint;
+use crate::settings::Lookup;
 use crate::text::summarize_body;
 
-/// The fingerprint headers' values (configurable, since they drift upstream).
+/// The browser an adapter's web app runs in, as the upstream sees it: its
+/// origin and the desktop Chrome fingerprint headers. Every value drifts
+/// upstream, so each is a setting (`<PREFIX>_ORIGIN`, `_USER_AGENT`,
+/// `_SEC_CH_UA`, `_SEC_CH_UA_PLATFORM`) with the observed default.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrowserProfile {
+    pub origin: String,
+    pub user_agent: String,
+    pub sec_ch_ua: String,
+    pub sec_ch_ua_platform: String,
+}
+
+impl BrowserProfile {
+    /// `defaults` is (origin, user agent, sec-ch-ua, sec-ch-ua-platform).
+    pub fn from_lookup(env: &Lookup<'_>, prefix: &str, defaults: [&str; 4]) -> Self {
+        let [origin, user_agent, sec_ch_ua, platform] = defaults;
+        let text = |key: &str, default: &str| env.text(&format!("{prefix}_{key}"), default);
+        Self {
+            origin: text("ORIGIN", origin).trim_end_matches('/').to_string(),
+            user_agent: text("USER_AGENT", user_agent),
+            sec_ch_ua: text("SEC_CH_UA", sec_ch_ua),
+            sec_ch_ua_platform: text("SEC_CH_UA_PLATFORM", platform),
+        }
+    }
+
+    /// The headers' values for a page at `referer`.
+    pub fn at<'a>(&'a self, referer: &'a str) -> Fingerprint<'a> {
+        Fingerprint {
+            origin: &self.origin,
+            referer,
+            user_agent: &self.user_agent,
+            sec_ch_ua: &self.sec_ch_ua,
+            sec_ch_ua_platform: &self.sec_ch_ua_platform,
+        }
+    }
+}
+
+/// The fingerprint headers' values for one call.
 pub struct Fingerprint<'a> {
     pub origin: &'a str,
     pub referer: &'a str,
@@ -65,6 +104,47 @@ pub fn headers(
     h.insert(ACCEPT, HeaderValue::from_static(accept));
     h.insert(HeaderName::from_static("token"), token_value);
     Ok(h)
+}
+
+/// A signed JSON call (both upstreams sign and send them the same way once
+/// the headers are built): `body`, if any, sent as JSON; the answer's envelope
+/// opened.
+pub async fn send_json(
+    http: &reqwest::Client,
+    method: Method,
+    url: String,
+    headers: HeaderMap,
+    timeout: Duration,
+    body: Option<&str>,
+) -> Result<Value, UpstreamError> {
+    let mut request = http.request(method, url).headers(headers).timeout(timeout);
+    if let Some(body) = body {
+        request = request
+            .header(CONTENT_TYPE, "application/json")
+            .body(body.to_string());
+    }
+    read_envelope(request.send().await?).await
+}
+
+/// What `/v1/api/user/device/register` (the same on both upstreams)
+/// answered: the new device's id and the whole `data`. A failure code means
+/// the upstream will not register a device for the token: it is dead.
+pub fn registered_device(
+    answer: Result<Value, UpstreamError>,
+    token: &str,
+) -> Result<(String, Value), UpstreamError> {
+    let data = answer.map_err(|e| match e {
+        UpstreamError::Api { message, .. } => UpstreamError::TokenRejected {
+            fingerprint: fingerprint(token),
+            message,
+        },
+        other => other,
+    })?;
+    let device_id = id_of(data.get("deviceIDStr")).ok_or_else(|| {
+        UpstreamError::Protocol("device registration answered without deviceIDStr".into())
+    })?;
+    tracing::info!(token = %fingerprint(token), "registered a device");
+    Ok((device_id, data))
 }
 
 /// The most of an upstream answer read into memory where a small JSON

@@ -7,7 +7,7 @@ pub mod cumulative;
 pub mod device;
 pub mod envelope;
 pub mod hailuo;
-pub mod query;
+pub mod query_string;
 pub mod signing;
 
 use async_trait::async_trait;
@@ -182,7 +182,7 @@ pub trait Upstream: Send + Sync + 'static {
         let UpstreamError::Api { message, .. } = &error else {
             return error;
         };
-        let (fingerprint, message) = (crate::credentials::fingerprint(token), message.clone());
+        let (fingerprint, message) = (crate::redact::fingerprint(token), message.clone());
         match self.is_live(token).await {
             Ok(false) => UpstreamError::TokenRejected {
                 fingerprint,

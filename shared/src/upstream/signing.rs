@@ -96,7 +96,8 @@ pub fn yy_voice_form(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::upstream::hailuo::query::{DeviceProfile, DeviceQuery};
+    use crate::upstream::hailuo::config::DeviceProfile;
+    use crate::upstream::hailuo::device_query::DeviceQuery;
     use serde_json::Value;
 
     #[test]

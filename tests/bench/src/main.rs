@@ -18,9 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use hailuo_gateway::upstream::hailuo::HailuoClient;
+use hailuo_gateway::upstream::hailuo::{HailuoClient, HailuoConfig};
 use hailuo_gateway::upstream::{ChatTurn, Upstream, UpstreamEvent};
-use hailuo_gateway::Config;
+use hailuo_gateway::settings::Lookup;
 use hailuo_simulator::state::State;
 use hailuo_simulator::Shared;
 
@@ -241,8 +241,9 @@ async fn main() {
     }
     let idle_rss = pid.map(|pid| vm_kib(pid, "VmRSS:"));
 
-    let config = Arc::new(Config::from_lookup(|k| {
-        (k == "HAILUO_BASE_URL").then(|| sim_url.clone())
+    let sim_base = sim_url.clone();
+    let config = HailuoConfig::from_lookup(&Lookup::new(&move |k| {
+        (k == "HAILUO_BASE_URL").then(|| sim_base.clone())
     }));
     let direct = HailuoClient::new(config).unwrap();
     let prompt = format!("benchmark [sim:len={answer_bytes}]");

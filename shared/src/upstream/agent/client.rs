@@ -2,7 +2,6 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
@@ -11,14 +10,14 @@ use reqwest::Method;
 use serde_json::Value;
 use tokio::time::Instant;
 
+use super::config::AgentConfig;
 use super::credential::AgentCredential;
+use super::device_query::agent_query;
 use super::poll::PollDecoder;
-use super::profile::{agent_query, AgentConfig};
-use crate::credentials::fingerprint;
-use crate::upstream::browser::{self, http_client, put, read_envelope, Fingerprint};
+use crate::upstream::browser::{self, http_client, put, registered_device, send_json};
 use crate::upstream::device::{DeviceCache, DeviceIdentity};
 use crate::upstream::envelope::id_of;
-use crate::upstream::query::{append_query, unix_ms};
+use crate::upstream::query_string::{append_query, unix_ms};
 use crate::upstream::signing::{x_signature, yy_json};
 use crate::upstream::{
     user_info_verdict, ChatTurn, EventStream, Upstream, UpstreamError, UpstreamEvent,
@@ -31,17 +30,15 @@ const POLL_FAILURES: u32 = 3;
 pub struct AgentClient {
     http: reqwest::Client,
     config: Arc<AgentConfig>,
-    json_timeout: Duration,
     /// Per token: `uuid` holds the real user id, `device_id` the registered device.
     devices: DeviceCache,
 }
 
 impl AgentClient {
-    pub fn new(config: AgentConfig, json_timeout: Duration) -> Result<Self, reqwest::Error> {
+    pub fn new(config: AgentConfig) -> Result<Self, reqwest::Error> {
         Ok(Self {
             http: http_client()?,
             config: Arc::new(config),
-            json_timeout,
             devices: DeviceCache::default(),
         })
     }
@@ -53,16 +50,13 @@ impl AgentClient {
         signature: &str,
         timestamp: &str,
     ) -> Result<HeaderMap, UpstreamError> {
-        let c = &self.config;
-        let referer = format!("{}/", c.origin);
-        let fp = Fingerprint {
-            origin: &c.origin,
-            referer: &referer,
-            user_agent: &c.user_agent,
-            sec_ch_ua: &c.sec_ch_ua,
-            sec_ch_ua_platform: &c.sec_ch_ua_platform,
-        };
-        let mut h = browser::headers(&credential.jwt, &fp, "application/json, text/plain, */*")?;
+        let browser = &self.config.browser;
+        let referer = format!("{}/", browser.origin);
+        let mut h = browser::headers(
+            &credential.jwt,
+            &browser.at(&referer),
+            "application/json, text/plain, */*",
+        )?;
         put(&mut h, "yy", yy);
         put(&mut h, "x-signature", signature);
         put(&mut h, "x-timestamp", timestamp);
@@ -86,29 +80,20 @@ impl AgentClient {
     ) -> Result<DeviceIdentity, UpstreamError> {
         let fresh = uuid::Uuid::new_v4().to_string();
         let body = serde_json::json!({ "uuid": fresh }).to_string();
-        let data = self
+        let path = "/v1/api/user/device/register";
+        let answer = self
             .send(
                 credential,
                 Method::POST,
-                "/v1/api/user/device/register",
+                path,
                 Some(&body),
                 &fresh,
                 None,
                 &credential.user_id,
             )
-            .await
-            .map_err(|e| match e {
-                UpstreamError::Api { message, .. } => UpstreamError::TokenRejected {
-                    fingerprint: fingerprint(&credential.jwt),
-                    message,
-                },
-                other => other,
-            })?;
-        let device_id = id_of(data.get("deviceIDStr")).ok_or_else(|| {
-            UpstreamError::Protocol("device registration answered without deviceIDStr".into())
-        })?;
+            .await;
+        let (device_id, data) = registered_device(answer, &credential.jwt)?;
         let user_id = id_of(data.get("realUserID")).unwrap_or_else(|| credential.user_id.clone());
-        tracing::info!(token = %fingerprint(&credential.jwt), "registered a device");
         Ok(DeviceIdentity {
             uuid: user_id,
             device_id,
@@ -166,15 +151,16 @@ impl AgentClient {
             &x_signature(&timestamp, &credential.jwt, body_json),
             &timestamp,
         )?;
-        let mut request = self
-            .http
-            .request(method, format!("{}{full_uri}", self.config.base_url))
-            .headers(headers)
-            .timeout(self.json_timeout);
-        if let Some(body) = body {
-            request = request.body(body.to_string());
-        }
-        read_envelope(request.send().await?).await
+        let url = format!("{}{full_uri}", self.config.base_url);
+        send_json(
+            &self.http,
+            method,
+            url,
+            headers,
+            self.config.json_timeout,
+            body,
+        )
+        .await
     }
 
     /// The answer, polled: every poll that grows it becomes events.

@@ -4,7 +4,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde_json::Value;
 
-use crate::credentials::fingerprint;
+use crate::redact::fingerprint;
 use crate::upstream::envelope::id_of;
 use crate::upstream::UpstreamError;
 

@@ -3,8 +3,10 @@
 //! send-then-poll chat turned into a stream.
 
 pub mod client;
+pub mod config;
 pub mod credential;
+pub mod device_query;
 pub mod poll;
-pub mod profile;
 
 pub use client::AgentClient;
+pub use config::AgentConfig;

@@ -10,16 +10,15 @@ use reqwest::header::{HeaderMap, CONTENT_TYPE};
 use reqwest::Method;
 use serde_json::Value;
 
-use super::query::{unix_now_rounded, DeviceQuery};
+use super::config::HailuoConfig;
+use super::device_query::{unix_now_rounded, DeviceQuery};
 use super::stream::StreamDecoder;
-use crate::config::Config;
-use crate::credentials::fingerprint;
 use crate::upstream::browser::{
-    self, failure_text, http_client, put, read_capped, read_envelope, Fingerprint,
+    self, failure_text, http_client, put, read_capped, registered_device, send_json,
     MAX_ENVELOPE_BYTES,
 };
 use crate::upstream::device::{DeviceCache, DeviceIdentity};
-use crate::upstream::envelope::{clip, id_of, open_envelope};
+use crate::upstream::envelope::{clip, open_envelope};
 use crate::upstream::signing::{yy_chat_form, yy_json};
 use crate::upstream::{
     user_info_verdict, ChatTurn, EventStream, Upstream, UpstreamError, UpstreamEvent,
@@ -30,15 +29,15 @@ const SENTRY_PUBLIC_KEY: &str = "6cf106db5c7b7262eae7cc6b411c776a";
 
 pub struct HailuoClient {
     http: reqwest::Client,
-    config: Arc<Config>,
+    config: Arc<HailuoConfig>,
     devices: DeviceCache,
 }
 
 impl HailuoClient {
-    pub fn new(config: Arc<Config>) -> Result<Self, reqwest::Error> {
+    pub fn new(config: HailuoConfig) -> Result<Self, reqwest::Error> {
         Ok(Self {
             http: http_client()?,
-            config,
+            config: Arc::new(config),
             devices: DeviceCache::default(),
         })
     }
@@ -50,15 +49,7 @@ impl HailuoClient {
         referer: &str,
         accept: &'static str,
     ) -> Result<HeaderMap, UpstreamError> {
-        let c = &self.config;
-        let fp = Fingerprint {
-            origin: &c.hailuo_origin,
-            referer,
-            user_agent: &c.user_agent,
-            sec_ch_ua: &c.sec_ch_ua,
-            sec_ch_ua_platform: &c.sec_ch_ua_platform,
-        };
-        let mut h = browser::headers(token, &fp, accept)?;
+        let mut h = browser::headers(token, &self.config.browser.at(referer), accept)?;
         let trace_id = uuid::Uuid::new_v4().simple().to_string();
         let span_id = &uuid::Uuid::new_v4().simple().to_string()[16..];
         put(&mut h, "yy", yy);
@@ -75,8 +66,8 @@ impl HailuoClient {
 
     fn referer(&self, chat_id: Option<&str>) -> String {
         match chat_id {
-            Some(id) => format!("{}/?chat={id}", self.config.hailuo_origin),
-            None => format!("{}/", self.config.hailuo_origin),
+            Some(id) => format!("{}/?chat={id}", self.config.browser.origin),
+            None => format!("{}/", self.config.browser.origin),
         }
     }
 
@@ -89,28 +80,11 @@ impl HailuoClient {
     async fn register(&self, token: &str) -> Result<DeviceIdentity, UpstreamError> {
         let uuid = uuid::Uuid::new_v4().simple().to_string();
         let body = serde_json::json!({ "uuid": uuid }).to_string();
-        let data = self
-            .send_json(
-                token,
-                Method::POST,
-                "/v1/api/user/device/register",
-                Some(&body),
-                &uuid,
-                None,
-            )
-            .await
-            .map_err(|e| match e {
-                // A token the upstream will not register a device for is a dead token.
-                UpstreamError::Api { message, .. } => UpstreamError::TokenRejected {
-                    fingerprint: fingerprint(token),
-                    message,
-                },
-                other => other,
-            })?;
-        let device_id = id_of(data.get("deviceIDStr")).ok_or_else(|| {
-            UpstreamError::Protocol("device registration answered without deviceIDStr".into())
-        })?;
-        tracing::info!(token = %fingerprint(token), "registered a device");
+        let path = "/v1/api/user/device/register";
+        let answer = self
+            .send_json(token, Method::POST, path, Some(&body), &uuid, None)
+            .await;
+        let (device_id, _) = registered_device(answer, token)?;
         Ok(DeviceIdentity { uuid, device_id })
     }
 
@@ -145,19 +119,19 @@ impl HailuoClient {
     ) -> Result<Value, UpstreamError> {
         let unix = unix_now_rounded();
         let full_uri =
-            DeviceQuery::new(&self.config.device_profile, uuid, device_id, &unix).append_to(path);
+            DeviceQuery::new(&self.config.device, uuid, device_id, &unix).append_to(path);
         let yy = yy_json(&full_uri, body.unwrap_or("{}"), &unix);
-        let mut request = self
-            .http
-            .request(method, format!("{}{full_uri}", self.config.hailuo_base_url))
-            .headers(self.headers(token, &yy, &self.referer(None), "*/*")?)
-            .timeout(self.config.json_timeout);
-        if let Some(body) = body {
-            request = request
-                .header(CONTENT_TYPE, "application/json")
-                .body(body.to_string());
-        }
-        read_envelope(request.send().await?).await
+        let headers = self.headers(token, &yy, &self.referer(None), "*/*")?;
+        let url = format!("{}{full_uri}", self.config.base_url);
+        send_json(
+            &self.http,
+            method,
+            url,
+            headers,
+            self.config.json_timeout,
+            body,
+        )
+        .await
     }
 }
 
@@ -248,7 +222,7 @@ impl Upstream for HailuoClient {
         let unix = unix_now_rounded();
         let path = "/v4/api/chat/msg";
         let full_uri = DeviceQuery::new(
-            &self.config.device_profile,
+            &self.config.device,
             &device.uuid,
             Some(&device.device_id),
             &unix,
@@ -265,7 +239,7 @@ impl Upstream for HailuoClient {
             .text("searchMode", "0");
         let response = self
             .http
-            .post(format!("{}{full_uri}", self.config.hailuo_base_url))
+            .post(format!("{}{full_uri}", self.config.base_url))
             .headers(self.headers(
                 token,
                 &yy,

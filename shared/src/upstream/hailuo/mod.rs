@@ -2,7 +2,9 @@
 //! query, device registration, the envelope, the chat stream and deletion.
 
 pub mod client;
-pub mod query;
+pub mod config;
+pub mod device_query;
 pub mod stream;
 
 pub use client::HailuoClient;
+pub use config::HailuoConfig;

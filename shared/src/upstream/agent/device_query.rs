@@ -1,49 +1,6 @@
-//! The agent's browser profile, settings and query string (protocol section 2).
+//! The query string every agent call carries (protocol section 2).
 
-use std::time::Duration;
-
-use crate::config::Lookup;
-use crate::upstream::query::join_query;
-
-/// Everything configurable about the agent upstream (`AGENT_*` variables).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AgentConfig {
-    pub base_url: String,
-    pub origin: String,
-    pub user_agent: String,
-    pub sec_ch_ua: String,
-    pub sec_ch_ua_platform: String,
-    pub version_code: String,
-    pub poll_interval: Duration,
-    /// Give up when the answer has not grown for this long.
-    pub poll_timeout: Duration,
-    pub delete_tries: u32,
-    pub delete_retry: Duration,
-}
-
-impl AgentConfig {
-    pub fn from_lookup(env: &Lookup<'_>) -> Self {
-        let (text, ms) = (|k, d| env.text(k, d), |k, d| env.millis(k, d));
-        Self {
-            base_url: text("AGENT_BASE_URL", "https://agent.minimaxi.com").trim_end_matches('/').to_string(),
-            origin: text("AGENT_ORIGIN", "https://agent.minimaxi.com").trim_end_matches('/').to_string(),
-            user_agent: text(
-                "AGENT_USER_AGENT",
-                "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/145.0.0.0 Safari/537.36",
-            ),
-            sec_ch_ua: text(
-                "AGENT_SEC_CH_UA",
-                "\"Not:A-Brand\";v=\"99\", \"Google Chrome\";v=\"145\", \"Chromium\";v=\"145\"",
-            ),
-            sec_ch_ua_platform: text("AGENT_SEC_CH_UA_PLATFORM", "\"macOS\""),
-            version_code: text("AGENT_VERSION_CODE", "22201"),
-            poll_interval: ms("AGENT_POLL_INTERVAL_MS", 500),
-            poll_timeout: ms("AGENT_POLL_TIMEOUT_MS", 60_000),
-            delete_tries: env.number("AGENT_DELETE_TRIES", 3).clamp(1, 10) as u32,
-            delete_retry: ms("AGENT_DELETE_RETRY_MS", 2_000),
-        }
-    }
-}
+use crate::upstream::query_string::join_query;
 
 /// The query every call carries, keys in protocol order.
 pub fn agent_query(
@@ -82,7 +39,7 @@ pub fn agent_query(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::upstream::query::append_query;
+    use crate::upstream::query_string::append_query;
     use crate::upstream::signing::{x_signature, yy_json};
     use serde_json::Value;
 
@@ -123,17 +80,5 @@ mod tests {
                 s("uri")
             );
         }
-    }
-
-    #[test]
-    fn settings_default_and_override() {
-        let c = AgentConfig::from_lookup(&Lookup::new(&|_| None));
-        assert_eq!(c.base_url, "https://agent.minimaxi.com");
-        assert_eq!(c.poll_interval, Duration::from_millis(500));
-        assert_eq!(c.poll_timeout, Duration::from_secs(60));
-        let c = AgentConfig::from_lookup(&Lookup::new(&|k| {
-            (k == "AGENT_POLL_INTERVAL_MS").then(|| "200".to_string())
-        }));
-        assert_eq!(c.poll_interval, Duration::from_millis(200));
     }
 }

@@ -1,7 +1,51 @@
-//! The device query string every call carries (protocol section 2).
+//! Everything configurable about the Hailuo upstream (`HAILUO_*` settings),
+//! read from the settings reader: the base URL, the browser it poses as, and
+//! the device profile the query describes.
 
-use crate::config::Lookup;
-use crate::upstream::query::{append_query, join_query, unix_ms};
+use std::time::Duration;
+
+use crate::settings::Lookup;
+use crate::upstream::browser::BrowserProfile;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HailuoConfig {
+    /// `HAILUO_BASE_URL` (default `https://hailuoai.com`).
+    pub base_url: String,
+    /// `HAILUO_ORIGIN`, `HAILUO_USER_AGENT`, `HAILUO_SEC_CH_UA`, `HAILUO_SEC_CH_UA_PLATFORM`.
+    pub browser: BrowserProfile,
+    pub device: DeviceProfile,
+    /// Timeout of a plain JSON call, `UPSTREAM_JSON_TIMEOUT_MS` (15 s).
+    pub json_timeout: Duration,
+}
+
+impl Default for HailuoConfig {
+    fn default() -> Self {
+        Self::from_lookup(&Lookup::new(&|_| None))
+    }
+}
+
+impl HailuoConfig {
+    pub fn from_lookup(env: &Lookup<'_>) -> Self {
+        Self {
+            base_url: env
+                .text("HAILUO_BASE_URL", "https://hailuoai.com")
+                .trim_end_matches('/')
+                .to_string(),
+            browser: BrowserProfile::from_lookup(
+                env,
+                "HAILUO",
+                [
+                    "https://hailuoai.com",
+                    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/127.0.0.0 Safari/537.36",
+                    "\"Not)A;Brand\";v=\"99\", \"Google Chrome\";v=\"127\", \"Chromium\";v=\"127\"",
+                    "\"Windows\"",
+                ],
+            ),
+            device: DeviceProfile::from_lookup(env),
+            json_timeout: env.millis("UPSTREAM_JSON_TIMEOUT_MS", 15_000),
+        }
+    }
+}
 
 /// The browser fingerprint the query describes. Every value may drift upstream,
 /// so each is configuration (`HAILUO_*` variables) with the observed default.
@@ -59,62 +103,23 @@ impl DeviceProfile {
     }
 }
 
-/// One call's query: the profile plus the device identity and the time.
-#[derive(Clone, Debug)]
-pub struct DeviceQuery(String);
-
-impl DeviceQuery {
-    pub fn new(profile: &DeviceProfile, uuid: &str, device_id: Option<&str>, unix: &str) -> Self {
-        let p = profile;
-        let pairs: [(&str, Option<&str>); 14] = [
-            ("device_platform", Some(&p.device_platform)),
-            ("app_id", Some(&p.app_id)),
-            ("version_code", Some(&p.version_code)),
-            ("uuid", Some(uuid)),
-            ("device_id", device_id),
-            ("os_name", Some(&p.os_name)),
-            ("browser_name", Some(&p.browser_name)),
-            ("device_memory", Some(&p.device_memory)),
-            ("cpu_core_num", Some(&p.cpu_core_num)),
-            ("browser_language", Some(&p.browser_language)),
-            ("browser_platform", Some(&p.browser_platform)),
-            ("screen_width", Some(&p.screen_width)),
-            ("screen_height", Some(&p.screen_height)),
-            ("unix", Some(unix)),
-        ];
-        Self(join_query(&pairs))
-    }
-
-    /// `path?query`, or `path?existing&query` when the path has a query already.
-    pub fn append_to(&self, path: &str) -> String {
-        append_query(path, &self.0)
-    }
-}
-
-/// Current time in milliseconds, rounded down to the whole second.
-pub fn unix_now_rounded() -> String {
-    ((unix_ms() / 1000) * 1000).to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn keys_in_order_and_device_id_left_out_when_unknown() {
-        let q = DeviceQuery::new(&DeviceProfile::default(), "u1", None, "1000");
-        assert_eq!(
-            q.append_to("/p"),
-            "/p?device_platform=web&app_id=3001&version_code=22200&uuid=u1&os_name=Windows&browser_name=chrome&device_memory=8&cpu_core_num=12&browser_language=zh-CN&browser_platform=Win32&screen_width=1920&screen_height=1080&unix=1000"
-        );
-        let q = DeviceQuery::new(&DeviceProfile::default(), "u1", Some("42"), "1000");
-        assert!(q.append_to("/p?msgID=1").starts_with("/p?msgID=1&device_platform=web&app_id=3001&version_code=22200&uuid=u1&device_id=42&os_name"));
-    }
-
-    #[test]
-    fn unix_ends_in_000() {
-        let u = unix_now_rounded();
-        assert!(u.ends_with("000") && u.len() >= 13, "{u}");
+    fn defaults_and_overrides() {
+        let c = HailuoConfig::default();
+        assert_eq!(c.base_url, "https://hailuoai.com");
+        assert_eq!(c.browser.origin, "https://hailuoai.com");
+        assert_eq!(c.browser.sec_ch_ua_platform, "\"Windows\"");
+        let c = HailuoConfig::from_lookup(&Lookup::new(&|k| match k {
+            "HAILUO_BASE_URL" => Some("http://127.0.0.1:1/".into()),
+            "HAILUO_ORIGIN" => Some("https://mirror.example/".into()),
+            _ => None,
+        }));
+        assert_eq!(c.base_url, "http://127.0.0.1:1");
+        assert_eq!(c.browser.origin, "https://mirror.example");
     }
 
     #[test]
