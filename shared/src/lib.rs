@@ -5,26 +5,27 @@
 //! upstream adapter → OpenAI encoder → response, with the upstream
 //! conversation deleted before the response ends.
 
-pub mod answer;
-pub mod config;
-pub mod credentials;
-pub mod error;
-pub mod liveness;
-pub mod openai;
-pub mod prompt;
-pub mod redact;
+mod answer;
+mod config;
+mod credentials;
+mod error;
+mod liveness;
+mod openai;
+mod prompt;
+mod redact;
 pub mod routes;
-pub mod runtime;
+mod runtime;
 pub mod settings;
 #[cfg(test)]
-pub(crate) mod testing;
-pub mod text;
+mod testing;
+mod text;
 pub mod upstream;
 
 use std::sync::Arc;
 
 pub use config::Config;
-pub use error::ApiError;
+pub use credentials::secret::aws_config;
+pub use liveness::{check_all, emf_line};
 pub use routes::AppState;
 pub use runtime::{init_tracing, run, Delivery};
 

@@ -3,19 +3,14 @@
 
 use crate::openai::chat::{Message, Role};
 
-/// The system line inserted before the newest message when it carries files.
-pub const ATTEND_TO_FILES: &str =
-    "system:Read the file(s) or image(s) attached to the newest message, and answer the newest message.";
-
 /// Flatten `messages` for the upstream.
 ///
 /// - A single message, or a continued upstream conversation: the plain text of
 ///   the messages, one per line. When continuing, the upstream already holds
 ///   the history, so only the messages after the last assistant turn are sent.
 /// - Several messages: `role:text` lines joined by `\n`, ending with `assistant:`,
-///   markdown image links stripped, and a system line before the newest message
-///   when it carries files.
-pub fn flatten(messages: &[Message], continuing: bool, newest_has_files: bool) -> String {
+///   markdown image links stripped.
+pub fn flatten(messages: &[Message], continuing: bool) -> String {
     if continuing {
         let start = messages
             .iter()
@@ -35,12 +30,8 @@ pub fn flatten(messages: &[Message], continuing: bool, newest_has_files: bool) -
     if messages.len() == 1 {
         return messages[0].text.clone();
     }
-    let last = messages.len() - 1;
-    let mut lines = Vec::with_capacity(messages.len() + 2);
-    for (i, m) in messages.iter().enumerate() {
-        if i == last && newest_has_files {
-            lines.push(ATTEND_TO_FILES.to_string());
-        }
+    let mut lines = Vec::with_capacity(messages.len() + 1);
+    for m in messages {
         let role = match m.role {
             Role::Developer => "system",
             other => other.as_str(),
@@ -87,7 +78,7 @@ mod tests {
 
     #[test]
     fn single_message_is_sent_as_is() {
-        assert_eq!(flatten(&[m(Role::User, "你好")], false, false), "你好");
+        assert_eq!(flatten(&[m(Role::User, "你好")], false), "你好");
     }
 
     #[test]
@@ -98,7 +89,6 @@ mod tests {
                 m(Role::System, "你是谁"),
                 m(Role::User, "Hello, world! (test) 'quote' ~*\r"),
             ],
-            false,
             false,
         );
         assert_eq!(
@@ -113,24 +103,10 @@ mod tests {
                 m(Role::User, "more"),
             ],
             false,
-            false,
         );
         assert_eq!(
             got,
             "system:be brief\nuser:hi\nassistant:hello\nuser:more\nassistant:"
-        );
-    }
-
-    #[test]
-    fn files_on_the_newest_message_add_a_system_line_before_it() {
-        let got = flatten(
-            &[m(Role::User, "a"), m(Role::User, "what is this?")],
-            false,
-            true,
-        );
-        assert_eq!(
-            got,
-            format!("user:a\n{ATTEND_TO_FILES}\nuser:what is this?\nassistant:")
         );
     }
 
@@ -142,8 +118,8 @@ mod tests {
             m(Role::User, "second"),
             m(Role::User, "third"),
         ];
-        assert_eq!(flatten(&msgs, true, false), "second\nthird");
-        assert_eq!(flatten(&[m(Role::User, "only")], true, false), "only");
+        assert_eq!(flatten(&msgs, true), "second\nthird");
+        assert_eq!(flatten(&[m(Role::User, "only")], true), "only");
     }
 
     #[test]
@@ -159,9 +135,9 @@ mod tests {
 
     #[test]
     fn empty_and_null_content() {
-        assert_eq!(flatten(&[m(Role::User, "")], false, false), "");
+        assert_eq!(flatten(&[m(Role::User, "")], false), "");
         assert_eq!(
-            flatten(&[m(Role::Assistant, ""), m(Role::User, "x")], false, false),
+            flatten(&[m(Role::Assistant, ""), m(Role::User, "x")], false),
             "assistant:\nuser:x\nassistant:"
         );
     }

@@ -3,9 +3,7 @@
 
 use std::sync::Arc;
 
-use hailuo_gateway::credentials::secret::aws_config;
-use hailuo_gateway::liveness::{check_all, emf_line};
-use hailuo_gateway::{init_tracing, upstream_from_config, Config};
+use hailuo_gateway::{aws_config, check_all, emf_line, init_tracing, upstream_from_config, Config};
 use lambda_http::lambda_runtime::{self, service_fn, LambdaEvent};
 use serde_json::{json, Value};
 

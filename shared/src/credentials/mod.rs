@@ -325,9 +325,6 @@ fn secret_unavailable(e: SecretError) -> ApiError {
     ApiError::Unavailable(format!("The tokens secret cannot be used: {e}."))
 }
 
-/// Shared handle, as routes hold it.
-pub type SharedCredentials = Arc<Credentials>;
-
 /// The order in which to try tokens: random, so load spreads over accounts.
 pub fn shuffled(tokens: &[String]) -> Vec<String> {
     let mut order = tokens.to_vec();

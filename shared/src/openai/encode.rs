@@ -2,6 +2,7 @@
 //! SSE frames.
 
 use bytes::Bytes;
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::usage::Usage;
@@ -75,6 +76,45 @@ impl Completion<'_> {
     }
 }
 
+#[derive(Serialize)]
+struct Chunk<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: i64,
+    model: &'a str,
+    choices: [Choice<'a>; 1],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    conversation_id: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Choice<'a> {
+    index: u32,
+    delta: Delta<'a>,
+    logprobs: Option<()>,
+    finish_reason: Option<&'static str>,
+}
+
+#[derive(Default, Serialize)]
+struct Delta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_content: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct UsageChunk<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: i64,
+    model: &'a str,
+    choices: [(); 0],
+    usage: Usage,
+}
+
 /// SSE frames of one streamed answer.
 pub struct ChunkEncoder {
     id: String,
@@ -93,54 +133,77 @@ impl ChunkEncoder {
         }
     }
 
-    fn frame(value: &Value) -> Bytes {
+    fn frame(value: &impl Serialize) -> Bytes {
         let mut out = Vec::with_capacity(256);
         out.extend_from_slice(b"data: ");
-        // Serializing a Value cannot fail.
+        // These types serialize to JSON without fail.
         serde_json::to_writer(&mut out, value).unwrap_or_default();
         out.extend_from_slice(b"\n\n");
         Bytes::from(out)
     }
 
-    fn chunk(&self, delta: Value, finish_reason: Option<&str>) -> Bytes {
-        let mut chunk = json!({
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason}],
-        });
-        if let Some(id) = &self.conversation_id {
-            chunk["conversation_id"] = json!(id);
-        }
-        Self::frame(&chunk)
+    /// One chunk, serialized from borrowed parts: nothing is cloned or built
+    /// as a JSON tree per chunk.
+    fn chunk(&self, delta: Delta<'_>, finish_reason: Option<&'static str>) -> Bytes {
+        Self::frame(&Chunk {
+            id: &self.id,
+            object: "chat.completion.chunk",
+            created: self.created,
+            model: &self.model,
+            choices: [Choice {
+                index: 0,
+                delta,
+                logprobs: None,
+                finish_reason,
+            }],
+            conversation_id: self.conversation_id.as_deref(),
+        })
     }
 
     pub fn role(&self) -> Bytes {
-        self.chunk(json!({"role": "assistant", "content": ""}), None)
+        self.chunk(
+            Delta {
+                role: Some("assistant"),
+                content: Some(""),
+                ..Delta::default()
+            },
+            None,
+        )
     }
 
     pub fn content(&self, text: &str) -> Bytes {
-        self.chunk(json!({"content": text}), None)
+        self.chunk(
+            Delta {
+                content: Some(text),
+                ..Delta::default()
+            },
+            None,
+        )
     }
 
     pub fn reasoning(&self, text: &str) -> Bytes {
-        self.chunk(json!({"reasoning_content": text}), None)
+        self.chunk(
+            Delta {
+                reasoning_content: Some(text),
+                ..Delta::default()
+            },
+            None,
+        )
     }
 
     pub fn finish(&self) -> Bytes {
-        self.chunk(json!({}), Some("stop"))
+        self.chunk(Delta::default(), Some("stop"))
     }
 
     pub fn usage(&self, usage: Usage) -> Bytes {
-        Self::frame(&json!({
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [],
-            "usage": usage,
-        }))
+        Self::frame(&UsageChunk {
+            id: &self.id,
+            object: "chat.completion.chunk",
+            created: self.created,
+            model: &self.model,
+            choices: [],
+            usage,
+        })
     }
 
     /// A failure after the stream began: an error object the OpenAI SDKs raise.
@@ -178,7 +241,12 @@ mod tests {
             parse(&e.reasoning("hm"))["choices"][0]["delta"]["reasoning_content"],
             "hm"
         );
-        assert_eq!(parse(&e.finish())["choices"][0]["finish_reason"], "stop");
+        let finish = parse(&e.finish());
+        assert_eq!(finish["choices"][0]["finish_reason"], "stop");
+        assert_eq!(finish["choices"][0]["delta"], json!({}));
+        assert_eq!(finish["choices"][0]["logprobs"], Value::Null);
+        assert!(finish.get("conversation_id").is_none());
+        assert_eq!(role["choices"][0]["finish_reason"], Value::Null);
         let u = parse(&e.usage(Usage::estimate("a", "b")));
         assert_eq!(u["choices"], json!([]));
         assert_eq!(u["usage"]["total_tokens"], 2);

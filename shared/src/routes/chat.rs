@@ -76,7 +76,7 @@ async fn answer_request(
             ),
         ));
     }
-    let prompt = flatten(&request.messages, request.conversation_id.is_some(), false);
+    let prompt = flatten(&request.messages, request.conversation_id.is_some());
     if prompt.trim().is_empty() {
         return Err(ApiError::invalid(
             "messages",

@@ -1,14 +1,14 @@
 //! The upstream side: a small trait every chat backend implements, and the
 //! events it produces. Adapters know nothing of OpenAI.
 
-pub mod agent;
-pub mod browser;
-pub mod cumulative;
-pub mod device;
-pub mod envelope;
+pub(crate) mod agent;
+pub(crate) mod browser;
+pub(crate) mod cumulative;
+pub(crate) mod device;
+pub(crate) mod envelope;
 pub mod hailuo;
-pub mod query_string;
-pub mod signing;
+pub(crate) mod query_string;
+pub(crate) mod signing;
 
 use async_trait::async_trait;
 use futures_util::stream::BoxStream;

@@ -75,24 +75,6 @@ pub fn yy_chat_form(
     outer(full_uri, &data, unix)
 }
 
-/// `Yy` of the multipart voice call.
-pub fn yy_voice_form(
-    full_uri: &str,
-    character_id: &str,
-    chat_id: &str,
-    voice: &[u8],
-    unix: &str,
-) -> String {
-    let head = &voice[..voice.len().min(1024)];
-    let data = format!(
-        "{}{}{}",
-        md5_hex(character_id),
-        md5_hex(chat_id),
-        md5_hex(head)
-    );
-    outer(full_uri, &data, unix)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,27 +121,11 @@ mod tests {
                         &s("unix"),
                     )
                 }
-                "voice_form" => {
-                    let f = &v["fields"];
-                    let bytes = hex_decode(v["voice_bytes_hex"].as_str().unwrap());
-                    yy_voice_form(
-                        &full_uri,
-                        f["characterID"].as_str().unwrap(),
-                        f["chatID"].as_str().unwrap(),
-                        &bytes,
-                        &s("unix"),
-                    )
-                }
+                // The voice call's signature comes back with speech (issue 11).
+                "voice_form" => continue,
                 other => panic!("unknown vector kind {other}"),
             };
             assert_eq!(yy, s("yy"), "yy of {} ({})", s("uri"), v["kind"]);
         }
-    }
-
-    fn hex_decode(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
     }
 }

@@ -18,9 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use hailuo_gateway::settings::Lookup;
 use hailuo_gateway::upstream::hailuo::{HailuoClient, HailuoConfig};
 use hailuo_gateway::upstream::{ChatTurn, Upstream, UpstreamEvent};
-use hailuo_gateway::settings::Lookup;
 use hailuo_simulator::state::State;
 use hailuo_simulator::Shared;
 
