@@ -1,9 +1,60 @@
-//! Hailuo AI behind an OpenAI-compatible API: the library every Lambda
-//! function in this workspace is wired from.
+//! MiniMax's consumer chat (Hailuo AI, MiniMax Agent) behind an
+//! OpenAI-compatible API: the library every Lambda function in this workspace
+//! is wired from. The functions' `main.rs` files only build the state once per
+//! execution environment and run one of the routers below.
 //!
-//! A request flows one way: route (validate) → credentials → prompt →
-//! upstream adapter → OpenAI encoder → response, with the upstream
-//! conversation deleted before the response ends.
+//! # The path of a chat request
+//!
+//! The request is checked at the door (CORS, body limit, who is calling and
+//! with which tokens), parsed into typed, borrowed fields and flattened into
+//! the one text the upstream takes. `answer` then leases a free account of the
+//! request's pool and opens the upstream answer, retrying elsewhere only while
+//! the upstream has not accepted the turn. The answer's events become OpenAI
+//! chunks in a task that owns the answer, so a caller that goes away cannot
+//! cancel the cleanup; that task sends the end of the answer, deletes the
+//! upstream conversation and gives the account back, and only then lets the
+//! response end (Lambda freezes the environment once it has).
+//!
+//! ```text
+//! function URL / local server ── runtime.rs (Lambda loop, restarted if a response cannot be delivered)
+//!   └─ routes/chat.rs ── CORS, limits
+//!        ├─ credentials/   caller → tokens (header mode, or Secrets Manager + API keys)
+//!        ├─ openai/chat.rs request → typed, validated fields
+//!        ├─ prompt.rs      messages → one text
+//!        └─ answer.rs      lease an account → Upstream::chat → first event (or retry elsewhere)
+//!             └─ upstream/ hailuo/ (SSE) or agent/ (send, then poll) → UpstreamEvent …
+//!   chunks (openai/encode.rs) → finish → delete upstream conversation → usage, [DONE] → end
+//! ```
+//!
+//! # Layout, and which way dependencies point
+//!
+//! routes → openai, prompt, credentials → answer → upstream → settings,
+//! redact, text. Adapters (`upstream/hailuo`, `upstream/agent`) know nothing of
+//! OpenAI, of credentials or of the gateway's config: each owns its config
+//! type, built from the settings reader with its prefix.
+//!
+//! - `routes/`: one `Router` per function (`chat` with `chat_tests.rs`,
+//!   `models`, `token_check`), with the fallbacks, limits and CORS they share.
+//! - `openai/`: the OpenAI surface: request parsing (`chat.rs`), chunk and
+//!   completion encoding, usage estimates, the model list.
+//! - `prompt.rs`: OpenAI messages flattened into the upstream's one text.
+//! - `credentials/`: header or secret mode, API keys; `secret.rs` (Secrets
+//!   Manager documents), `pool.rs` (tokens seen dead, accounts in use).
+//! - `answer.rs`: one upstream answer: lease, open with retries, timeouts,
+//!   cleanup.
+//! - `upstream/`: the `Upstream` trait and its events; what both web
+//!   protocols share (`browser.rs`: HTTP client, browser profile, signed calls,
+//!   registration; `signing.rs`, `envelope.rs`, `query_string.rs`,
+//!   `device.rs`, `cumulative.rs`); the adapters `hailuo/` and `agent/`
+//!   (`config.rs`, `device_query.rs`, `client.rs`, and the stream or poll
+//!   decoder).
+//! - `liveness.rs`: the scheduled token check and its metric line.
+//! - `config.rs`: the gateway's settings, holding each adapter's own.
+//! - `error.rs`: `ApiError`, every failure as an OpenAI error and status.
+//! - `runtime.rs`: Lambda (streamed or buffered) or a local server; logs.
+//! - `settings.rs`, `redact.rs`, `text.rs`: leaves that import nothing of ours
+//!   (the settings reader, fingerprints, character-safe cuts).
+//! - `testing.rs` (tests only): a scripted upstream for in-process tests.
 
 mod answer;
 mod config;
