@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
-use reqwest::Method;
 use serde_json::Value;
 
 use super::envelope::{id_of, open_envelope, MAX_ERROR_TEXT};
@@ -107,17 +106,14 @@ pub fn headers(
 }
 
 /// A signed JSON call (both upstreams sign and send them the same way once
-/// the headers are built): `body`, if any, sent as JSON; the answer's envelope
-/// opened.
+/// the request is addressed and its headers built): `body`, if any, sent as
+/// JSON; the answer's envelope opened.
 pub async fn send_json(
-    http: &reqwest::Client,
-    method: Method,
-    url: String,
-    headers: HeaderMap,
+    request: reqwest::RequestBuilder,
     timeout: Duration,
     body: Option<&str>,
 ) -> Result<Value, UpstreamError> {
-    let mut request = http.request(method, url).headers(headers).timeout(timeout);
+    let mut request = request.timeout(timeout);
     if let Some(body) = body {
         request = request
             .header(CONTENT_TYPE, "application/json")

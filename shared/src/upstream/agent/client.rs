@@ -152,15 +152,8 @@ impl AgentClient {
             &timestamp,
         )?;
         let url = format!("{}{full_uri}", self.config.base_url);
-        send_json(
-            &self.http,
-            method,
-            url,
-            headers,
-            self.config.json_timeout,
-            body,
-        )
-        .await
+        let request = self.http.request(method, url).headers(headers);
+        send_json(request, self.config.json_timeout, body).await
     }
 
     /// The answer, polled: every poll that grows it becomes events.

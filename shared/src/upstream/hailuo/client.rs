@@ -89,7 +89,7 @@ impl HailuoClient {
     }
 
     /// A signed JSON call with the token's device; returns the envelope's `data`.
-    async fn call_json(
+    async fn call(
         &self,
         token: &str,
         method: Method,
@@ -122,16 +122,15 @@ impl HailuoClient {
             DeviceQuery::new(&self.config.device, uuid, device_id, &unix).append_to(path);
         let yy = yy_json(&full_uri, body.unwrap_or("{}"), &unix);
         let headers = self.headers(token, &yy, &self.referer(None), "*/*")?;
-        let url = format!("{}{full_uri}", self.config.base_url);
-        send_json(
-            &self.http,
-            method,
-            url,
-            headers,
-            self.config.json_timeout,
-            body,
-        )
-        .await
+        let request = self
+            .http
+            .request(method, self.url(&full_uri))
+            .headers(headers);
+        send_json(request, self.config.json_timeout, body).await
+    }
+
+    fn url(&self, full_uri: &str) -> String {
+        format!("{}{full_uri}", self.config.base_url)
     }
 }
 
@@ -239,7 +238,7 @@ impl Upstream for HailuoClient {
             .text("searchMode", "0");
         let response = self
             .http
-            .post(format!("{}{full_uri}", self.config.base_url))
+            .post(self.url(&full_uri))
             .headers(self.headers(
                 token,
                 &yy,
@@ -274,7 +273,7 @@ impl Upstream for HailuoClient {
     }
 
     async fn delete_conversation(&self, token: &str, chat_id: &str) -> Result<(), UpstreamError> {
-        self.call_json(
+        self.call(
             token,
             Method::DELETE,
             &format!("/v1/api/chat/history/{chat_id}"),
@@ -286,7 +285,7 @@ impl Upstream for HailuoClient {
 
     async fn is_live(&self, token: &str) -> Result<bool, UpstreamError> {
         let answer = self
-            .call_json(token, Method::GET, "/v1/api/user/info", None)
+            .call(token, Method::GET, "/v1/api/user/info", None)
             .await;
         user_info_verdict(answer, &self.devices, token).await
     }
