@@ -148,6 +148,8 @@ pub struct Credentials {
 }
 
 impl Credentials {
+    /// Header mode with the defaults (tests).
+    #[cfg(test)]
     pub fn header_mode() -> Self {
         Self::new(Mode::Header, Duration::from_secs(600), "sk-")
     }

@@ -66,6 +66,7 @@ impl Leases {
         self.returned.notified()
     }
 
+    #[cfg(test)]
     pub fn is_held(&self, fingerprint: &str) -> bool {
         let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         held.contains(fingerprint)

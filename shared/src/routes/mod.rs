@@ -25,14 +25,14 @@ use crate::upstream::Upstream;
 /// What every handler borrows: built once per execution environment.
 #[derive(Clone)]
 pub struct AppState {
-    pub config: Arc<Config>,
-    pub upstream: Arc<dyn Upstream>,
-    pub credentials: Arc<Credentials>,
+    pub(crate) config: Arc<Config>,
+    pub(crate) upstream: Arc<dyn Upstream>,
+    pub(crate) credentials: Arc<Credentials>,
 }
 
 /// Route layer for routes that use no token: in secret mode the caller still
 /// needs a valid API key.
-pub async fn require_caller(
+pub(crate) async fn require_caller(
     State(state): State<AppState>,
     request: Request,
     next: Next,
@@ -42,7 +42,7 @@ pub async fn require_caller(
 }
 
 /// The fallbacks, limits and CORS every route shares.
-pub fn finish(router: Router, max_body: usize, config: &Config) -> Router {
+pub(crate) fn finish(router: Router, max_body: usize, config: &Config) -> Router {
     let router = router
         .fallback(|method: Method, uri: Uri| async move { not_found(&method, &uri) })
         .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
@@ -96,7 +96,7 @@ fn not_found(method: &Method, uri: &Uri) -> ApiError {
 /// at all (as some scripts send). `text/plain` and form encodings are refused:
 /// they are what a browser sends to skip the CORS preflight, and what `curl
 /// -d` sends when the header was forgotten.
-pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+pub(crate) fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
         return Ok(());
     };
@@ -120,7 +120,7 @@ pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 /// A body that could not be read: too large (413) or broken (400).
-pub fn body_error(rejection: BytesRejection, max_body: usize) -> ApiError {
+pub(crate) fn body_error(rejection: BytesRejection, max_body: usize) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::PayloadTooLarge(format!("The request body is larger than {max_body} bytes."))
     } else {

@@ -9,7 +9,7 @@ use crate::error::ApiError;
 use crate::openai::models::{model, model_list};
 
 /// The models routes, without the shared fallbacks (see `super::finish`).
-pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+pub(crate) fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     let list = get(|| async { Json(model_list()) });
     let one = get(|Path(id): Path<String>| async move {
         model(&id)

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use super::AppState;
 use crate::error::ApiError;
 
-pub const CHECK_TTL: Duration = Duration::from_secs(600);
+pub(crate) const CHECK_TTL: Duration = Duration::from_secs(600);
 
 #[derive(Clone)]
 struct CheckState {
