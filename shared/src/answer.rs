@@ -225,20 +225,15 @@ impl Answer {
                 config.first_byte_timeout.as_secs_f32()
             ))
         };
+        // Refused before any stream: the turn was not accepted.
+        let refused = |error| Failed {
+            error,
+            accepted: false,
+        };
         let stream = match timeout_at(first_byte_deadline, upstream.chat(token, turn)).await {
             Ok(Ok(stream)) => stream,
-            Ok(Err(error)) => {
-                return Err(Failed {
-                    error,
-                    accepted: false,
-                })
-            }
-            Err(_) => {
-                return Err(Failed {
-                    error: timed_out(),
-                    accepted: false,
-                })
-            }
+            Ok(Err(error)) => return Err(refused(error)),
+            Err(_) => return Err(refused(timed_out())),
         };
         let watches = upstream.watches_progress();
         let mut answer = Answer {

@@ -153,10 +153,8 @@ impl<T: DeserializeOwned + Send + Sync + 'static> CachedDocument<T> {
         }
     }
 
-    fn remember(&self, value: Option<Arc<T>>) -> Option<Arc<T>> {
-        let mut last = self.last_good.write().unwrap_or_else(|e| e.into_inner());
-        *last = value.clone();
-        value
+    fn remember(&self, value: Option<Arc<T>>) {
+        *self.last_good.write().unwrap_or_else(|e| e.into_inner()) = value;
     }
 
     pub fn id(&self) -> &str {

@@ -276,12 +276,10 @@ fn validate_ignored(raw: &RawRequest) -> Result<(), ApiError> {
             }
         }
     }
-    for name in ["max_tokens", "max_completion_tokens"] {
-        let value = if name == "max_tokens" {
-            raw.max_tokens
-        } else {
-            raw.max_completion_tokens
-        };
+    for (value, name) in [
+        (raw.max_tokens, "max_tokens"),
+        (raw.max_completion_tokens, "max_completion_tokens"),
+    ] {
         if let Some(x) = optional(value, name, integer)? {
             if x < 1 {
                 return Err(ApiError::invalid(

@@ -252,20 +252,21 @@ async fn produce(
             ending.push(enc.finish());
         }
     }
-    for frame in ending {
-        if tx.send(frame).await.is_err() {
-            break;
-        }
-    }
+    send_all(&tx, ending).await;
     answer.cleanup().await;
     let mut tail = Vec::new();
     if failure.is_none() && include_usage {
         tail.push(enc.usage(out.usage(&prompt)));
     }
     tail.push(ChunkEncoder::done());
-    for frame in tail {
+    send_all(&tx, tail).await;
+}
+
+/// Frames in order, until the caller is gone.
+async fn send_all(tx: &mpsc::Sender<Bytes>, frames: Vec<Bytes>) {
+    for frame in frames {
         if tx.send(frame).await.is_err() {
-            break;
+            return;
         }
     }
 }

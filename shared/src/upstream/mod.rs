@@ -102,16 +102,6 @@ impl UpstreamError {
         )
     }
 
-    /// Whether the failure is the token's (dead or busy): try the next token.
-    pub fn is_tokens_fault(&self) -> bool {
-        matches!(
-            self,
-            UpstreamError::TokenRejected { .. }
-                | UpstreamError::InvalidToken { .. }
-                | UpstreamError::Busy { .. }
-        )
-    }
-
     /// An HTTP failure status, classified: 4xx other than auth, timeout and
     /// rate limiting means the request itself was refused.
     pub fn from_status(status: u16, message: String) -> Self {
