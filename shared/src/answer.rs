@@ -219,12 +219,6 @@ impl Answer {
     ) -> Result<Answer, Failed> {
         let total_deadline = Instant::now() + config.total_timeout;
         let first_byte_deadline = Instant::now() + config.first_byte_timeout;
-        let timed_out = || {
-            UpstreamError::Timeout(format!(
-                "no answer within {} s",
-                config.first_byte_timeout.as_secs_f32()
-            ))
-        };
         // Refused before any stream: the turn was not accepted.
         let refused = |error| Failed {
             error,
@@ -233,7 +227,12 @@ impl Answer {
         let stream = match timeout_at(first_byte_deadline, upstream.chat(token, turn)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(error)) => return Err(refused(error)),
-            Err(_) => return Err(refused(timed_out())),
+            Err(_) => {
+                return Err(refused(UpstreamError::Timeout(format!(
+                    "no answer within {} s",
+                    config.first_byte_timeout.as_secs_f32()
+                ))))
+            }
         };
         let watches = upstream.watches_progress();
         let mut answer = Answer {
@@ -248,38 +247,88 @@ impl Answer {
             cleaned: false,
             lease: None,
         };
+        match answer.prime(first_byte_deadline, config).await {
+            Ok(()) => Ok(answer),
+            Err(failed) => {
+                answer.cleanup().await;
+                Err(Failed {
+                    error: upstream.explain_failure(token, failed.error).await,
+                    accepted: failed.accepted,
+                })
+            }
+        }
+    }
+
+    /// Read until the first event that belongs to the answer itself (it is
+    /// kept for `next`), noting the conversation on the way.
+    async fn prime(&mut self, first_byte_deadline: Instant, config: &Config) -> Result<(), Failed> {
         // An adapter that watches progress says itself when the wait is over.
-        let prime_deadline = if watches {
-            total_deadline
+        let deadline = if self.idle_timeout.is_none() {
+            self.deadline
         } else {
-            first_byte_deadline.min(total_deadline)
+            first_byte_deadline.min(self.deadline)
         };
         let mut accepted = false;
-        // Prime: read until the first event that belongs to the answer itself.
         loop {
-            let failure = match timeout_at(prime_deadline, answer.stream.next()).await {
-                Err(_) => timed_out(),
+            let error = match timeout_at(deadline, self.stream.next()).await {
+                Err(_) => UpstreamError::Timeout(format!(
+                    "no answer within {} s",
+                    config.first_byte_timeout.as_secs_f32()
+                )),
                 Ok(None) => {
-                    answer.buffered.push_back(UpstreamEvent::End);
-                    return Ok(answer);
+                    self.buffered.push_back(UpstreamEvent::End);
+                    return Ok(());
                 }
                 Ok(Some(Ok(UpstreamEvent::Conversation { chat_id, .. }))) => {
-                    answer.chat_id = Some(chat_id);
+                    self.chat_id = Some(chat_id);
                     accepted = true;
                     continue;
                 }
                 Ok(Some(Ok(event))) => {
-                    answer.buffered.push_back(event);
-                    return Ok(answer);
+                    self.buffered.push_back(event);
+                    return Ok(());
                 }
                 Ok(Some(Err(e))) => e,
             };
-            answer.cleanup().await;
-            return Err(Failed {
-                error: upstream.explain_failure(token, failure).await,
-                accepted,
-            });
+            return Err(Failed { error, accepted });
         }
+    }
+
+    /// Send another turn in this answer's conversation, on the same account
+    /// (still leased), and read its answer next: the correction turn of a
+    /// tool call or JSON answer that did not hold. The previous turn must
+    /// have ended. Not retried elsewhere: only this account has the
+    /// conversation.
+    pub async fn follow_up(
+        &mut self,
+        config: &Config,
+        prompt: String,
+    ) -> Result<(), UpstreamError> {
+        let Some(chat_id) = self.chat_id.clone() else {
+            return Err(UpstreamError::Protocol(
+                "the upstream named no conversation to continue".into(),
+            ));
+        };
+        let turn = ChatTurn {
+            prompt,
+            conversation_id: Some(chat_id),
+        };
+        let first_byte_deadline = (Instant::now() + config.first_byte_timeout).min(self.deadline);
+        self.buffered.clear();
+        self.stream =
+            match timeout_at(first_byte_deadline, self.upstream.chat(&self.token, &turn)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => return Err(error),
+                Err(_) => {
+                    return Err(UpstreamError::Timeout(format!(
+                        "no answer to the correction within {} s",
+                        config.first_byte_timeout.as_secs_f32()
+                    )))
+                }
+            };
+        self.prime(first_byte_deadline, config)
+            .await
+            .map_err(|f| f.error)
     }
 
     pub fn chat_id(&self) -> Option<&str> {

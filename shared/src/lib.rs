@@ -20,16 +20,18 @@
 //!   └─ routes/chat.rs ── CORS, limits
 //!        ├─ credentials/   caller → tokens (header mode, or Secrets Manager + API keys)
 //!        ├─ openai/chat.rs request → typed, validated fields
-//!        ├─ prompt.rs      messages → one text
+//!        ├─ structured/    tools, tool_choice, response_format → the contract with the model (nonce)
+//!        ├─ prompt.rs      messages (tool calls and results too) + instruction → one text
 //!        └─ answer.rs      lease an account → Upstream::chat → first event (or retry elsewhere)
 //!             └─ upstream/ hailuo/ (SSE) or agent/ (send, then poll) → UpstreamEvent …
+//!   answer text → structured::Reader (tags held, calls checked; one correction turn in the same conversation)
 //!   chunks (openai/encode.rs) → finish → delete upstream conversation → usage, [DONE] → end
 //! ```
 //!
 //! # Layout, and which way dependencies point
 //!
-//! routes → openai, prompt, credentials → answer → upstream → settings,
-//! redact, text. Adapters (`upstream/hailuo`, `upstream/agent`) know nothing of
+//! routes → prompt → structured → openai; routes → credentials → answer →
+//! upstream → settings, redact, text. Adapters (`upstream/hailuo`, `upstream/agent`) know nothing of
 //! OpenAI, of credentials or of the gateway's config: each owns its config
 //! type, built from the settings reader with its prefix.
 //!
@@ -37,6 +39,9 @@
 //!   `models`, `token_check`), with the fallbacks, limits and CORS they share.
 //! - `openai/`: the OpenAI surface: request parsing (`chat.rs`), chunk and
 //!   completion encoding, usage estimates, the model list.
+//! - `structured/`: tool calls and JSON answers over chats that have neither:
+//!   the instruction, the tag scanner (`scan.rs`), schema checks
+//!   (`schema.rs`), JSON out of prose (`json_text.rs`). Sans I/O.
 //! - `prompt.rs`: OpenAI messages flattened into the upstream's one text.
 //! - `credentials/`: header or secret mode, API keys; `secret.rs` (Secrets
 //!   Manager documents), `pool.rs` (tokens seen dead, accounts in use).
@@ -67,6 +72,7 @@ mod redact;
 pub mod routes;
 mod runtime;
 pub mod settings;
+mod structured;
 #[cfg(test)]
 mod testing;
 mod text;

@@ -1,7 +1,8 @@
 //! Flattening OpenAI messages into the one text per turn the upstream takes
-//! (protocol section 6).
+//! (protocol section 6), with the tool contract's instruction last.
 
 use crate::openai::chat::{Message, Role};
+use crate::structured::{scan, Plan};
 
 /// Flatten `messages` for the upstream.
 ///
@@ -10,7 +11,12 @@ use crate::openai::chat::{Message, Role};
 ///   the history, so only the messages after the last assistant turn are sent.
 /// - Several messages: `role:text` lines joined by `\n`, ending with `assistant:`,
 ///   markdown image links stripped.
-pub fn flatten(messages: &[Message], continuing: bool) -> String {
+/// - With tools, a JSON answer format or tool history (`plan`): role lines
+///   even for one message, earlier calls as tags with this request's nonce,
+///   tool results naming their tool and call, and the instruction as the last
+///   `system:` line before `assistant:` (continuing: after the new messages).
+pub fn flatten(messages: &[Message], continuing: bool, plan: &Plan) -> String {
+    let instruction = plan.instruction();
     if continuing {
         let start = messages
             .iter()
@@ -21,25 +27,70 @@ pub fn flatten(messages: &[Message], continuing: bool) -> String {
         } else {
             messages
         };
-        return new
-            .iter()
-            .map(|m| m.text.as_str())
-            .collect::<Vec<_>>()
-            .join("\n");
+        let mut lines: Vec<String> = new.iter().map(|m| text_of(m, messages, plan)).collect();
+        lines.extend(instruction);
+        return lines.join("\n");
     }
-    if messages.len() == 1 {
+    if messages.len() == 1 && !plan.has_instruction() {
         return messages[0].text.clone();
     }
-    let mut lines = Vec::with_capacity(messages.len() + 1);
+    let mut lines = Vec::with_capacity(messages.len() + 2);
     for m in messages {
         let role = match m.role {
             Role::Developer => "system",
             other => other.as_str(),
         };
-        lines.push(format!("{role}:{}", strip_image_links(&m.text)));
+        lines.push(format!(
+            "{role}:{}",
+            strip_image_links(&text_of(m, messages, plan))
+        ));
+    }
+    if let Some(instruction) = instruction {
+        lines.push(format!("system:{instruction}"));
     }
     lines.push("assistant:".to_string());
     lines.join("\n")
+}
+
+/// A message's text, with its tool calls or its tool result in the contract's form.
+fn text_of(m: &Message, all: &[Message], plan: &Plan) -> String {
+    if let Some(id) = &m.tool_call_id {
+        // The tool's name is on the call this result answers.
+        let name = all
+            .iter()
+            .flat_map(|m| &m.tool_calls)
+            .find(|c| c.id == *id)
+            .map_or("", |c| c.name.as_str());
+        return format!(
+            "<tool_result call_id={} name={}>{}</tool_result>",
+            json_string(id),
+            json_string(name),
+            m.text
+        );
+    }
+    if m.tool_calls.is_empty() {
+        return m.text.clone();
+    }
+    let mut text = m.text.clone();
+    for call in &m.tool_calls {
+        // Valid JSON goes in as written (no tree is built of it); anything
+        // else as a JSON string.
+        let arguments = if serde_json::from_str::<serde::de::IgnoredAny>(&call.arguments).is_ok() {
+            call.arguments.trim().to_string()
+        } else {
+            json_string(&call.arguments)
+        };
+        let body = format!(
+            "{{\"name\": {}, \"arguments\": {arguments}}}",
+            json_string(&call.name)
+        );
+        text.push_str(&scan::tag(plan.nonce(), &body));
+    }
+    text
+}
+
+fn json_string(s: &str) -> String {
+    serde_json::Value::from(s).to_string()
 }
 
 /// Remove markdown image links `![alt](url)`.
@@ -67,24 +118,37 @@ pub fn strip_image_links(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::openai::chat::ChatRequest;
 
     fn m(role: Role, text: &str) -> Message {
         Message {
             role,
             text: text.into(),
-            attachments: vec![],
+            ..Message::default()
         }
+    }
+
+    fn plain() -> Plan {
+        Plan::new(
+            &mut ChatRequest::parse(br#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#)
+                .unwrap(),
+        )
+        .unwrap()
+    }
+
+    fn flat(messages: &[Message], continuing: bool) -> String {
+        flatten(messages, continuing, &plain())
     }
 
     #[test]
     fn single_message_is_sent_as_is() {
-        assert_eq!(flatten(&[m(Role::User, "你好")], false), "你好");
+        assert_eq!(flat(&[m(Role::User, "你好")], false), "你好");
     }
 
     #[test]
     fn several_messages_become_role_lines_ending_with_assistant() {
         // The shape of the signed vector in yy-vectors.json.
-        let got = flatten(
+        let got = flat(
             &[
                 m(Role::System, "你是谁"),
                 m(Role::User, "Hello, world! (test) 'quote' ~*\r"),
@@ -95,7 +159,7 @@ mod tests {
             got,
             "system:你是谁\nuser:Hello, world! (test) 'quote' ~*\r\nassistant:"
         );
-        let got = flatten(
+        let got = flat(
             &[
                 m(Role::Developer, "be brief"),
                 m(Role::User, "hi"),
@@ -118,8 +182,43 @@ mod tests {
             m(Role::User, "second"),
             m(Role::User, "third"),
         ];
-        assert_eq!(flatten(&msgs, true), "second\nthird");
-        assert_eq!(flatten(&[m(Role::User, "only")], true), "only");
+        assert_eq!(flat(&msgs, true), "second\nthird");
+        assert_eq!(flat(&[m(Role::User, "only")], true), "only");
+    }
+
+    #[test]
+    fn tool_history_and_the_instruction() {
+        let body = serde_json::json!({"model": "m", "messages": [
+            {"role": "user", "content": "weather?"},
+            {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "call_a", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_a", "content": "sunny"}],
+            "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]});
+        let mut request = ChatRequest::parse(body.to_string().as_bytes()).unwrap();
+        let plan = Plan::new(&mut request).unwrap();
+        let got = flatten(&request.messages, false, &plan);
+        let n = plan.nonce();
+        let expected_start = format!(
+            "user:weather?\nassistant:<tool_call id=\"{n}\">{{\"name\": \"get_weather\", \"arguments\": {{\"city\":\"Paris\"}}}}</tool_call>\n\
+             tool:<tool_result call_id=\"call_a\" name=\"get_weather\">sunny</tool_result>\nsystem:You can call these tools"
+        );
+        assert!(got.starts_with(&expected_start), "{got}");
+        assert!(got.ends_with("without any tag.\nassistant:"), "{got}");
+        // One message with tools is written as role lines too.
+        let mut one = ChatRequest::parse(
+            br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"response_format":{"type":"json_object"}}"#,
+        )
+        .unwrap();
+        let plan_one = Plan::new(&mut one).unwrap();
+        let got = flatten(&one.messages, false, &plan_one);
+        assert!(
+            got.starts_with("user:hi\nsystem:Answer with one JSON object only"),
+            "{got}"
+        );
+        // Continuing: the new messages, then the instruction.
+        let got = flatten(&request.messages, true, &plan);
+        assert!(got.starts_with("<tool_result call_id=\"call_a\""), "{got}");
+        assert!(got.contains(&format!("<tool_call id=\"{n}\">")), "{got}");
     }
 
     #[test]
@@ -135,9 +234,9 @@ mod tests {
 
     #[test]
     fn empty_and_null_content() {
-        assert_eq!(flatten(&[m(Role::User, "")], false), "");
+        assert_eq!(flat(&[m(Role::User, "")], false), "");
         assert_eq!(
-            flatten(&[m(Role::Assistant, ""), m(Role::User, "x")], false),
+            flat(&[m(Role::Assistant, ""), m(Role::User, "x")], false),
             "assistant:\nuser:x\nassistant:"
         );
     }

@@ -30,6 +30,13 @@ pub enum Step {
     Sleep(Duration),
     /// Never another event.
     Hang,
+    /// Answer text, `{nonce}` replaced by the prompt's nonce, then sent in
+    /// `parts` deltas `pace` apart.
+    Text {
+        text: String,
+        parts: usize,
+        pace: Duration,
+    },
 }
 
 impl Step {
@@ -53,20 +60,17 @@ pub struct Script {
 impl Script {
     /// A whole answer: the conversation, `text` in `parts` deltas `pace` apart, the end.
     pub fn answer(chat_id: &str, text: &str, parts: usize, pace: Duration) -> Self {
-        let chars: Vec<char> = text.chars().collect();
-        let size = chars.len().div_ceil(parts.max(1)).max(1);
-        let mut steps = vec![Step::Event(UpstreamEvent::Conversation {
-            chat_id: chat_id.into(),
-            message_id: None,
-        })];
-        for piece in chars.chunks(size) {
-            steps.push(Step::Sleep(pace));
-            steps.push(Step::Event(UpstreamEvent::Delta(piece.iter().collect())));
-        }
-        steps.push(Step::Event(UpstreamEvent::End));
         Self {
             refuse: None,
-            steps,
+            steps: vec![
+                Step::conversation(chat_id),
+                Step::Text {
+                    text: text.into(),
+                    parts,
+                    pace,
+                },
+                Step::Event(UpstreamEvent::End),
+            ],
         }
     }
 
@@ -159,6 +163,18 @@ impl FakeUpstream {
     }
 }
 
+/// The nonce of the prompt's last `<tool_call id="…">` (the instruction's),
+/// which scripted answers write as `{nonce}`, playing a model that follows
+/// the tool contract.
+fn nonce_in(prompt: &str) -> String {
+    const OPEN: &str = "<tool_call id=\"";
+    prompt
+        .rfind(OPEN)
+        .and_then(|at| prompt[at + OPEN.len()..].split('"').next())
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// Marks the account free again when the answer's stream goes away.
 struct Generating {
     inner: Arc<Mutex<Inner>>,
@@ -217,15 +233,32 @@ impl Upstream for FakeUpstream {
             inner.generating.insert(fp.clone());
             inner.next_chat += 1;
             let n = inner.next_chat;
-            let mut script = script;
-            for step in &mut script.steps {
-                if let Step::Event(UpstreamEvent::Conversation { chat_id, .. }) = step {
-                    if chat_id.is_empty() {
-                        *chat_id = format!("chat{n}");
+            let nonce = nonce_in(&turn.prompt);
+            let mut steps = Vec::with_capacity(script.steps.len());
+            for step in script.steps {
+                match step {
+                    Step::Event(UpstreamEvent::Conversation { chat_id, .. })
+                        if chat_id.is_empty() =>
+                    {
+                        // A continued conversation keeps its id.
+                        let chat_id = turn
+                            .conversation_id
+                            .clone()
+                            .unwrap_or_else(|| format!("chat{n}"));
+                        steps.push(Step::conversation(&chat_id));
                     }
+                    Step::Text { text, parts, pace } => {
+                        let chars: Vec<char> = text.replace("{nonce}", &nonce).chars().collect();
+                        let size = chars.len().div_ceil(parts.max(1)).max(1);
+                        for piece in chars.chunks(size) {
+                            steps.push(Step::Sleep(pace));
+                            steps.push(Step::Event(UpstreamEvent::Delta(piece.iter().collect())));
+                        }
+                    }
+                    other => steps.push(other),
                 }
             }
-            script
+            Script { steps, ..script }
         };
         let guard = Generating {
             inner: self.inner.clone(),
@@ -244,6 +277,7 @@ impl Upstream for FakeUpstream {
                         }
                         Some(Step::Sleep(d)) => tokio::time::sleep(d).await,
                         Some(Step::Hang) => std::future::pending::<()>().await,
+                        Some(Step::Text { .. }) => unreachable!("expanded when the chat starts"),
                         Some(Step::Event(e)) => {
                             if e == UpstreamEvent::End {
                                 guard.take();

@@ -7,10 +7,11 @@ use serde_json::value::RawValue;
 
 use crate::error::ApiError;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Role {
     System,
     Developer,
+    #[default]
     User,
     Assistant,
     Tool,
@@ -51,15 +52,54 @@ pub enum Attachment {
     },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Message {
     pub role: Role,
     /// The text parts, joined.
     pub text: String,
     pub attachments: Vec<Attachment>,
+    /// An assistant turn's tool calls.
+    pub tool_calls: Vec<ToolCall>,
+    /// A `tool` message: the call it answers.
+    pub tool_call_id: Option<String>,
+}
+
+/// A function call, as OpenAI carries it: the arguments are JSON text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    pub arguments: String,
+}
+
+/// A function the caller offers the model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tool {
+    pub name: String,
+    pub description: String,
+    /// The JSON Schema of the arguments (`None`: no parameters).
+    pub parameters: Option<serde_json::Value>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ToolChoice {
+    None,
+    Auto,
+    Required,
+    Function(String),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum ResponseFormat {
+    Text,
+    JsonObject,
+    JsonSchema {
+        name: String,
+        schema: Option<serde_json::Value>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq)]
 pub struct ChatRequest {
     pub model: String,
     pub messages: Vec<Message>,
@@ -69,6 +109,11 @@ pub struct ChatRequest {
     pub keep_conversation: bool,
     /// Extension: continue this upstream conversation (and keep it).
     pub conversation_id: Option<String>,
+    pub tools: Vec<Tool>,
+    /// `Auto` when tools are given, `None` otherwise, unless the caller says.
+    pub tool_choice: ToolChoice,
+    pub parallel_tool_calls: bool,
+    pub response_format: ResponseFormat,
 }
 
 /// The most messages one request may carry: far more than any conversation,
@@ -76,6 +121,14 @@ pub struct ChatRequest {
 pub const MAX_MESSAGES: usize = 4096;
 /// The most content parts one message may carry.
 pub const MAX_PARTS: usize = 256;
+/// OpenAI's limit on `tools`.
+pub const MAX_TOOLS: usize = 128;
+/// The most tool calls one assistant message may carry.
+pub const MAX_TOOL_CALLS: usize = 128;
+/// The most JSON text `tools` (or a `response_format` schema) may take: tool
+/// definitions are kept as JSON trees (for validation), which cost several
+/// times their text; real tool lists are a few KB.
+pub const MAX_SCHEMA_BYTES: usize = 1 << 20;
 
 /// The request as sent: every field borrowed from the body, unread. Fields
 /// this service does not know are skipped without being built (serde's
@@ -123,6 +176,62 @@ struct RawRequest<'a> {
     logit_bias: Option<&'a RawValue>,
     #[serde(borrow)]
     parallel_tool_calls: Option<&'a RawValue>,
+    #[serde(borrow)]
+    tools: Option<&'a RawValue>,
+    #[serde(borrow)]
+    tool_choice: Option<&'a RawValue>,
+    #[serde(borrow)]
+    response_format: Option<&'a RawValue>,
+    #[serde(borrow)]
+    functions: Option<&'a RawValue>,
+    #[serde(borrow)]
+    function_call: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct RawTool<'a> {
+    #[serde(borrow, rename = "type")]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow)]
+    function: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct RawFunction<'a> {
+    #[serde(borrow)]
+    name: Option<&'a RawValue>,
+    #[serde(borrow)]
+    description: Option<&'a RawValue>,
+    #[serde(borrow)]
+    parameters: Option<&'a RawValue>,
+    #[serde(borrow)]
+    arguments: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct RawToolCall<'a> {
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, rename = "type")]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow)]
+    function: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct RawResponseFormat<'a> {
+    #[serde(borrow, rename = "type")]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow)]
+    json_schema: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct RawJsonSchema<'a> {
+    #[serde(borrow)]
+    name: Option<&'a RawValue>,
+    #[serde(borrow)]
+    schema: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -131,6 +240,10 @@ struct RawMessage<'a> {
     role: Option<&'a RawValue>,
     #[serde(borrow)]
     content: Option<&'a RawValue>,
+    #[serde(borrow)]
+    tool_calls: Option<&'a RawValue>,
+    #[serde(borrow)]
+    tool_call_id: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -231,6 +344,33 @@ impl ChatRequest {
             Some(v) => Some(parse_conversation_id(&string(v, "conversation_id")?)?),
         };
         validate_ignored(&raw)?;
+        if raw.functions.is_some() || raw.function_call.is_some() {
+            let param = if raw.functions.is_some() {
+                "functions"
+            } else {
+                "function_call"
+            };
+            return Err(ApiError::invalid(
+                param,
+                "The deprecated `functions` and `function_call` fields are not supported: send `tools` \
+                 (`[{\"type\": \"function\", \"function\": {...}}]`) and `tool_choice` instead.",
+            ));
+        }
+        let tools = match raw.tools.filter(|v| kind(v) != "null") {
+            None => vec![],
+            Some(v) => parse_tools(v)?,
+        };
+        let tool_choice = match raw.tool_choice.filter(|v| kind(v) != "null") {
+            None if tools.is_empty() => ToolChoice::None,
+            None => ToolChoice::Auto,
+            Some(v) => parse_tool_choice(v, &tools)?,
+        };
+        let parallel_tool_calls =
+            optional(raw.parallel_tool_calls, "parallel_tool_calls", boolean)?.unwrap_or(true);
+        let response_format = match raw.response_format.filter(|v| kind(v) != "null") {
+            None => ResponseFormat::Text,
+            Some(v) => parse_response_format(v)?,
+        };
         Ok(Self {
             model,
             messages,
@@ -238,6 +378,10 @@ impl ChatRequest {
             include_usage,
             keep_conversation,
             conversation_id,
+            tools,
+            tool_choice,
+            parallel_tool_calls,
+            response_format,
         })
     }
 }
@@ -292,7 +436,6 @@ fn validate_ignored(raw: &RawRequest) -> Result<(), ApiError> {
     optional(raw.seed, "seed", integer)?;
     optional(raw.user, "user", string)?;
     optional(raw.logprobs, "logprobs", boolean)?;
-    optional(raw.parallel_tool_calls, "parallel_tool_calls", boolean)?;
     if let Some(x) = optional(raw.top_logprobs, "top_logprobs", integer)? {
         if !(0..=20).contains(&x) {
             return Err(ApiError::invalid(
@@ -504,10 +647,221 @@ fn parse_message(i: usize, m: &RawValue) -> Result<Message, ApiError> {
             ))
         }
     };
+    let tool_calls = match raw.tool_calls.filter(|v| kind(v) != "null") {
+        None => vec![],
+        Some(v) => {
+            let param = format!("{at}.tool_calls");
+            if role != Role::Assistant {
+                return Err(ApiError::invalid(
+                    &param,
+                    format!("`{param}` is only allowed on assistant messages."),
+                ));
+            }
+            array(v, &param, MAX_TOOL_CALLS)?
+                .iter()
+                .enumerate()
+                .map(|(j, c)| parse_tool_call(&format!("{param}[{j}]"), c))
+                .collect::<Result<Vec<_>, _>>()?
+        }
+    };
+    let id_param = format!("{at}.tool_call_id");
+    let tool_call_id = optional(raw.tool_call_id, &id_param, string)?;
+    if role == Role::Tool && tool_call_id.is_none() {
+        return Err(ApiError::invalid(
+            &id_param,
+            format!("`{id_param}` is required on tool messages: the id of the call this message answers."),
+        ));
+    }
     Ok(Message {
         role,
         text,
         attachments,
+        tool_calls,
+        tool_call_id,
+    })
+}
+
+fn parse_tool_call(at: &str, v: &RawValue) -> Result<ToolCall, ApiError> {
+    let raw: RawToolCall = object(v, at)?;
+    let id = required(raw.id, &format!("{at}.id"), string)?;
+    if let Some(t) = optional(raw.kind, &format!("{at}.type"), string)? {
+        if t != "function" {
+            return Err(ApiError::invalid(
+                format!("{at}.type"),
+                format!("`{at}.type` must be \"function\", got {t:?}."),
+            ));
+        }
+    }
+    let fparam = format!("{at}.function");
+    let f: RawFunction = object(required(raw.function, &fparam, |v, _| Ok(v))?, &fparam)?;
+    let name = required(f.name, &format!("{fparam}.name"), string)?;
+    // OpenAI carries arguments as JSON text; an object is taken too.
+    let aparam = format!("{fparam}.arguments");
+    let arguments = match f.arguments.filter(|v| kind(v) != "null") {
+        None => "{}".to_string(),
+        Some(v) if kind(v) == "a string" => string(v, &aparam)?,
+        Some(v) if kind(v) == "an object" => v.get().to_string(),
+        Some(v) => return Err(wrong_type(&aparam, "a string of JSON", v)),
+    };
+    Ok(ToolCall {
+        id,
+        name,
+        arguments,
+    })
+}
+
+/// A field that must be present (and not null).
+fn required<'a, T>(
+    v: Option<&'a RawValue>,
+    param: &str,
+    read: impl Fn(&'a RawValue, &str) -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    match v.filter(|v| kind(v) != "null") {
+        None => Err(ApiError::missing(param)),
+        Some(v) => read(v, param),
+    }
+}
+
+/// A JSON Schema: an object, kept as a tree.
+fn schema(v: &RawValue, param: &str) -> Result<serde_json::Value, ApiError> {
+    if kind(v) != "an object" {
+        return Err(wrong_type(param, "a JSON Schema object", v));
+    }
+    serde_json::from_str(v.get())
+        .map_err(|e| ApiError::invalid(param, format!("`{param}` is malformed: {e}.")))
+}
+
+fn too_large(param: &str, v: &RawValue) -> Result<(), ApiError> {
+    if v.get().len() > MAX_SCHEMA_BYTES {
+        return Err(ApiError::invalid(
+            param,
+            format!(
+                "`{param}` takes {} bytes; at most {MAX_SCHEMA_BYTES} are accepted.",
+                v.get().len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn parse_tools(v: &RawValue) -> Result<Vec<Tool>, ApiError> {
+    too_large("tools", v)?;
+    let items = array(v, "tools", MAX_TOOLS)?;
+    let mut tools: Vec<Tool> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let at = format!("tools[{i}]");
+        let raw: RawTool = object(item, &at)?;
+        let t = required(raw.kind, &format!("{at}.type"), string)?;
+        if t != "function" {
+            return Err(ApiError::invalid(
+                format!("{at}.type"),
+                format!("`{at}.type` {t:?} is not supported; only \"function\" tools are."),
+            ));
+        }
+        let fparam = format!("{at}.function");
+        let f: RawFunction = object(required(raw.function, &fparam, |v, _| Ok(v))?, &fparam)?;
+        let nparam = format!("{fparam}.name");
+        let name = required(f.name, &nparam, string)?;
+        let valid = (1..=64).contains(&name.len())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !valid {
+            return Err(ApiError::invalid(
+                &nparam,
+                format!("`{nparam}` must be 1 to 64 letters, digits, underscores or dashes, got {name:?}."),
+            ));
+        }
+        if tools.iter().any(|t| t.name == name) {
+            return Err(ApiError::invalid(
+                &nparam,
+                format!("`{nparam}`: the tool name {name:?} is given twice."),
+            ));
+        }
+        let description =
+            optional(f.description, &format!("{fparam}.description"), string)?.unwrap_or_default();
+        let parameters = optional(f.parameters, &format!("{fparam}.parameters"), schema)?;
+        tools.push(Tool {
+            name,
+            description,
+            parameters,
+        });
+    }
+    Ok(tools)
+}
+
+fn parse_tool_choice(v: &RawValue, tools: &[Tool]) -> Result<ToolChoice, ApiError> {
+    let choice = match kind(v) {
+        "a string" => match string(v, "tool_choice")?.as_str() {
+            "none" => ToolChoice::None,
+            "auto" => ToolChoice::Auto,
+            "required" => ToolChoice::Required,
+            other => {
+                return Err(ApiError::invalid(
+                    "tool_choice",
+                    format!("`tool_choice` must be \"none\", \"auto\", \"required\" or {{\"type\": \"function\", \"function\": {{\"name\": ...}}}}, got {other:?}."),
+                ))
+            }
+        },
+        "an object" => {
+            let raw: RawTool = object(v, "tool_choice")?;
+            let t = required(raw.kind, "tool_choice.type", string)?;
+            if t != "function" {
+                return Err(ApiError::invalid(
+                    "tool_choice.type",
+                    format!("`tool_choice.type` must be \"function\", got {t:?}."),
+                ));
+            }
+            let f: RawFunction = object(
+                required(raw.function, "tool_choice.function", |v, _| Ok(v))?,
+                "tool_choice.function",
+            )?;
+            let name = required(f.name, "tool_choice.function.name", string)?;
+            if !tools.iter().any(|t| t.name == name) {
+                return Err(ApiError::invalid(
+                    "tool_choice.function.name",
+                    format!("`tool_choice` names the function {name:?}, which is not in `tools`."),
+                ));
+            }
+            ToolChoice::Function(name)
+        }
+        _ => return Err(wrong_type("tool_choice", "a string or an object", v)),
+    };
+    if tools.is_empty() && matches!(choice, ToolChoice::Required | ToolChoice::Function(_)) {
+        return Err(ApiError::invalid(
+            "tool_choice",
+            "`tool_choice` asks for a tool call, but `tools` is empty or missing.",
+        ));
+    }
+    Ok(choice)
+}
+
+fn parse_response_format(v: &RawValue) -> Result<ResponseFormat, ApiError> {
+    let raw: RawResponseFormat = object(v, "response_format")?;
+    let t = required(raw.kind, "response_format.type", string)?;
+    Ok(match t.as_str() {
+        "text" => ResponseFormat::Text,
+        "json_object" => ResponseFormat::JsonObject,
+        "json_schema" => {
+            let param = "response_format.json_schema";
+            let js: RawJsonSchema = object(required(raw.json_schema, param, |v, _| Ok(v))?, param)?;
+            let name = required(js.name, &format!("{param}.name"), string)?;
+            let schema = match js.schema.filter(|v| kind(v) != "null") {
+                None => None,
+                Some(v) => {
+                    let sparam = format!("{param}.schema");
+                    too_large(&sparam, v)?;
+                    Some(schema(v, &sparam)?)
+                }
+            };
+            ResponseFormat::JsonSchema { name, schema }
+        }
+        other => {
+            return Err(ApiError::invalid(
+                "response_format.type",
+                format!("`response_format.type` must be \"text\", \"json_object\" or \"json_schema\", got {other:?}."),
+            ))
+        }
     })
 }
 
@@ -627,7 +981,7 @@ mod tests {
             Message {
                 role: Role::User,
                 text: "hi".into(),
-                attachments: vec![]
+                ..Message::default()
             }
         );
         assert!(!r.stream && !r.include_usage && !r.keeps_conversation());
@@ -766,9 +1120,142 @@ mod tests {
         let accepted = serde_json::json!({"temperature": 0, "top_p": 1, "n": 1, "max_tokens": 100,
             "max_completion_tokens": null, "presence_penalty": -2, "frequency_penalty": 2.0, "seed": 42,
             "stop": ["\n"], "user": "u", "logprobs": false, "top_logprobs": 0, "logit_bias": {"1": 2},
-            "parallel_tool_calls": true, "tools": [{"type": "function"}], "metadata": {"a": "b"},
+            "parallel_tool_calls": true, "tools": [{"type": "function", "function": {"name": "f"}}], "metadata": {"a": "b"},
             "unknown_field": {"deep": [1, 2, {"x": null}]}});
         assert!(base(accepted).is_ok());
+    }
+
+    #[test]
+    fn tools_choices_formats_and_tool_history() {
+        let r = parse(serde_json::json!({"model": "m", "messages": [
+            {"role": "user", "content": "weather?"},
+            {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}],
+            "tools": [{"type": "function", "function": {"name": "get_weather", "description": "d",
+                "parameters": {"type": "object"}, "strict": true}}],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}, "strict": true}}}))
+        .unwrap();
+        assert_eq!(r.tools[0].name, "get_weather");
+        assert_eq!(r.tool_choice, ToolChoice::Auto);
+        assert!(r.parallel_tool_calls);
+        assert_eq!(
+            r.messages[1].tool_calls[0].arguments,
+            "{\"city\":\"Paris\"}"
+        );
+        assert_eq!(r.messages[2].tool_call_id.as_deref(), Some("call_1"));
+        assert!(
+            matches!(r.response_format, ResponseFormat::JsonSchema { ref name, .. } if name == "x")
+        );
+        let none = parse(
+            serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "x"}]}),
+        )
+        .unwrap();
+        assert_eq!(none.tool_choice, ToolChoice::None);
+        let named = parse(serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "x"}],
+            "tools": [{"type": "function", "function": {"name": "f"}}],
+            "tool_choice": {"type": "function", "function": {"name": "f"}}, "parallel_tool_calls": false}))
+        .unwrap();
+        assert_eq!(named.tool_choice, ToolChoice::Function("f".into()));
+        assert!(!named.parallel_tool_calls);
+
+        let base = |extra: serde_json::Value| {
+            let mut b =
+                serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "x"}]});
+            for (k, v) in extra.as_object().unwrap() {
+                b[k] = v.clone();
+            }
+            parse(b)
+        };
+        let f = serde_json::json!([{"type": "function", "function": {"name": "f"}}]);
+        let refused = [
+            (serde_json::json!({"tools": {}}), "tools"),
+            (
+                serde_json::json!({"tools": [{"type": "retrieval"}]}),
+                "tools[0].type",
+            ),
+            (
+                serde_json::json!({"tools": [{"type": "function"}]}),
+                "tools[0].function",
+            ),
+            (
+                serde_json::json!({"tools": [{"type": "function", "function": {"name": "a b"}}]}),
+                "tools[0].function.name",
+            ),
+            (
+                serde_json::json!({"tools": [{"type": "function", "function": {"name": "f", "parameters": []}}]}),
+                "tools[0].function.parameters",
+            ),
+            (
+                serde_json::json!({"tools": [{"type": "function", "function": {"name": "f"}}, {"type": "function", "function": {"name": "f"}}]}),
+                "tools[1].function.name",
+            ),
+            (
+                serde_json::json!({"tool_choice": "required"}),
+                "tool_choice",
+            ),
+            (
+                serde_json::json!({"tools": f, "tool_choice": "always"}),
+                "tool_choice",
+            ),
+            (
+                serde_json::json!({"tools": f, "tool_choice": {"type": "function", "function": {"name": "g"}}}),
+                "tool_choice.function.name",
+            ),
+            (
+                serde_json::json!({"parallel_tool_calls": "no"}),
+                "parallel_tool_calls",
+            ),
+            (
+                serde_json::json!({"response_format": {"type": "xml"}}),
+                "response_format.type",
+            ),
+            (
+                serde_json::json!({"response_format": {"type": "json_schema"}}),
+                "response_format.json_schema",
+            ),
+            (
+                serde_json::json!({"response_format": {"type": "json_schema", "json_schema": {"schema": {}}}}),
+                "response_format.json_schema.name",
+            ),
+            (serde_json::json!({"functions": []}), "functions"),
+            (
+                serde_json::json!({"function_call": "auto"}),
+                "function_call",
+            ),
+            (
+                serde_json::json!({"messages": [{"role": "tool", "content": "x"}]}),
+                "messages[0].tool_call_id",
+            ),
+            (
+                serde_json::json!({"messages": [{"role": "user", "content": "x", "tool_calls": []}]}),
+                "messages[0].tool_calls",
+            ),
+            (
+                serde_json::json!({"messages": [{"role": "assistant", "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": 5}}]}]}),
+                "messages[0].tool_calls[0].function.arguments",
+            ),
+            (
+                serde_json::json!({"messages": [{"role": "assistant", "tool_calls": [{"function": {"name": "f"}}]}]}),
+                "messages[0].tool_calls[0].id",
+            ),
+        ];
+        for (extra, param) in refused {
+            let e = base(extra.clone()).unwrap_err();
+            assert_eq!(e.status(), 400, "{extra}");
+            assert_eq!(param_of(e), param, "{extra}");
+        }
+        let huge = vec![
+            serde_json::json!({"type": "function", "function": {"name": "f", "description": "x".repeat(MAX_SCHEMA_BYTES)}}),
+        ];
+        assert_eq!(
+            param_of(base(serde_json::json!({"tools": huge})).unwrap_err()),
+            "tools"
+        );
+        let legacy = base(serde_json::json!({"functions": []}))
+            .unwrap_err()
+            .to_string();
+        assert!(legacy.contains("`tools`"), "{legacy}");
     }
 
     #[test]

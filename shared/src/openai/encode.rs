@@ -5,6 +5,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use super::chat::ToolCall;
 use super::usage::Usage;
 use crate::error::ApiError;
 use crate::upstream::Citation;
@@ -50,6 +51,8 @@ pub struct Completion<'a> {
     pub created: i64,
     pub content: &'a str,
     pub reasoning: &'a str,
+    pub tool_calls: &'a [ToolCall],
+    pub finish_reason: &'a str,
     pub usage: Usage,
     /// Set when the upstream conversation was kept and can be continued.
     pub conversation_id: Option<&'a str>,
@@ -57,16 +60,32 @@ pub struct Completion<'a> {
 
 impl Completion<'_> {
     pub fn to_json(&self) -> Value {
-        let mut message = json!({"role": "assistant", "content": self.content});
+        // With tool calls and no text before them, `content` is null (as OpenAI's).
+        let content = if self.content.is_empty() && !self.tool_calls.is_empty() {
+            Value::Null
+        } else {
+            json!(self.content)
+        };
+        let mut message = json!({"role": "assistant", "content": content});
         if !self.reasoning.is_empty() {
             message["reasoning_content"] = json!(self.reasoning);
+        }
+        if !self.tool_calls.is_empty() {
+            message["tool_calls"] = self
+                .tool_calls
+                .iter()
+                .map(|c| {
+                    json!({"id": c.id, "type": "function",
+                        "function": {"name": c.name, "arguments": c.arguments}})
+                })
+                .collect();
         }
         let mut body = json!({
             "id": self.id,
             "object": "chat.completion",
             "created": self.created,
             "model": self.model,
-            "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": "stop"}],
+            "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": self.finish_reason}],
             "usage": self.usage,
         });
         if let Some(id) = self.conversation_id {
@@ -103,6 +122,26 @@ struct Delta<'a> {
     content: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reasoning_content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<[ToolCallDelta<'a>; 1]>,
+}
+
+/// One call's piece of a stream: the first names it, the next carries its arguments.
+#[derive(Serialize)]
+struct ToolCallDelta<'a> {
+    index: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    function: FunctionDelta<'a>,
+}
+
+#[derive(Serialize)]
+struct FunctionDelta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    arguments: &'a str,
 }
 
 #[derive(Serialize)]
@@ -191,8 +230,35 @@ impl ChunkEncoder {
         )
     }
 
-    pub fn finish(&self) -> Bytes {
-        self.chunk(Delta::default(), Some("stop"))
+    /// The calls of an answer, two chunks per call: `index`, `id`, `type`
+    /// and the name (with empty arguments), then the arguments.
+    pub fn tool_calls(&self, calls: &[ToolCall]) -> Vec<Bytes> {
+        let mut frames = Vec::with_capacity(calls.len() * 2);
+        for (index, call) in calls.iter().enumerate() {
+            for head in [true, false] {
+                let delta = ToolCallDelta {
+                    index,
+                    id: head.then_some(call.id.as_str()),
+                    kind: head.then_some("function"),
+                    function: FunctionDelta {
+                        name: head.then_some(call.name.as_str()),
+                        arguments: if head { "" } else { &call.arguments },
+                    },
+                };
+                frames.push(self.chunk(
+                    Delta {
+                        tool_calls: Some([delta]),
+                        ..Delta::default()
+                    },
+                    None,
+                ));
+            }
+        }
+        frames
+    }
+
+    pub fn finish(&self, reason: &'static str) -> Bytes {
+        self.chunk(Delta::default(), Some(reason))
     }
 
     pub fn usage(&self, usage: Usage) -> Bytes {
@@ -241,7 +307,7 @@ mod tests {
             parse(&e.reasoning("hm"))["choices"][0]["delta"]["reasoning_content"],
             "hm"
         );
-        let finish = parse(&e.finish());
+        let finish = parse(&e.finish("stop"));
         assert_eq!(finish["choices"][0]["finish_reason"], "stop");
         assert_eq!(finish["choices"][0]["delta"], json!({}));
         assert_eq!(finish["choices"][0]["logprobs"], Value::Null);
@@ -269,6 +335,8 @@ mod tests {
             created: 1,
             content: "hello",
             reasoning: "",
+            tool_calls: &[],
+            finish_reason: "stop",
             usage: Usage::estimate("hi", "hello"),
             conversation_id: None,
         }
@@ -280,6 +348,61 @@ mod tests {
             .get("reasoning_content")
             .is_none());
         assert!(c.get("conversation_id").is_none());
+    }
+
+    #[test]
+    fn tool_calls_in_both_shapes() {
+        let calls = [
+            ToolCall {
+                id: "call_1".into(),
+                name: "get_weather".into(),
+                arguments: r#"{"city":"Paris"}"#.into(),
+            },
+            ToolCall {
+                id: "call_2".into(),
+                name: "get_time".into(),
+                arguments: "{}".into(),
+            },
+        ];
+        let c = Completion {
+            id: "chatcmpl-1",
+            model: "m",
+            created: 1,
+            content: "",
+            reasoning: "",
+            tool_calls: &calls,
+            finish_reason: "tool_calls",
+            usage: Usage::default(),
+            conversation_id: None,
+        }
+        .to_json();
+        let message = &c["choices"][0]["message"];
+        assert_eq!(message["content"], Value::Null);
+        assert_eq!(
+            message["tool_calls"][0],
+            json!({"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}})
+        );
+        assert_eq!(c["choices"][0]["finish_reason"], "tool_calls");
+
+        let e = ChunkEncoder::new("chatcmpl-1".into(), "m".into(), None);
+        let frames: Vec<Value> = e.tool_calls(&calls).iter().map(parse).collect();
+        assert_eq!(frames.len(), 4);
+        assert_eq!(
+            frames[0]["choices"][0]["delta"]["tool_calls"],
+            json!([{"index": 0, "id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": ""}}])
+        );
+        assert_eq!(
+            frames[1]["choices"][0]["delta"]["tool_calls"],
+            json!([{"index": 0, "function": {"arguments": "{\"city\":\"Paris\"}"}}])
+        );
+        assert_eq!(
+            frames[2]["choices"][0]["delta"]["tool_calls"][0]["index"],
+            1
+        );
+        assert_eq!(
+            parse(&e.finish("tool_calls"))["choices"][0]["finish_reason"],
+            "tool_calls"
+        );
     }
 
     #[test]

@@ -16,11 +16,13 @@ use tracing::Instrument;
 
 use super::AppState;
 use crate::answer::{Answer, Pool};
+use crate::config::Config;
 use crate::error::ApiError;
 use crate::openai::chat::ChatRequest;
 use crate::openai::encode::{completion_id, sources_block, unix_seconds, ChunkEncoder, Completion};
 use crate::openai::usage::Usage;
 use crate::prompt::flatten;
+use crate::structured::{Ending, Outcome, Plan, Reader};
 use crate::upstream::{ChatTurn, Citation, UpstreamEvent};
 
 /// The chat function. It answers the (static) models routes too, so that one
@@ -65,7 +67,7 @@ async fn answer_request(
     let tokens = state.credentials.tokens_for(&headers).await?;
     super::require_json(&headers)?;
     let body = body.map_err(|r| super::body_error(r, state.config.max_request_bytes))?;
-    let request = ChatRequest::parse(&body)?;
+    let mut request = ChatRequest::parse(&body)?;
     let last = request.messages.len() - 1;
     if !request.messages[last].attachments.is_empty() {
         return Err(ApiError::invalid(
@@ -76,7 +78,8 @@ async fn answer_request(
             ),
         ));
     }
-    let prompt = flatten(&request.messages, request.conversation_id.is_some());
+    let plan = Plan::new(&mut request)?;
+    let prompt = flatten(&request.messages, request.conversation_id.is_some(), &plan);
     if prompt.trim().is_empty() {
         return Err(ApiError::invalid(
             "messages",
@@ -106,56 +109,137 @@ async fn answer_request(
         stream = request.stream,
         "answer opened"
     );
+    let config = state.config.clone();
     if request.stream {
-        Ok(stream_answer(answer, request, turn.prompt))
+        Ok(stream_answer(answer, request, plan, config, turn.prompt))
     } else {
-        collect_answer(answer, request, &turn.prompt).await
+        collect_answer(answer, request, &plan, &config, turn.prompt).await
     }
 }
 
-/// What an answer adds up to.
-#[derive(Default)]
-struct Collected {
-    content: String,
-    reasoning: String,
-    citations: Vec<Citation>,
+/// What the caller is shown of a reply, in order.
+enum Piece {
+    Content(String),
+    Reasoning(String),
+    /// The end: content still to show, tool calls, the finish reason.
+    Done(Outcome),
 }
 
-impl Collected {
-    fn usage(&self, prompt: &str) -> Usage {
-        Usage::estimate(prompt, &format!("{}{}", self.reasoning, self.content))
+/// One reply to a request: the answer's events read through the plan's
+/// `Reader`, with the correction turn it may ask for sent on the same
+/// account and conversation. Counts what usage is estimated from.
+struct Reply<'p> {
+    reader: Reader<'p>,
+    wants_json: bool,
+    citations: Vec<Citation>,
+    /// Every prompt sent upstream (a correction re-reads the first answer).
+    prompt: String,
+    /// Every answer and reasoning text received.
+    completion: String,
+    done: bool,
+}
+
+impl<'p> Reply<'p> {
+    fn new(plan: &'p Plan, prompt: String) -> Self {
+        Self {
+            reader: plan.reader(),
+            wants_json: plan.wants_json(),
+            citations: Vec::new(),
+            prompt,
+            completion: String::new(),
+            done: false,
+        }
+    }
+
+    fn usage(&self) -> Usage {
+        Usage::estimate(&self.prompt, &self.completion)
+    }
+
+    /// The next piece; `None` after `Done` or an error.
+    async fn next(
+        &mut self,
+        answer: &mut Answer,
+        config: &Config,
+    ) -> Option<Result<Piece, ApiError>> {
+        while !self.done {
+            let event = answer.next().await;
+            match event {
+                None | Some(Ok(UpstreamEvent::End)) => match self.reader.end() {
+                    Ending::Done(mut outcome) => {
+                        self.done = true;
+                        if outcome.calls.is_empty() && !self.wants_json {
+                            outcome.text.push_str(&sources_block(&self.citations));
+                        }
+                        return Some(Ok(Piece::Done(outcome)));
+                    }
+                    Ending::Correct(prompt) => {
+                        self.prompt.push_str(&self.completion);
+                        self.prompt.push_str(&prompt);
+                        if let Err(e) = answer.follow_up(config, prompt).await {
+                            self.done = true;
+                            return Some(Err(e.into()));
+                        }
+                    }
+                },
+                Some(Ok(UpstreamEvent::Delta(d))) => {
+                    self.completion.push_str(&d);
+                    let shown = self.reader.text(&d);
+                    if !shown.is_empty() {
+                        return Some(Ok(Piece::Content(shown)));
+                    }
+                }
+                Some(Ok(UpstreamEvent::ReasoningDelta(d))) => {
+                    self.completion.push_str(&d);
+                    return Some(Ok(Piece::Reasoning(d)));
+                }
+                Some(Ok(UpstreamEvent::Citations(c))) => self.citations = c,
+                Some(Ok(UpstreamEvent::Conversation { .. })) => {}
+                Some(Err(e)) => {
+                    self.done = true;
+                    return Some(Err(e.into()));
+                }
+            }
+        }
+        None
     }
 }
 
 async fn collect_answer(
     mut answer: Answer,
     request: ChatRequest,
-    prompt: &str,
+    plan: &Plan,
+    config: &Config,
+    prompt: String,
 ) -> Result<Response, ApiError> {
-    let mut out = Collected::default();
+    let mut reply = Reply::new(plan, prompt);
+    let (mut content, mut reasoning) = (String::new(), String::new());
+    let mut ending = None;
     let failure = loop {
-        match answer.next().await {
-            None | Some(Ok(UpstreamEvent::End)) => break None,
-            Some(Ok(UpstreamEvent::Delta(d))) => out.content.push_str(&d),
-            Some(Ok(UpstreamEvent::ReasoningDelta(d))) => out.reasoning.push_str(&d),
-            Some(Ok(UpstreamEvent::Citations(c))) => out.citations = c,
-            Some(Ok(UpstreamEvent::Conversation { .. })) => {}
+        match reply.next(&mut answer, config).await {
+            None => break None,
+            Some(Ok(Piece::Content(text))) => content.push_str(&text),
+            Some(Ok(Piece::Reasoning(text))) => reasoning.push_str(&text),
+            Some(Ok(Piece::Done(outcome))) => ending = Some(outcome),
             Some(Err(e)) => break Some(e),
         }
     };
     answer.cleanup().await;
     if let Some(e) = failure {
-        return Err(e.into());
+        return Err(e);
     }
-    out.content.push_str(&sources_block(&out.citations));
+    let outcome =
+        ending.ok_or_else(|| ApiError::Internal("the reply ended without an outcome".into()))?;
+    content.push_str(&outcome.text);
     let id = completion_id(answer.chat_id());
     let body = Completion {
         id: &id,
         model: &request.model,
         created: unix_seconds(),
-        content: &out.content,
-        reasoning: &out.reasoning,
-        usage: out.usage(prompt),
+        content: &content,
+        reasoning: &reasoning,
+        tool_calls: &outcome.calls,
+        finish_reason: outcome.finish.as_str(),
+        usage: reply.usage(),
         conversation_id: answer.is_kept().then_some(answer.chat_id()).flatten(),
     }
     .to_json();
@@ -164,7 +248,13 @@ async fn collect_answer(
 
 /// The stream is fed by a task that owns the answer; the response body ends
 /// only when that task has finished, cleanup included.
-fn stream_answer(answer: Answer, request: ChatRequest, prompt: String) -> Response {
+fn stream_answer(
+    answer: Answer,
+    request: ChatRequest,
+    plan: Plan,
+    config: std::sync::Arc<Config>,
+    prompt: String,
+) -> Response {
     let (tx, rx) = mpsc::channel::<Bytes>(32);
     let encoder = ChunkEncoder::new(
         completion_id(answer.chat_id()),
@@ -174,7 +264,14 @@ fn stream_answer(answer: Answer, request: ChatRequest, prompt: String) -> Respon
             .then(|| answer.chat_id().map(str::to_string))
             .flatten(),
     );
-    tokio::spawn(produce(answer, encoder, request.include_usage, prompt, tx).in_current_span());
+    let include_usage = request.include_usage;
+    tokio::spawn(
+        async move {
+            let reply = Reply::new(&plan, prompt);
+            produce(answer, reply, &config, encoder, include_usage, tx).await
+        }
+        .in_current_span(),
+    );
     let body = Body::from_stream(ReceiverStream::new(rx).map(Ok::<_, Infallible>));
     let mut response = Response::new(body);
     let h = response.headers_mut();
@@ -189,37 +286,39 @@ fn stream_answer(answer: Answer, request: ChatRequest, prompt: String) -> Respon
 
 async fn produce(
     mut answer: Answer,
+    mut reply: Reply<'_>,
+    config: &Config,
     enc: ChunkEncoder,
     include_usage: bool,
-    prompt: String,
     tx: mpsc::Sender<Bytes>,
 ) {
-    let mut out = Collected::default();
     let mut failure = None;
+    let mut ending = Vec::new();
     let mut client_gone = tx.send(enc.role()).await.is_err();
     while !client_gone {
-        let event = tokio::select! {
+        let piece = tokio::select! {
             biased;
             _ = tx.closed() => { client_gone = true; break; }
-            event = answer.next() => event,
+            piece = reply.next(&mut answer, config) => piece,
         };
-        let frame = match event {
-            None | Some(Ok(UpstreamEvent::End)) => break,
-            Some(Ok(UpstreamEvent::Delta(d))) => {
-                out.content.push_str(&d);
-                enc.content(&d)
+        let frame = match piece {
+            None => break,
+            Some(Ok(Piece::Content(text))) => enc.content(&text),
+            Some(Ok(Piece::Reasoning(text))) => enc.reasoning(&text),
+            Some(Ok(Piece::Done(outcome))) => {
+                // The end of the answer reaches the caller before the deletion
+                // (which can take seconds on the agent upstream).
+                if !outcome.text.is_empty() {
+                    ending.push(enc.content(&outcome.text));
+                }
+                ending.extend(enc.tool_calls(&outcome.calls));
+                ending.push(enc.finish(outcome.finish.as_str()));
+                break;
             }
-            Some(Ok(UpstreamEvent::ReasoningDelta(d))) => {
-                out.reasoning.push_str(&d);
-                enc.reasoning(&d)
-            }
-            Some(Ok(UpstreamEvent::Citations(c))) => {
-                out.citations = c;
-                continue;
-            }
-            Some(Ok(UpstreamEvent::Conversation { .. })) => continue,
             Some(Err(e)) => {
-                failure = Some(ApiError::from(e));
+                tracing::warn!(error = %e, "upstream failed mid-stream");
+                ending.push(enc.error(&e));
+                failure = Some(e);
                 break;
             }
         };
@@ -233,30 +332,13 @@ async fn produce(
         answer.cleanup().await;
         return;
     }
-    // The end of the answer reaches the caller first (the deletion can take
-    // seconds on the agent upstream); the deletion still happens inside the
-    // invocation, before the usage chunk and `[DONE]` (the invocation lasts
-    // until `tx` is dropped).
-    let mut ending = Vec::new();
-    match &failure {
-        Some(error) => {
-            tracing::warn!(error = %error, "upstream failed mid-stream");
-            ending.push(enc.error(error));
-        }
-        None => {
-            let sources = sources_block(&out.citations);
-            if !sources.is_empty() {
-                out.content.push_str(&sources);
-                ending.push(enc.content(&sources));
-            }
-            ending.push(enc.finish());
-        }
-    }
+    // The deletion still happens inside the invocation, before the usage
+    // chunk and `[DONE]` (the invocation lasts until `tx` is dropped).
     send_all(&tx, ending).await;
     answer.cleanup().await;
     let mut tail = Vec::new();
     if failure.is_none() && include_usage {
-        tail.push(enc.usage(out.usage(&prompt)));
+        tail.push(enc.usage(reply.usage()));
     }
     tail.push(ChunkEncoder::done());
     send_all(&tx, tail).await;
@@ -274,3 +356,7 @@ async fn send_all(tx: &mpsc::Sender<Bytes>, frames: Vec<Bytes>) {
 #[cfg(test)]
 #[path = "chat_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "chat_tools_tests.rs"]
+mod tools_tests;
