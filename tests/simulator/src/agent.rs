@@ -17,8 +17,8 @@ use serde_json::{json, Value};
 use crate::checks::{fingerprint, jwt_user_id, md5_hex, parse_query, yy, ParsedQuery, AGENT_QUERY};
 use crate::state::{Conversation, FaultKind, Reveal, State, Turn};
 use crate::{
-    body_text, compose_answer, envelope, failure, now_ms, user_info_answer, Shared,
-    CODE_NO_CONVERSATION, CODE_OVERLOADED, CODE_SIGNATURE, CODE_TOKEN_EXPIRED, EXPIRED,
+    body_text, envelope, failure, now_ms, user_info_answer, Shared, CODE_NO_CONVERSATION,
+    CODE_OVERLOADED, CODE_SIGNATURE, CODE_TOKEN_EXPIRED, EXPIRED,
 };
 
 const ORIGIN: &str = "https://agent.minimaxi.com";
@@ -418,9 +418,9 @@ async fn send_msg(
     let prompt = b["text"].as_str().unwrap_or_default().to_string();
     let msg_id = (558_861_733_337_000u64 + s.next_id).to_string();
     s.next_id += 1;
+    let turn = s.conversation_mut(&chat_id).map_or(0, |c| c.turns.len()) + 1;
+    let answer = s.answer(&prompt, turn);
     let c = s.conversation_mut(&chat_id).expect("conversation exists");
-    let turn = c.turns.len() + 1;
-    let answer = compose_answer(&prompt, turn);
     let thinking = format!("用户在第{turn}轮发来消息，我先想一想该怎么回答。");
     c.turns.push(Turn {
         prompt,

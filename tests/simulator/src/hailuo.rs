@@ -18,9 +18,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::checks::{fingerprint, md5_hex, parse_query, yy, ParsedQuery, HAILUO_QUERY};
 use crate::state::{Conversation, Fault, FaultKind, Settings, State, Turn};
 use crate::{
-    body_text, compose_answer, envelope, failure, now_ms, user_info_answer, Shared, CODE_BUSY,
-    CODE_HEARTBEAT, CODE_NO_CONVERSATION, CODE_OVERLOADED, CODE_SIGNATURE, CODE_TOKEN_EXPIRED,
-    EXPIRED,
+    body_text, envelope, failure, now_ms, user_info_answer, Shared, CODE_BUSY, CODE_HEARTBEAT,
+    CODE_NO_CONVERSATION, CODE_OVERLOADED, CODE_SIGNATURE, CODE_TOKEN_EXPIRED, EXPIRED,
 };
 
 const ORIGIN: &str = "https://hailuoai.com";
@@ -380,7 +379,7 @@ async fn chat(
             _ => {}
         }
     }
-    let (chat_id, turn, is_new, msg_id, settings) = {
+    let (chat_id, is_new, msg_id, settings, answer) = {
         let mut s = st.lock().unwrap();
         if s.busy.contains(&token) {
             return failure(CODE_BUSY, "当前有对话正在进行，请稍后再试");
@@ -392,9 +391,9 @@ async fn chat(
             let turns = s.conversation_mut(&chat_id).map_or(0, |c| c.turns.len());
             (chat_id, turns + 1, false)
         };
-        (id, turn, is_new, s.new_id(), s.settings.clone())
+        let answer = s.answer(&content, turn);
+        (id, is_new, s.new_id(), s.settings.clone(), answer)
     };
-    let answer = compose_answer(&content, turn);
     let guard = Busy {
         st: st.clone(),
         token: token.clone(),

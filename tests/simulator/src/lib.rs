@@ -52,6 +52,7 @@ pub fn router(state: Shared, protocol: Protocol) -> Router {
         .route("/__sim/reset", post(control::reset))
         .route("/__sim/settings", post(control::settings))
         .route("/__sim/faults", post(control::fault))
+        .route("/__sim/replies", post(control::replies))
         .route("/__sim/expire", post(control::expire))
         .route("/__sim/revive", post(control::revive))
         .fallback(unknown)
@@ -122,7 +123,17 @@ async fn unknown(
     (StatusCode::NOT_FOUND, "not found").into_response()
 }
 
-/// The multipart chat call.
+/// The nonce of the gateway's tool contract: the one in the prompt's last
+/// `<tool_call id="…">` (the instruction comes last in the prompt; earlier
+/// tags are history with the same nonce, or quotes with foreign ones).
+pub fn tool_nonce(prompt: &str) -> Option<String> {
+    const OPEN: &str = "<tool_call id=\"";
+    let at = prompt.rfind(OPEN)?;
+    let nonce = prompt[at + OPEN.len()..].split('"').next()?;
+    (!nonce.is_empty()).then(|| nonce.to_string())
+}
+
+/// The echo answer of a turn.
 pub fn compose_answer(prompt: &str, turn: usize) -> String {
     let echo = prompt
         .lines()
@@ -187,6 +198,19 @@ mod control {
             s.settings = next;
         }
         Json(serde_json::to_value(&s.settings).unwrap())
+    }
+
+    #[derive(serde::Deserialize)]
+    pub struct Replies {
+        replies: Vec<String>,
+    }
+
+    /// Queue answers for the next turns: the model's text, `{nonce}` where
+    /// the tool contract's nonce goes (tool calls, invalid calls, foreign
+    /// nonces, JSON in a fence: whatever the test needs the model to write).
+    pub async fn replies(AxState(st): AxState<Shared>, Json(b): Json<Replies>) -> Json<Value> {
+        st.lock().unwrap().replies.extend(b.replies);
+        Json(json!({"ok": true}))
     }
 
     pub async fn fault(AxState(st): AxState<Shared>, Json(fault): Json<Fault>) -> Json<Value> {

@@ -166,6 +166,8 @@ pub struct State {
     pub next_id: u64,
     /// Agent protocol: the user id each token registered with.
     pub agent_users: HashMap<String, String>,
+    /// Scripted answers for the next turns (`/__sim/replies`), in order.
+    pub replies: VecDeque<String>,
 }
 
 impl State {
@@ -199,6 +201,16 @@ impl State {
         Some(fault)
     }
 
+    /// The answer to a turn: the next scripted reply if there is one, with
+    /// `{nonce}` replaced by the prompt's tool-call nonce (playing a model
+    /// that follows the gateway's tool contract), else the echo answer.
+    pub fn answer(&mut self, prompt: &str, turn: usize) -> String {
+        match self.replies.pop_front() {
+            Some(reply) => reply.replace("{nonce}", &crate::tool_nonce(prompt).unwrap_or_default()),
+            None => crate::compose_answer(prompt, turn),
+        }
+    }
+
     pub fn conversation_mut(&mut self, chat_id: &str) -> Option<&mut Conversation> {
         self.conversations.iter_mut().find(|c| c.chat_id == chat_id)
     }
@@ -217,6 +229,7 @@ impl State {
             "registrations": registrations,
             "busy": self.busy.iter().map(|t| fingerprint(t)).collect::<Vec<_>>(),
             "pending_faults": self.faults.len(),
+            "pending_replies": self.replies.len(),
         })
     }
 }
