@@ -25,7 +25,12 @@ export const sim = {
   state: () => control('state'),
   settings: (s) => control('settings', s),
   fault: (kind, opts = {}) => control('faults', { kind, ...opts }),
+  replies: (...replies) => control('replies', { replies }),
 };
+
+/** A tool call as the contract has the model write it (`{nonce}` filled in by the simulator). */
+export const toolCall = (name, args, nonce = '{nonce}') =>
+  `<tool_call id="${nonce}">${JSON.stringify({ name, arguments: args })}</tool_call>`;
 
 /** After a test: no protocol violation, nothing left undeleted except `kept`. */
 export async function assertClean(kept = []) {

@@ -46,6 +46,10 @@ class Sim:
     def fault(self, kind: str, **kw):
         self.http.post("/__sim/faults", json={"kind": kind, **kw}).raise_for_status()
 
+    def replies(self, *texts: str):
+        """The model's next answers, in order; `{nonce}` stands for the tool contract's nonce."""
+        self.http.post("/__sim/replies", json={"replies": list(texts)}).raise_for_status()
+
     def expire(self, token: str):
         self.http.post("/__sim/expire", json={"token": token}).raise_for_status()
 
@@ -85,6 +89,18 @@ class Sim:
         for c in state["conversations"]:
             if c["chat_id"] in self.kept:
                 assert not c["deleted"], f"kept conversation {c['chat_id']} was deleted"
+
+
+def tool_call(name: str, arguments: dict, nonce: str = "{nonce}") -> str:
+    """A tool call as the contract has the model write it."""
+    import json as _json
+
+    return f'<tool_call id="{nonce}">{_json.dumps({"name": name, "arguments": arguments}, ensure_ascii=False)}</tool_call>'
+
+
+def nonce_of(prompt: str) -> str:
+    """The nonce of the instruction (the last tag in a prompt)."""
+    return prompt.rsplit('<tool_call id="', 1)[1].split('"', 1)[0]
 
 
 @pytest.fixture
