@@ -313,22 +313,44 @@ impl Answer {
             prompt,
             conversation_id: Some(chat_id),
         };
-        let first_byte_deadline = (Instant::now() + config.first_byte_timeout).min(self.deadline);
+        // The previous turn is over: let go of its connection first, so the
+        // upstream sees the account free.
         self.buffered.clear();
-        self.stream =
-            match timeout_at(first_byte_deadline, self.upstream.chat(&self.token, &turn)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(error)) => return Err(error),
-                Err(_) => {
-                    return Err(UpstreamError::Timeout(format!(
+        self.stream = futures_util::stream::empty().boxed();
+        let mut refusals = 0;
+        loop {
+            let first_byte_deadline =
+                (Instant::now() + config.first_byte_timeout).min(self.deadline);
+            let result =
+                match timeout_at(first_byte_deadline, self.upstream.chat(&self.token, &turn)).await
+                {
+                    Ok(Ok(stream)) => {
+                        self.stream = stream;
+                        self.prime(first_byte_deadline, config)
+                            .await
+                            .map_err(|f| f.error)
+                    }
+                    Ok(Err(error)) => Err(error),
+                    Err(_) => Err(UpstreamError::Timeout(format!(
                         "no answer to the correction within {} s",
                         config.first_byte_timeout.as_secs_f32()
-                    )))
+                    ))),
+                };
+            // The account may still count the previous turn as running for a
+            // moment after its end: a busy refusal is asked again, briefly.
+            let busy = match &result {
+                Err(UpstreamError::Busy { .. }) => true,
+                Err(UpstreamError::Api { message, .. }) => {
+                    crate::upstream::is_busy_message(message)
                 }
+                _ => false,
             };
-        self.prime(first_byte_deadline, config)
-            .await
-            .map_err(|f| f.error)
+            if !busy || refusals >= 3 {
+                return result;
+            }
+            refusals += 1;
+            tokio::time::sleep(busy_pause(refusals)).await;
+        }
     }
 
     pub fn chat_id(&self) -> Option<&str> {

@@ -209,3 +209,30 @@ async fn json_schema_answers_come_back_bare_and_valid() {
     assert_eq!(content(&chunks), "{\"name\": \"Paris\"}");
     assert_eq!(fake.record(|r| r.chats.len()), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_correction_refused_as_busy_is_asked_again_on_the_same_account() {
+    let fake = fake_answering(&[call("get_weather", json!({}))]);
+    fake.script(Script::refuse(UpstreamError::Api {
+        code: 1_000_102,
+        message: "当前有对话正在进行，请稍后再试".into(),
+    }));
+    fake.script(Script::answer(
+        "",
+        &call("get_weather", json!({"city": "Paris"})),
+        20,
+        PACE,
+    ));
+    let app = router(state(&fake, Config::default()));
+    let response = app
+        .oneshot(chat_request("tok-a,tok-b", ask(false, json!({}))))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = json(response).await;
+    assert_eq!(body["choices"][0]["finish_reason"], "tool_calls");
+    let chats = fake.record(|r| r.chats.clone());
+    assert_eq!(chats.len(), 3);
+    assert!(chats.iter().all(|c| c.0 == chats[0].0), "one account");
+    assert_eq!(fake.record(|r| r.deleted.len()), 1);
+}
