@@ -77,8 +77,9 @@ pub struct ToolCall {
 pub struct Tool {
     pub name: String,
     pub description: String,
-    /// The JSON Schema of the arguments (`None`: no parameters).
-    pub parameters: Option<serde_json::Value>,
+    /// The JSON Schema of the arguments, as JSON text of an object (`None`:
+    /// no parameters). Parsed only when compiled, one at a time.
+    pub parameters: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,7 +96,8 @@ pub enum ResponseFormat {
     JsonObject,
     JsonSchema {
         name: String,
-        schema: Option<serde_json::Value>,
+        /// JSON text of an object, as `Tool::parameters`.
+        schema: Option<String>,
     },
 }
 
@@ -125,10 +127,13 @@ pub const MAX_PARTS: usize = 256;
 pub const MAX_TOOLS: usize = 128;
 /// The most tool calls one assistant message may carry.
 pub const MAX_TOOL_CALLS: usize = 128;
-/// The most JSON text `tools` (or a `response_format` schema) may take: tool
-/// definitions are kept as JSON trees (for validation), which cost several
-/// times their text; real tool lists are a few KB.
-pub const MAX_SCHEMA_BYTES: usize = 1 << 20;
+/// The most JSON text `tools` (or a `response_format` schema) may take: each
+/// schema is compiled into a validator that lives for the request (and is a
+/// JSON tree while it is compiled), which costs several times its text; real
+/// tool lists are a few KB, the largest agent toolsets around a hundred. At
+/// this cap the costliest schemas (enums of one-digit numbers) take about
+/// 22 MB while the request lives (`scripts/bench.sh memory`).
+pub const MAX_SCHEMA_BYTES: usize = 512 << 10;
 
 /// The request as sent: every field borrowed from the body, unread. Fields
 /// this service does not know are skipped without being built (serde's
@@ -722,13 +727,13 @@ fn required<'a, T>(
     }
 }
 
-/// A JSON Schema: an object, kept as a tree.
-fn schema(v: &RawValue, param: &str) -> Result<serde_json::Value, ApiError> {
+/// A JSON Schema: an object, kept as its text until it is compiled (a tree
+/// of it costs several times the text).
+fn schema(v: &RawValue, param: &str) -> Result<String, ApiError> {
     if kind(v) != "an object" {
         return Err(wrong_type(param, "a JSON Schema object", v));
     }
-    serde_json::from_str(v.get())
-        .map_err(|e| ApiError::invalid(param, format!("`{param}` is malformed: {e}.")))
+    Ok(v.get().to_string())
 }
 
 fn too_large(param: &str, v: &RawValue) -> Result<(), ApiError> {

@@ -92,7 +92,7 @@ impl Plan {
             }
             let parameters = match tool.parameters.take() {
                 None => None,
-                Some(source) => Some(Schema::compile(source).map_err(|e| {
+                Some(source) => Some(Schema::compile(&source).map_err(|e| {
                     let param = format!("tools[{i}].function.parameters");
                     ApiError::invalid(
                         &param,
@@ -112,7 +112,7 @@ impl Plan {
             ResponseFormat::JsonSchema { schema, .. } => Some(JsonWanted {
                 schema: match schema.take() {
                     None => None,
-                    Some(source) => Some(Schema::compile(source).map_err(|e| {
+                    Some(source) => Some(Schema::compile(&source).map_err(|e| {
                         let param = "response_format.json_schema.schema";
                         ApiError::invalid(
                             param,
@@ -171,8 +171,8 @@ impl Plan {
                     let parameters = t
                         .parameters
                         .as_ref()
-                        .map_or(json!({"type": "object", "properties": {}}), |s| {
-                            s.source.clone()
+                        .map_or(r#"{"type": "object", "properties": {}}"#, |s| {
+                            s.source.as_str()
                         });
                     format!(
                         "{{\"name\": {}, \"description\": {}, \"parameters\": {parameters}}}",
@@ -434,7 +434,7 @@ impl Reader<'_> {
     }
 
     /// This turn's verdict.
-    fn judge(&mut self) -> Result<Outcome, String> {
+    fn judge(&self) -> Result<Outcome, String> {
         let plan = self.plan;
         let mut calls = Vec::new();
         let mut problems = Vec::new();

@@ -9,8 +9,10 @@ use jsonschema::{PatternOptions, Validator};
 use serde_json::Value;
 
 pub(crate) struct Schema {
-    /// The schema as given, for the model's instruction.
-    pub(crate) source: Value,
+    /// The schema as compact JSON text, for the model's instruction. The tree
+    /// it was parsed into is dropped once compiled: kept, it would cost
+    /// several times the text again for every tool.
+    pub(crate) source: String,
     validator: Validator,
 }
 
@@ -26,13 +28,18 @@ impl std::fmt::Debug for Schema {
 const MAX_PROBLEMS: usize = 5;
 
 impl Schema {
-    /// Compile `source`; the error says what is wrong with it.
-    pub(crate) fn compile(source: Value) -> Result<Self, String> {
+    /// Compile the JSON text `source`; the error says what is wrong with it.
+    /// The tree it is parsed into lives only while it is compiled.
+    pub(crate) fn compile(source: &str) -> Result<Self, String> {
+        let tree: Value = serde_json::from_str(source).map_err(|e| e.to_string())?;
         let validator = jsonschema::options()
             .with_pattern_options(PatternOptions::regex())
-            .build(&source)
+            .build(&tree)
             .map_err(|e| e.to_string())?;
-        Ok(Self { source, validator })
+        Ok(Self {
+            source: tree.to_string(),
+            validator,
+        })
     }
 
     /// What is wrong with `instance`, if anything: one line per problem, each
@@ -63,13 +70,13 @@ mod tests {
     #[test]
     fn validates_with_local_refs_and_reports_where() {
         // The shape pydantic emits for a nested model.
-        let s = Schema::compile(json!({
+        let s = Schema::compile(&json!({
             "$defs": {"City": {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}},
             "type": "object",
             "properties": {"city": {"$ref": "#/$defs/City"}, "days": {"type": "integer", "minimum": 1}},
             "required": ["city"],
             "additionalProperties": false
-        }))
+        }).to_string())
         .unwrap();
         assert_eq!(
             s.problems(&json!({"city": {"name": "巴黎"}, "days": 3})),
@@ -85,8 +92,9 @@ mod tests {
 
     #[test]
     fn invalid_schemas_and_remote_refs_are_refused() {
-        assert!(Schema::compile(json!({"type": "no-such-type"})).is_err());
-        assert!(Schema::compile(json!({"$ref": "https://example.com/s.json"})).is_err());
-        assert!(Schema::compile(json!({"type": "string", "pattern": "(a+)+$"})).is_ok());
+        let compile = |v: Value| Schema::compile(&v.to_string());
+        assert!(compile(json!({"type": "no-such-type"})).is_err());
+        assert!(compile(json!({"$ref": "https://example.com/s.json"})).is_err());
+        assert!(compile(json!({"type": "string", "pattern": "(a+)+$"})).is_ok());
     }
 }
