@@ -17,6 +17,9 @@ use crate::structured::{scan, Plan};
 ///   `system:` line before `assistant:` (continuing: after the new messages).
 pub fn flatten(messages: &[Message], continuing: bool, plan: &Plan) -> String {
     let instruction = plan.instruction();
+    // One buffer, each message's text copied into it once: a message can be
+    // megabytes (a 6 MB tool call's arguments), and each copy counts.
+    let mut out = String::new();
     if continuing {
         let start = messages
             .iter()
@@ -27,33 +30,47 @@ pub fn flatten(messages: &[Message], continuing: bool, plan: &Plan) -> String {
         } else {
             messages
         };
-        let mut lines: Vec<String> = new.iter().map(|m| text_of(m, messages, plan)).collect();
-        lines.extend(instruction);
-        return lines.join("\n");
+        for (i, m) in new.iter().enumerate() {
+            if i > 0 {
+                out.push('\n');
+            }
+            push_text(&mut out, m, messages, plan);
+        }
+        if let Some(instruction) = instruction {
+            out.push('\n');
+            out.push_str(&instruction);
+        }
+        return out;
     }
     if messages.len() == 1 && !plan.has_instruction() {
         return messages[0].text.clone();
     }
-    let mut lines = Vec::with_capacity(messages.len() + 2);
     for m in messages {
         let role = match m.role {
             Role::Developer => "system",
             other => other.as_str(),
         };
-        lines.push(format!(
-            "{role}:{}",
-            strip_image_links(&text_of(m, messages, plan))
-        ));
+        out.push_str(role);
+        out.push(':');
+        if m.tool_calls.is_empty() && m.tool_call_id.is_none() {
+            out.push_str(&strip_image_links(&m.text));
+        } else {
+            push_text(&mut out, m, messages, plan);
+        }
+        out.push('\n');
     }
     if let Some(instruction) = instruction {
-        lines.push(format!("system:{instruction}"));
+        out.push_str("system:");
+        out.push_str(&instruction);
+        out.push('\n');
     }
-    lines.push("assistant:".to_string());
-    lines.join("\n")
+    out.push_str("assistant:");
+    out
 }
 
-/// A message's text, with its tool calls or its tool result in the contract's form.
-fn text_of(m: &Message, all: &[Message], plan: &Plan) -> String {
+/// A message's text, with its tool calls or its tool result in the
+/// contract's form, appended to `out`.
+fn push_text(out: &mut String, m: &Message, all: &[Message], plan: &Plan) {
     if let Some(id) = &m.tool_call_id {
         // The tool's name is on the call this result answers.
         let name = all
@@ -61,40 +78,42 @@ fn text_of(m: &Message, all: &[Message], plan: &Plan) -> String {
             .flat_map(|m| &m.tool_calls)
             .find(|c| c.id == *id)
             .map_or("", |c| c.name.as_str());
-        return format!(
-            "<tool_result call_id={} name={}>{}</tool_result>",
+        out.push_str(&format!(
+            "<tool_result call_id={} name={}>",
             json_string(id),
-            json_string(name),
-            m.text
-        );
+            json_string(name)
+        ));
+        out.push_str(&m.text);
+        out.push_str("</tool_result>");
+        return;
     }
-    if m.tool_calls.is_empty() {
-        return m.text.clone();
-    }
-    let mut text = m.text.clone();
+    out.push_str(&m.text);
     for call in &m.tool_calls {
+        out.push_str(&scan::open_tag(plan.nonce()));
+        out.push_str(&format!(
+            "{{\"name\": {}, \"arguments\": ",
+            json_string(&call.name)
+        ));
         // Valid JSON goes in as written (no tree is built of it); anything
         // else as a JSON string.
-        let arguments = if serde_json::from_str::<serde::de::IgnoredAny>(&call.arguments).is_ok() {
-            call.arguments.trim().to_string()
+        if serde_json::from_str::<serde::de::IgnoredAny>(&call.arguments).is_ok() {
+            out.push_str(call.arguments.trim());
         } else {
-            json_string(&call.arguments)
-        };
-        let body = format!(
-            "{{\"name\": {}, \"arguments\": {arguments}}}",
-            json_string(&call.name)
-        );
-        text.push_str(&scan::tag(plan.nonce(), &body));
+            out.push_str(&json_string(&call.arguments));
+        }
+        out.push_str("}</tool_call>");
     }
-    text
 }
 
 fn json_string(s: &str) -> String {
     serde_json::Value::from(s).to_string()
 }
 
-/// Remove markdown image links `![alt](url)`.
-pub fn strip_image_links(text: &str) -> String {
+/// Remove markdown image links `![alt](url)` (borrowed when there are none).
+pub fn strip_image_links(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains("![") {
+        return std::borrow::Cow::Borrowed(text);
+    }
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find("![") {
@@ -112,7 +131,7 @@ pub fn strip_image_links(text: &str) -> String {
         rest = &after[close + 2 + end + 1..];
     }
     out.push_str(rest);
-    out
+    std::borrow::Cow::Owned(out)
 }
 
 #[cfg(test)]
