@@ -10,8 +10,11 @@
 //! and through the chat function running as its own process. The simulator
 //! records when it sent each event; for every chunk a client receives, the
 //! latency is the time since the upstream made that text available. What the
-//! function adds is the difference. It also reports time to first byte and the
-//! function's peak RSS (VmHWM) while streaming.
+//! function adds is the difference. The same answers are also streamed with
+//! `tools` in the request (a plain-text answer read through the tool-call
+//! scanner) to show what tool support costs answers that call nothing. It also
+//! reports time to first byte and the function's peak RSS (VmHWM) while
+//! streaming.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -83,8 +86,24 @@ async fn direct_run(sim: &Shared, client: &HailuoClient, prompt: &str) -> Run {
     }
 }
 
-async fn gateway_run(sim: &Shared, http: &reqwest::Client, url: &str, prompt: &str) -> Run {
-    let body = serde_json::json!({"model": "hailuo", "stream": true, "messages": [{"role": "user", "content": prompt}]});
+/// A tool offered with every `with_tools` request: the answer is plain text
+/// all the same, read through the tool-call scanner.
+fn bench_tools() -> serde_json::Value {
+    serde_json::json!([{"type": "function", "function": {"name": "get_weather", "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}])
+}
+
+async fn gateway_run(
+    sim: &Shared,
+    http: &reqwest::Client,
+    url: &str,
+    prompt: &str,
+    with_tools: bool,
+) -> Run {
+    let mut body = serde_json::json!({"model": "hailuo", "stream": true, "messages": [{"role": "user", "content": prompt}]});
+    if with_tools {
+        body["tools"] = bench_tools();
+    }
     let start = Instant::now();
     let response = http
         .post(url)
@@ -250,25 +269,29 @@ async fn main() {
 
     // Warm up both paths (device registration, connection pools).
     direct_run(&sim, &direct, "warm up").await;
-    gateway_run(&sim, &http, &url, "warm up").await;
+    gateway_run(&sim, &http, &url, "warm up", false).await;
+    gateway_run(&sim, &http, &url, "warm up", true).await;
 
     let mut direct_runs = Vec::new();
     let mut gateway_runs = Vec::new();
+    let mut tools_runs = Vec::new();
     for _ in 0..runs {
         direct_runs.push(direct_run(&sim, &direct, &prompt).await);
-        gateway_runs.push(gateway_run(&sim, &http, &url, &prompt).await);
+        gateway_runs.push(gateway_run(&sim, &http, &url, &prompt, false).await);
+        tools_runs.push(gateway_run(&sim, &http, &url, &prompt, true).await);
     }
     // Time to first byte on short answers, where it dominates.
     let mut direct_short = Vec::new();
     let mut gateway_short = Vec::new();
     for _ in 0..runs {
         direct_short.push(direct_run(&sim, &direct, "short").await);
-        gateway_short.push(gateway_run(&sim, &http, &url, "short").await);
+        gateway_short.push(gateway_run(&sim, &http, &url, "short", false).await);
     }
     let peak_rss = pid.map(|pid| vm_kib(pid, "VmHWM:"));
 
     let (d50, d99, _, dn) = summarize(&direct_runs);
     let (g50, g99, _, gn) = summarize(&gateway_runs);
+    let (t50, t99, _, tn) = summarize(&tools_runs);
     let (_, _, dttfb, _) = summarize(&direct_short);
     let (_, _, gttfb, _) = summarize(&gateway_short);
     let ms = |s: f64| format!("{:.3} ms", s * 1000.0);
@@ -294,6 +317,21 @@ async fn main() {
         ms(dttfb),
         ms(gttfb),
         ms(gttfb - dttfb)
+    );
+    println!("\nThe same answers with `tools` in the request (plain text, read through the tool-call scanner):\n");
+    println!("| measure | without tools | with tools | added by tools |");
+    println!("|---|---|---|---|");
+    println!(
+        "| per-chunk latency p50 ({gn} / {tn} chunks) | {} | {} | {} |",
+        ms(g50),
+        ms(t50),
+        ms(t50 - g50)
+    );
+    println!(
+        "| per-chunk latency p99 | {} | {} | {} |",
+        ms(g99),
+        ms(t99),
+        ms(t99 - g99)
     );
     if let (Some(idle), Some(peak)) = (idle_rss, peak_rss) {
         println!(
