@@ -102,7 +102,8 @@ def test_agent_loop_call_result_final_text(upstream, stream):
     second = sim.conversations()[1]["turns"][0]["prompt"]
     nonce = nonce_of(second)
     # The history: the earlier call in the contract's tag with this request's nonce, the result naming both.
-    assert f'<tool_call id="{nonce}">{{"name": "get_weather", "arguments": {{"city":"巴黎"}}}}</tool_call>' in second
+    sent = json.dumps(calls[0]["arguments"], ensure_ascii=False)  # the arguments as the caller sent them back
+    assert f'<tool_call id="{nonce}">{{"name": "get_weather", "arguments": {sent}}}</tool_call>' in second
     assert f'<tool_result call_id="{calls[0]["id"]}" name="get_weather">sunny, 21°C</tool_result>' in second
     assert nonce not in first_prompt, "a fresh nonce per request"
 
