@@ -50,6 +50,15 @@ pub struct Config {
     /// Origins browsers may call from, `CORS_ALLOW_ORIGINS`: `*` (default), a
     /// comma-separated list, or `none` (empty here) to answer no CORS at all.
     pub cors_allow_origins: Vec<String>,
+    /// Largest file a message may bring by URL, `FILE_MAX_BYTES` (100 MB).
+    pub file_max_bytes: u64,
+    /// Connecting to a file's URL, `FILE_FETCH_CONNECT_TIMEOUT_MS` (10 s).
+    pub file_connect_timeout: Duration,
+    /// Downloading one file, `FILE_FETCH_TIMEOUT_MS` (60 s).
+    pub file_fetch_timeout: Duration,
+    /// Let file URLs reach private, loopback and link-local addresses,
+    /// `FILE_URL_ALLOW_PRIVATE`: for local testing only, never in AWS.
+    pub file_url_allow_private: bool,
 }
 
 impl Default for Config {
@@ -100,6 +109,10 @@ impl Config {
                 .map(|o| o.trim().trim_end_matches('/').to_string())
                 .filter(|o| !o.is_empty() && !o.eq_ignore_ascii_case("none"))
                 .collect(),
+            file_max_bytes: num("FILE_MAX_BYTES", 100 * 1024 * 1024),
+            file_connect_timeout: ms("FILE_FETCH_CONNECT_TIMEOUT_MS", 10_000),
+            file_fetch_timeout: ms("FILE_FETCH_TIMEOUT_MS", 60_000),
+            file_url_allow_private: env.flag("FILE_URL_ALLOW_PRIVATE"),
         }
     }
 }

@@ -65,6 +65,7 @@ mod answer;
 mod config;
 mod credentials;
 mod error;
+mod files;
 mod liveness;
 mod openai;
 mod prompt;
@@ -109,9 +110,11 @@ pub async fn state_from_env(function: &str) -> Result<AppState, lambda_http::Err
     let config = Arc::new(Config::from_env());
     let upstream = upstream_from_config(&config)?;
     let credentials = Arc::new(credentials::Credentials::from_env(&config, function).await?);
+    let fetcher = files::fetch::Fetcher::from_config(&config)?;
     Ok(AppState {
         config,
         upstream,
         credentials,
+        fetcher,
     })
 }

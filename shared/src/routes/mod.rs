@@ -28,6 +28,8 @@ pub struct AppState {
     pub(crate) config: Arc<Config>,
     pub(crate) upstream: Arc<dyn Upstream>,
     pub(crate) credentials: Arc<Credentials>,
+    /// Downloads of the files messages bring by URL.
+    pub(crate) fetcher: crate::files::fetch::Fetcher,
 }
 
 /// Route layer for routes that use no token: in secret mode the caller still
