@@ -309,9 +309,11 @@ impl Answer {
                 "the upstream named no conversation to continue".into(),
             ));
         };
+        // A correction refers to the files the conversation already has.
         let turn = ChatTurn {
             prompt,
             conversation_id: Some(chat_id),
+            ..ChatTurn::default()
         };
         // The previous turn is over: let go of its connection first, so the
         // upstream sees the account free.

@@ -15,7 +15,7 @@ use crate::structured::{scan, Plan};
 ///   even for one message, earlier calls as tags with this request's nonce,
 ///   tool results naming their tool and call, and the instruction as the last
 ///   `system:` line before `assistant:` (continuing: after the new messages).
-pub fn flatten(messages: &[Message], continuing: bool, plan: &Plan) -> String {
+pub fn flatten(messages: &[Message], continuing: bool, plan: &Plan, with_files: bool) -> String {
     let instruction = plan.instruction();
     // One buffer, each message's text copied into it once: a message can be
     // megabytes (a 6 MB tool call's arguments), and each copy counts.
@@ -42,10 +42,16 @@ pub fn flatten(messages: &[Message], continuing: bool, plan: &Plan) -> String {
         }
         return out;
     }
-    if messages.len() == 1 && !plan.has_instruction() {
+    if messages.len() == 1 && !plan.has_instruction() && !with_files {
         return messages[0].text.clone();
     }
-    for m in messages {
+    let last = messages.len() - 1;
+    for (i, m) in messages.iter().enumerate() {
+        if with_files && i == last {
+            // Protocol section 6: point the model at the newest files.
+            out.push_str(FILES_NOTE);
+            out.push('\n');
+        }
         let role = match m.role {
             Role::Developer => "system",
             other => other.as_str(),
@@ -67,6 +73,10 @@ pub fn flatten(messages: &[Message], continuing: bool, plan: &Plan) -> String {
     out.push_str("assistant:");
     out
 }
+
+/// The line before a message that brings files.
+const FILES_NOTE: &str =
+    "system:The next message comes with files attached to it: read them, and answer that message.";
 
 /// A message's text, with its tool calls or its tool result in the
 /// contract's form, appended to `out`.
@@ -156,7 +166,7 @@ mod tests {
     }
 
     fn flat(messages: &[Message], continuing: bool) -> String {
-        flatten(messages, continuing, &plain())
+        flatten(messages, continuing, &plain(), false)
     }
 
     #[test]
@@ -215,7 +225,7 @@ mod tests {
             "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]});
         let mut request = ChatRequest::parse(body.to_string().as_bytes()).unwrap();
         let plan = Plan::new(&mut request).unwrap();
-        let got = flatten(&request.messages, false, &plan);
+        let got = flatten(&request.messages, false, &plan, false);
         let n = plan.nonce();
         let expected_start = format!(
             "user:weather?\nassistant:<tool_call id=\"{n}\">{{\"name\": \"get_weather\", \"arguments\": {{\"city\":\"Paris\"}}}}</tool_call>\n\
@@ -229,13 +239,21 @@ mod tests {
         )
         .unwrap();
         let plan_one = Plan::new(&mut one).unwrap();
-        let got = flatten(&one.messages, false, &plan_one);
+        let got = flatten(&one.messages, false, &plan_one, false);
         assert!(
             got.starts_with("user:hi\nsystem:Answer with one JSON object only"),
             "{got}"
         );
         // Continuing: the new messages, then the instruction.
-        let got = flatten(&request.messages, true, &plan);
+        let got = flatten(&request.messages, true, &plan, false);
+        assert!(got.starts_with("<tool_result call_id=\"call_a\""), "{got}");
+        // Files: a note before the message that brings them.
+        let got = flatten(&[m(Role::User, "what is in it?")], false, &plain(), true);
+        assert_eq!(
+            got,
+            format!("{FILES_NOTE}\nuser:what is in it?\nassistant:")
+        );
+        let got = flatten(&request.messages, true, &plan, false);
         assert!(got.starts_with("<tool_result call_id=\"call_a\""), "{got}");
         assert!(got.contains(&format!("<tool_call id=\"{n}\">")), "{got}");
     }

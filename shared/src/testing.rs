@@ -98,6 +98,8 @@ pub struct Record {
     pub refused_busy: usize,
     /// Deleted conversations, with when the deletion completed.
     pub deleted: Vec<(String, Instant)>,
+    /// The files of every chat call: (mime, image, size).
+    pub files: Vec<Vec<(String, bool, usize)>>,
 }
 
 #[derive(Default)]
@@ -201,11 +203,21 @@ impl Upstream for FakeUpstream {
         self.watches_progress
     }
 
+    fn takes_files(&self) -> bool {
+        true
+    }
+
     async fn chat(&self, token: &str, turn: &ChatTurn) -> Result<EventStream, UpstreamError> {
         let fp = fingerprint(token);
         let script = {
             let mut inner = self.inner.lock().unwrap();
             inner.record.chats.push((fp.clone(), turn.prompt.clone()));
+            inner.record.files.push(
+                turn.files
+                    .iter()
+                    .map(|f| (f.mime.clone(), f.image, f.bytes.len()))
+                    .collect(),
+            );
             if inner.dead.contains(&fp) {
                 return Err(UpstreamError::TokenRejected {
                     fingerprint: fp,
@@ -320,6 +332,7 @@ impl Upstream for FakeUpstream {
 /// The app as the functions build it, over `fake`, in header mode.
 pub fn state(fake: &FakeUpstream, config: Config) -> AppState {
     AppState {
+        fetcher: crate::files::fetch::Fetcher::from_config(&config).expect("a fetcher"),
         config: Arc::new(config),
         upstream: Arc::new(fake.clone()),
         credentials: Arc::new(Credentials::header_mode()),

@@ -23,6 +23,13 @@ pub fn summarize_body(body: &str, max_chars: usize) -> String {
         .take(15)
         .collect::<String>()
         .to_ascii_lowercase();
+    if head.starts_with("<?xml") || head.starts_with("<error") {
+        // An S3/OSS-style error document: its code and message, not its XML.
+        if let Some(code) = xml_element(trimmed, "Code") {
+            let message = xml_element(trimmed, "Message").unwrap_or_default();
+            return clip(&format!("{code}: {message}"), max_chars);
+        }
+    }
     if head.starts_with("<!doctype html") || head.starts_with("<html") || head.starts_with("<?xml")
     {
         return match html_title(trimmed) {
@@ -35,6 +42,19 @@ pub fn summarize_body(body: &str, max_chars: usize) -> String {
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
     clip(&plain, max_chars)
+}
+
+/// The text of the first `<name>…</name>` in `xml`, whitespace collapsed.
+fn xml_element(xml: &str, name: &str) -> Option<String> {
+    let open = format!("<{name}>");
+    let start = xml.find(&open)? + open.len();
+    let end = start + xml[start..].find(&format!("</{name}>"))?;
+    Some(
+        xml[start..end]
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
 }
 
 fn html_title(html: &str) -> Option<String> {
@@ -64,6 +84,15 @@ mod tests {
         for n in 0..12 {
             assert!(clip(mixed, n).chars().count() <= n + 1);
         }
+    }
+
+    #[test]
+    fn xml_error_documents_give_their_code_and_message() {
+        let doc = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessDenied</Code><Message>The bucket you access does not belong to you.</Message><RequestId>1</RequestId></Error>";
+        assert_eq!(
+            summarize_body(doc, 200),
+            "AccessDenied: The bucket you access does not belong to you."
+        );
     }
 
     #[test]

@@ -57,7 +57,8 @@ pub struct Message {
     pub role: Role,
     /// The text parts, joined.
     pub text: String,
-    pub attachments: Vec<Attachment>,
+    /// Files and images, each with the index of its content part.
+    pub attachments: Vec<(usize, Attachment)>,
     /// An assistant turn's tool calls.
     pub tool_calls: Vec<ToolCall>,
     /// A `tool` message: the call it answers.
@@ -261,6 +262,8 @@ struct RawPart<'a> {
     image_url: Option<&'a RawValue>,
     #[serde(borrow)]
     file: Option<&'a RawValue>,
+    #[serde(borrow)]
+    file_url: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -277,6 +280,8 @@ struct RawFile<'a> {
     url: Option<&'a RawValue>,
     #[serde(borrow)]
     filename: Option<&'a RawValue>,
+    #[serde(borrow)]
+    file_id: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -870,7 +875,9 @@ fn parse_response_format(v: &RawValue) -> Result<ResponseFormat, ApiError> {
     })
 }
 
-fn parse_parts(at: &str, parts: &[&RawValue]) -> Result<(String, Vec<Attachment>), ApiError> {
+type Parts = (String, Vec<(usize, Attachment)>);
+
+fn parse_parts(at: &str, parts: &[&RawValue]) -> Result<Parts, ApiError> {
     let mut texts = Vec::new();
     let mut attachments = Vec::new();
     for (j, part) in parts.iter().enumerate() {
@@ -917,35 +924,42 @@ fn parse_parts(at: &str, parts: &[&RawValue]) -> Result<(String, Vec<Attachment>
                         format!("`{p}.image_url.url` must be a URL or data: URL."),
                     )
                 })?;
-                attachments.push(Attachment::Image { url });
+                attachments.push((j, Attachment::Image { url }));
             }
             "file" => {
-                let file_param = format!("{p}.file");
-                let file: Option<RawFile> = match raw.file {
-                    Some(v) if kind(v) == "an object" => Some(object(v, &file_param)?),
-                    _ => None,
-                };
-                let url = match &file {
-                    Some(f) => {
-                        match optional(f.file_data, &format!("{file_param}.file_data"), string)? {
-                            Some(u) => Some(u),
-                            None => optional(f.url, &format!("{file_param}.url"), string)?,
-                        }
+                // OpenAI's `file` object (`file_data` or `file_id`), or the
+                // free-api family's `file_url` object.
+                let (file_param, raw_file) = match (raw.file, raw.file_url) {
+                    (Some(v), _) => (format!("{p}.file"), v),
+                    (None, Some(v)) => (format!("{p}.file_url"), v),
+                    (None, None) => {
+                        return Err(ApiError::invalid(
+                            format!("{p}.file"),
+                            format!("`{p}` needs `file` ({{\"file_data\": \"data:…;base64,…\", \"filename\": …}}) or `file_url` ({{\"url\": …}})."),
+                        ))
                     }
-                    None => None,
-                }
-                .filter(|u| !u.trim().is_empty())
-                .ok_or_else(|| {
-                    ApiError::invalid(
-                        &file_param,
-                        format!("`{p}.file.file_data` must be a data: URL or a URL."),
-                    )
-                })?;
-                let filename = match &file {
-                    Some(f) => optional(f.filename, &format!("{file_param}.filename"), string)?,
-                    None => None,
                 };
-                attachments.push(Attachment::File { url, filename });
+                let f: RawFile = object(raw_file, &file_param)?;
+                if f.file_id.is_some_and(|v| kind(v) != "null") {
+                    return Err(ApiError::invalid(
+                        format!("{file_param}.file_id"),
+                        format!("`{file_param}.file_id` refers to OpenAI's Files API, which this service does not have: send the file itself (`file_data`, a base64 data: URL) or a URL to it."),
+                    ));
+                }
+                let url =
+                    match optional(f.file_data, &format!("{file_param}.file_data"), string)? {
+                        Some(u) => Some(u),
+                        None => optional(f.url, &format!("{file_param}.url"), string)?,
+                    }
+                    .filter(|u| !u.trim().is_empty())
+                    .ok_or_else(|| {
+                        ApiError::invalid(
+                            &file_param,
+                            format!("`{file_param}` must hold `file_data` (a data: URL) or `url`."),
+                        )
+                    })?;
+                let filename = optional(f.filename, &format!("{file_param}.filename"), string)?;
+                attachments.push((j, Attachment::File { url, filename }));
             }
             other => {
                 return Err(ApiError::invalid(

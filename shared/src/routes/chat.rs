@@ -18,6 +18,7 @@ use super::AppState;
 use crate::answer::{Answer, Pool};
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::files;
 use crate::openai::chat::ChatRequest;
 use crate::openai::encode::{completion_id, sources_block, unix_seconds, ChunkEncoder, Completion};
 use crate::openai::usage::Usage;
@@ -68,27 +69,45 @@ async fn answer_request(
     super::require_json(&headers)?;
     let body = body.map_err(|r| super::body_error(r, state.config.max_request_bytes))?;
     let mut request = ChatRequest::parse(&body)?;
+    // Only the last message's files are sent (protocol section 6); earlier
+    // ones count by their text alone.
     let last = request.messages.len() - 1;
-    if !request.messages[last].attachments.is_empty() {
+    let attachments = std::mem::take(&mut request.messages[last].attachments);
+    if !attachments.is_empty() && !state.upstream.takes_files() {
         return Err(ApiError::invalid(
             format!("messages[{last}].content"),
             format!(
-                "Files and images are not supported by this deployment's {} upstream yet; send text parts only.",
+                "Files and images are not supported by this deployment's {} upstream; send text parts only.",
                 state.upstream.name()
             ),
         ));
     }
     let plan = Plan::new(&mut request)?;
-    let prompt = flatten(&request.messages, request.conversation_id.is_some(), &plan);
-    if prompt.trim().is_empty() {
+    let prompt = flatten(
+        &request.messages,
+        request.conversation_id.is_some(),
+        &plan,
+        !attachments.is_empty(),
+    );
+    if prompt.trim().is_empty() && attachments.is_empty() {
         return Err(ApiError::invalid(
             "messages",
             "The messages contain no text to send.",
         ));
     }
+    // Every file is fetched before any account is taken: a bad URL is the
+    // caller's 400, and no chat starts with a file missing.
+    let files = files::gather(
+        &format!("messages[{last}].content"),
+        &attachments,
+        &state.fetcher,
+    )
+    .await?;
+    let file_tokens = files.iter().map(|f| files::token_estimate(f)).sum();
     let turn = ChatTurn {
         prompt,
         conversation_id: request.conversation_id.clone(),
+        files,
     };
     let pool = Pool {
         dead: state.credentials.dead_tokens(),
@@ -110,10 +129,11 @@ async fn answer_request(
         "answer opened"
     );
     let config = state.config.clone();
+    let reply = (turn.prompt, file_tokens);
     if request.stream {
-        Ok(stream_answer(answer, request, plan, config, turn.prompt))
+        Ok(stream_answer(answer, request, plan, config, reply))
     } else {
-        collect_answer(answer, request, &plan, &config, turn.prompt).await
+        collect_answer(answer, request, &plan, &config, reply).await
     }
 }
 
@@ -136,23 +156,29 @@ struct Reply<'p> {
     prompt: String,
     /// Every answer and reasoning text received.
     completion: String,
+    /// What the turn's files add to the prompt (`files::token_estimate`).
+    file_tokens: u32,
     done: bool,
 }
 
 impl<'p> Reply<'p> {
-    fn new(plan: &'p Plan, prompt: String) -> Self {
+    fn new(plan: &'p Plan, (prompt, file_tokens): (String, u32)) -> Self {
         Self {
             reader: plan.reader(),
             wants_json: plan.wants_json(),
             citations: Vec::new(),
             prompt,
             completion: String::new(),
+            file_tokens,
             done: false,
         }
     }
 
     fn usage(&self) -> Usage {
-        Usage::estimate(&self.prompt, &self.completion)
+        let mut usage = Usage::estimate(&self.prompt, &self.completion);
+        usage.prompt_tokens += self.file_tokens;
+        usage.total_tokens += self.file_tokens;
+        usage
     }
 
     /// The next piece; `None` after `Done` or an error.
@@ -209,7 +235,7 @@ async fn collect_answer(
     request: ChatRequest,
     plan: &Plan,
     config: &Config,
-    prompt: String,
+    prompt: (String, u32),
 ) -> Result<Response, ApiError> {
     let mut reply = Reply::new(plan, prompt);
     let (mut content, mut reasoning) = (String::new(), String::new());
@@ -253,7 +279,7 @@ fn stream_answer(
     request: ChatRequest,
     plan: Plan,
     config: std::sync::Arc<Config>,
-    prompt: String,
+    prompt: (String, u32),
 ) -> Response {
     let (tx, rx) = mpsc::channel::<Bytes>(32);
     let encoder = ChunkEncoder::new(

@@ -236,3 +236,54 @@ async fn a_correction_refused_as_busy_is_asked_again_on_the_same_account() {
     assert!(chats.iter().all(|c| c.0 == chats[0].0), "one account");
     assert_eq!(fake.record(|r| r.deleted.len()), 1);
 }
+
+/// Files reach the adapter typed and whole; the caller's mistakes and
+/// forbidden URLs are 400s before any upstream call.
+#[tokio::test]
+async fn files_are_gathered_before_the_chat_and_mistakes_refused_before_it() {
+    let fake = FakeUpstream::answering("seen", PACE);
+    let app = router(state(&fake, Config::default()));
+    let png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
+    let parts = |part: Value| json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": "look"}, part]}]});
+    let ok = app
+        .clone()
+        .oneshot(chat_request(
+            "tok-a",
+            parts(json!({"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{png}")}})),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    assert_eq!(
+        fake.record(|r| r.files.clone()),
+        vec![vec![("image/png".to_string(), true, 70)]]
+    );
+    let refused = [
+        json!({"type": "image_url", "image_url": {"url": "data:image/png;base64,%%%"}}),
+        json!({"type": "file", "file_url": {"url": "http://169.254.169.254/latest/meta-data/"}}),
+        json!({"type": "file", "file_url": {"url": "http://[::ffff:7f00:1]:9001/"}}),
+        json!({"type": "file", "file": {"file_id": "file-1"}}),
+        json!({"type": "file", "file": {"file_data": "data:text/plain;base64,"}}),
+    ];
+    for part in refused {
+        let response = app
+            .clone()
+            .oneshot(chat_request("tok-a", parts(part.clone())))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{part}");
+        let body = json(response).await;
+        assert!(
+            body["error"]["param"]
+                .as_str()
+                .unwrap()
+                .starts_with("messages[0].content[1]"),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        fake.record(|r| r.chats.len()),
+        1,
+        "no chat for a refused file"
+    );
+}

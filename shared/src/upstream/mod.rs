@@ -47,6 +47,31 @@ pub struct ChatTurn {
     pub prompt: String,
     /// Continue this upstream conversation instead of starting one.
     pub conversation_id: Option<String>,
+    /// Files the turn carries; the adapter sends them as its protocol says
+    /// (again for every account it is tried on: an upload is the account's).
+    pub files: Vec<std::sync::Arc<FileUpload>>,
+}
+
+/// A file's bytes, typed, ready to send.
+pub struct FileUpload {
+    /// The name the caller gave it (or one made up from its type).
+    pub original_name: String,
+    /// The extension for its type, without a dot.
+    pub extension: String,
+    pub mime: String,
+    /// An image (the chat form's type 2), else a document (6).
+    pub image: bool,
+    pub bytes: bytes::Bytes,
+}
+
+impl std::fmt::Debug for FileUpload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileUpload")
+            .field("original_name", &self.original_name)
+            .field("mime", &self.mime)
+            .field("bytes", &self.bytes.len())
+            .finish()
+    }
 }
 
 /// Why an upstream call failed. Messages never contain a token.
@@ -153,6 +178,11 @@ pub trait Upstream: Send + Sync + 'static {
     /// one component owns "no progress" and a turn is not abandoned (and
     /// re-sent elsewhere) while the adapter still waits for it.
     fn watches_progress(&self) -> bool {
+        false
+    }
+
+    /// Whether turns may carry files (`ChatTurn::files`).
+    fn takes_files(&self) -> bool {
         false
     }
 

@@ -57,7 +57,7 @@ async fn direct_run(sim: &Shared, client: &HailuoClient, prompt: &str) -> Run {
     let start = Instant::now();
     let turn = ChatTurn {
         prompt: prompt.into(),
-        conversation_id: None,
+        ..ChatTurn::default()
     };
     let mut events = client.chat("bench-direct", &turn).await.expect("chat");
     let mut received = Vec::new();

@@ -281,6 +281,12 @@ impl Upstream for AgentClient {
     }
 
     async fn chat(&self, token: &str, turn: &ChatTurn) -> Result<EventStream, UpstreamError> {
+        if !turn.files.is_empty() {
+            return Err(UpstreamError::Unsupported(
+                "The MiniMax Agent upstream takes no files or images here; send text parts only."
+                    .into(),
+            ));
+        }
         let body = send_body(&turn.prompt, turn.conversation_id.as_deref());
         let sent = match self
             .call(

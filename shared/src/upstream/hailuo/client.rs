@@ -28,7 +28,7 @@ const SENTRY_RELEASE: &str = "CI7N-1MjJnx5pru-bzzhR";
 const SENTRY_PUBLIC_KEY: &str = "6cf106db5c7b7262eae7cc6b411c776a";
 
 pub struct HailuoClient {
-    http: reqwest::Client,
+    pub(super) http: reqwest::Client,
     config: Arc<HailuoConfig>,
     devices: DeviceCache,
 }
@@ -89,7 +89,7 @@ impl HailuoClient {
     }
 
     /// A signed JSON call with the token's device; returns the envelope's `data`.
-    async fn call(
+    pub(super) async fn call(
         &self,
         token: &str,
         method: Method,
@@ -127,6 +127,25 @@ impl HailuoClient {
             .request(method, self.url(&full_uri))
             .headers(headers);
         send_json(request, self.config.json_timeout, body).await
+    }
+
+    /// The turn's files uploaded (concurrently) and the chat's `form`
+    /// field: one entry per file, then the text (section 6); `None` without
+    /// files. One failed upload fails the turn before any chat starts.
+    async fn upload_all(
+        &self,
+        token: &str,
+        turn: &ChatTurn,
+    ) -> Result<Option<String>, UpstreamError> {
+        if turn.files.is_empty() {
+            return Ok(None);
+        }
+        // Register the device once, before the uploads race to do it.
+        self.device(token).await?;
+        let uploads = turn.files.iter().map(|f| self.upload(token, f));
+        let mut entries = futures_util::future::try_join_all(uploads).await?;
+        entries.push(serde_json::json!({"name": "", "formType": 1, "content": turn.prompt}));
+        Ok(Some(Value::Array(entries).to_string()))
     }
 
     fn url(&self, full_uri: &str) -> String {
@@ -211,6 +230,10 @@ impl Upstream for HailuoClient {
         "Hailuo"
     }
 
+    fn takes_files(&self) -> bool {
+        true
+    }
+
     fn login_hint(&self) -> &'static str {
         "Log in to hailuoai.com again and send the new `_token` from the browser's localStorage."
     }
@@ -227,7 +250,15 @@ impl Upstream for HailuoClient {
             &unix,
         )
         .append_to(path);
-        let yy = yy_chat_form(&full_uri, "1", &turn.prompt, chat_id, None, &unix);
+        let files = self.upload_all(token, turn).await?;
+        let yy = yy_chat_form(
+            &full_uri,
+            "1",
+            &turn.prompt,
+            chat_id,
+            files.as_deref(),
+            &unix,
+        );
         // Fields with an empty value are left out of the form.
         let mut form = reqwest::multipart::Form::new().text("characterID", "1");
         if !turn.prompt.is_empty() {
@@ -236,6 +267,9 @@ impl Upstream for HailuoClient {
         form = form
             .text("chatID", chat_id.to_string())
             .text("searchMode", "0");
+        if let Some(files) = files {
+            form = form.text("form", files);
+        }
         let response = self
             .http
             .post(self.url(&full_uri))
