@@ -426,6 +426,7 @@ async fn send_msg(
         prompt,
         answer,
         thinking,
+        files: vec![],
     });
     c.completed = false;
     let stall = fault.as_ref().filter(|f| f.kind == FaultKind::Stall);

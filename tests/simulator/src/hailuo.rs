@@ -9,7 +9,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Multipart, Path, RawQuery, State as AxState};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -17,6 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::checks::{fingerprint, md5_hex, parse_query, yy, ParsedQuery, HAILUO_QUERY};
 use crate::state::{Conversation, Fault, FaultKind, Settings, State, Turn};
+use crate::upload;
 use crate::{
     body_text, envelope, failure, now_ms, user_info_answer, Shared, CODE_BUSY, CODE_HEARTBEAT,
     CODE_NO_CONVERSATION, CODE_OVERLOADED, CODE_SIGNATURE, CODE_TOKEN_EXPIRED, EXPIRED,
@@ -30,6 +31,37 @@ pub fn routes() -> Router<Shared> {
         .route("/v1/api/user/info", get(user_info))
         .route("/v4/api/chat/msg", post(chat))
         .route("/v1/api/chat/history/{chat_id}", delete(delete_chat))
+        .route("/v1/api/files/request_policy", get(upload::request_policy))
+        .route(
+            "/v1/api/files/policy_callback",
+            post(upload::policy_callback),
+        )
+        .route(
+            &format!("/{}/{{*key}}", upload::BUCKET),
+            put(upload::put_object),
+        )
+}
+
+/// A signed JSON call checked as `verify` does; the caller's token.
+pub(crate) fn verify_json(
+    st: &Shared,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    raw_query: Option<&str>,
+    body: &Bytes,
+) -> Result<String, Refused> {
+    let text = body_text(body);
+    verify(
+        st,
+        method,
+        path,
+        headers,
+        raw_query,
+        Signed::Json(&text),
+        false,
+    )
+    .map(|v| v.token)
 }
 
 enum Signed<'a> {
@@ -38,7 +70,7 @@ enum Signed<'a> {
 }
 
 /// A call refused for breaking the protocol (already recorded as a violation).
-struct Refused;
+pub(crate) struct Refused;
 
 impl IntoResponse for Refused {
     fn into_response(self) -> Response {
@@ -307,6 +339,7 @@ async fn chat(
         Err(r) => return r.into_response(),
     };
     let token = v.token;
+    let mut attached = Vec::new();
     {
         let mut s = st.lock().unwrap();
         let mut problems = Vec::new();
@@ -319,6 +352,14 @@ async fn chat(
         }
         if content.is_empty() && form_field.is_none() {
             problems.push("chat without msgContent".to_string());
+        }
+        let files = match &form_field {
+            None => Ok(vec![]),
+            Some(form) => upload::check_form(&s.uploads, form, &token, &content),
+        };
+        match files {
+            Ok(found) => attached = found,
+            Err(p) => problems.push(p),
         }
         let accept = headers
             .get("accept")
@@ -391,7 +432,18 @@ async fn chat(
             let turns = s.conversation_mut(&chat_id).map_or(0, |c| c.turns.len());
             (chat_id, turns + 1, false)
         };
-        let answer = s.answer(&content, turn);
+        let mut answer = s.answer(&content, turn);
+        // Each file the model was given, by name and digest: what a test
+        // checks to prove which bytes arrived.
+        for f in &attached {
+            answer.push_str(&format!(
+                "\n[file {} {} {} bytes sha256={}]",
+                f["originFileName"].as_str().unwrap_or_default(),
+                f["mimeType"].as_str().unwrap_or_default(),
+                f["size"],
+                f["sha256"].as_str().unwrap_or_default()
+            ));
+        }
         (id, is_new, s.new_id(), s.settings.clone(), answer)
     };
     let guard = Busy {
@@ -404,6 +456,7 @@ async fn chat(
         token,
         prompt: content.clone(),
         is_new,
+        files: attached,
     };
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
     let fault = fault.filter(|f| f.kind != FaultKind::SlowFirstByte);
@@ -440,6 +493,7 @@ struct Opening {
     token: String,
     prompt: String,
     is_new: bool,
+    files: Vec<Value>,
 }
 
 impl Opening {
@@ -456,6 +510,7 @@ impl Opening {
                 prompt: self.prompt,
                 answer: String::new(),
                 thinking: String::new(),
+                files: self.files,
             });
         }
     }

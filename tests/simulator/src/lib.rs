@@ -12,6 +12,7 @@ pub mod agent;
 pub mod checks;
 pub mod hailuo;
 pub mod state;
+pub mod upload;
 
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};

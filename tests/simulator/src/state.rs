@@ -52,6 +52,8 @@ pub enum FaultKind {
     /// The stream closes cleanly after some events, with neither an
     /// `isEnd == 0` event nor the type 8 marker: a cut-off answer.
     Truncate,
+    /// The file store refuses an upload (HTTP 403, an OSS error document).
+    UploadRefused,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -61,6 +63,9 @@ pub struct Turn {
     /// The agent's reasoning text (agent protocol only).
     #[serde(skip_serializing_if = "String::is_empty")]
     pub thinking: String,
+    /// The files the turn's form referenced (name, type, size, SHA-256).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<serde_json::Value>,
 }
 
 /// How far the newest agent answer has been revealed, which depends on time.
@@ -168,6 +173,8 @@ pub struct State {
     pub agent_users: HashMap<String, String>,
     /// Scripted answers for the next turns (`/__sim/replies`), in order.
     pub replies: VecDeque<String>,
+    /// Hailuo uploads: policies handed out, objects stored, files registered.
+    pub uploads: crate::upload::Uploads,
 }
 
 impl State {
@@ -189,10 +196,19 @@ impl State {
 
     /// Take the first fault that applies to a chat on `token`.
     pub fn take_fault(&mut self, token: &str) -> Option<Fault> {
+        self.take_fault_where(token, |k| k != FaultKind::UploadRefused)
+    }
+
+    /// Take the first upload fault that applies to `token`.
+    pub fn take_upload_fault(&mut self, token: &str) -> Option<Fault> {
+        self.take_fault_where(token, |k| k == FaultKind::UploadRefused)
+    }
+
+    fn take_fault_where(&mut self, token: &str, kind: impl Fn(FaultKind) -> bool) -> Option<Fault> {
         let i = self
             .faults
             .iter()
-            .position(|f| f.token.as_deref().is_none_or(|t| t == token))?;
+            .position(|f| kind(f.kind) && f.token.as_deref().is_none_or(|t| t == token))?;
         let fault = self.faults[i].clone();
         self.faults[i].count -= 1;
         if self.faults[i].count == 0 {
@@ -230,6 +246,7 @@ impl State {
             "busy": self.busy.iter().map(|t| fingerprint(t)).collect::<Vec<_>>(),
             "pending_faults": self.faults.len(),
             "pending_replies": self.replies.len(),
+            "files": self.uploads.files.values().collect::<Vec<_>>(),
         })
     }
 }
