@@ -82,13 +82,16 @@ start_watch nokeys 9003 TOKENS_SECRET_ID=e2e/tokens-no-keys
 start_watch agent 9004 UPSTREAM=minimax-agent AGENT_BASE_URL="$AGENT_SIM_URL" AGENT_POLL_INTERVAL_MS=200 \
   AGENT_POLL_TIMEOUT_MS=3000 AGENT_DELETE_RETRY_MS=1000 AGENT_DELETE_TRIES=8 \
   UPSTREAM_IDLE_TIMEOUT_MS=1500 UPSTREAM_FIRST_BYTE_TIMEOUT_MS=1500
-for port in "$LAMBDA_PORT" 9001 9002 9003 9004; do wait_http "http://127.0.0.1:$port/" 120; done
+# Files by URL from the tests' own loopback server: private addresses allowed
+# here only (the header deployment keeps the rule, for the refusal tests).
+start_watch files 9005 FILE_URL_ALLOW_PRIVATE=true FILE_MAX_BYTES=1048576
+for port in "$LAMBDA_PORT" 9001 9002 9003 9004 9005; do wait_http "http://127.0.0.1:$port/" 120; done
 # The emulator starts a function on its first request: warm them before any
 # test clock starts, on paths that read no secret.
 for path in /v1/models /v1/chat/completions /lambda-url/token-check/warm-up; do
   curl -s -o /dev/null --max-time 300 "$GATEWAY_URL$path" || true
 done
-for port in 9001 9002 9003 9004; do
+for port in 9001 9002 9003 9004 9005; do
   for fn in chat-completions models token-check; do
     curl -s -o /dev/null --max-time 300 "http://127.0.0.1:$port/lambda-url/$fn/warm-up" || true
   done
