@@ -22,6 +22,7 @@
 //!        ├─ openai/chat.rs request → typed, validated fields
 //!        ├─ structured/    tools, tool_choice, response_format → the contract with the model (nonce)
 //!        ├─ prompt.rs      messages (tool calls and results too) + instruction → one text
+//!        ├─ files/         the last message's files → bytes (data URLs, safe fetching)
 //!        └─ answer.rs      lease an account → Upstream::chat → first event (or retry elsewhere)
 //!             └─ upstream/ hailuo/ (SSE) or agent/ (send, then poll) → UpstreamEvent …
 //!   answer text → structured::Reader (tags held, calls checked; one correction turn in the same conversation)
@@ -30,8 +31,9 @@
 //!
 //! # Layout, and which way dependencies point
 //!
-//! routes → prompt → structured → openai; routes → credentials → answer →
-//! upstream → settings, redact, text. Adapters (`upstream/hailuo`, `upstream/agent`) know nothing of
+//! routes → prompt → structured → openai; routes → files → openai, upstream (its
+//! `FileUpload`); routes → credentials → answer → upstream → settings,
+//! redact, text. Adapters (`upstream/hailuo`, `upstream/agent`) know nothing of
 //! OpenAI, of credentials or of the gateway's config: each owns its config
 //! type, built from the settings reader with its prefix.
 //!
@@ -42,6 +44,8 @@
 //! - `structured/`: tool calls and JSON answers over chats that have neither:
 //!   the instruction, the tag scanner (`scan.rs`), schema checks
 //!   (`schema.rs`), JSON out of prose (`json_text.rs`). Sans I/O.
+//! - `files/`: documents and images a message carries, as bytes: data URLs,
+//!   safe URL fetching (`fetch.rs`), types sniffed from the bytes.
 //! - `prompt.rs`: OpenAI messages flattened into the upstream's one text.
 //! - `credentials/`: header or secret mode, API keys; `secret.rs` (Secrets
 //!   Manager documents), `pool.rs` (tokens seen dead, accounts in use).
