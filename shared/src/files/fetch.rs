@@ -273,10 +273,8 @@ impl Fetcher {
         if !status.is_success() {
             return Err(FetchError::Status(status.as_u16()));
         }
-        if response
-            .content_length()
-            .is_some_and(|n| n > self.max_bytes)
-        {
+        let declared = response.content_length();
+        if declared.is_some_and(|n| n > self.max_bytes) {
             return Err(FetchError::TooLarge(self.max_bytes));
         }
         let content_type = response
@@ -284,7 +282,9 @@ impl Fetcher {
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let mut body = BytesMut::new();
+        // Sized once when the length is declared: a growing buffer would hold
+        // the old and the new copy at once while it doubles.
+        let mut body = BytesMut::with_capacity(declared.unwrap_or(0) as usize);
         let mut stream = response.bytes_stream();
         while let Some(piece) = stream.next().await {
             let piece = piece.map_err(|e| classify(e, url))?;
