@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Multipart, Path, RawQuery, State as AxState};
+use axum::extract::{DefaultBodyLimit, Multipart, Path, RawQuery, State as AxState};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
@@ -36,9 +36,10 @@ pub fn routes() -> Router<Shared> {
             "/v1/api/files/policy_callback",
             post(upload::policy_callback),
         )
+        // OSS takes objects of gigabytes; axum's default body cap is 2 MB.
         .route(
             &format!("/{}/{{*key}}", upload::BUCKET),
-            put(upload::put_object),
+            put(upload::put_object).layer(DefaultBodyLimit::max(512 << 20)),
         )
 }
 
