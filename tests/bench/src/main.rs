@@ -235,22 +235,26 @@ async fn file_bench(http: &reqwest::Client, url: &str, pid: u32, runs: usize) {
             .expect("request");
         assert!(response.status().is_success(), "{}", response.status());
         let mut stream = response.bytes_stream();
-        let mut got_first = None;
-        let mut text = String::new();
+        let (mut got_first, mut buffer, mut content) = (None, String::new(), String::new());
         while let Some(piece) = stream.next().await {
-            let piece = piece.expect("body");
-            text.push_str(&String::from_utf8_lossy(&piece));
-            if got_first.is_none()
-                && text.contains("\"content\":\"")
-                && text.matches("data: ").count() > 1
-            {
-                got_first = Some(start.elapsed());
+            buffer.push_str(&String::from_utf8_lossy(&piece.expect("body")));
+            while let Some(end) = buffer.find("\n\n") {
+                let frame: String = buffer.drain(..end + 2).collect();
+                let Some(data) = frame.trim().strip_prefix("data: ") else {
+                    continue;
+                };
+                let chunk: serde_json::Value = serde_json::from_str(data).unwrap_or_default();
+                if let Some(text) = chunk["choices"][0]["delta"]["content"].as_str() {
+                    if !text.is_empty() && got_first.is_none() {
+                        got_first = Some(start.elapsed());
+                    }
+                    content.push_str(text);
+                }
             }
         }
         assert!(
-            text.contains(&format!("{SIZE} bytes sha256=")),
-            "the simulator saw the file: {}",
-            &text[..text.len().min(400)]
+            content.contains(&format!("{SIZE} bytes sha256=")),
+            "the simulator did not see the file: {content:?}"
         );
         first.push(got_first.unwrap_or_default().as_secs_f64());
         whole.push(start.elapsed().as_secs_f64());
@@ -261,13 +265,18 @@ async fn file_bench(http: &reqwest::Client, url: &str, pid: u32, runs: usize) {
         v[v.len() / 2]
     };
     println!("\nA 20 MB PDF by URL from loopback ({runs} runs, medians): fetch, upload to the simulator's OSS, chat:\n");
-    println!("| first answer chunk | whole answer | function peak RSS growth | target |");
-    println!("|---|---|---|---|");
+    // The first request's growth is the honest one: later requests reuse
+    // memory the allocator kept from earlier ones.
+    let first_growth = growth[0];
     println!(
-        "| {:.0} ms | {:.0} ms | {:.1} MB | < 80 MB (3 × 20 MB + 20 MB) |",
+        "| first answer chunk | whole answer | peak RSS growth, first request | largest | target |"
+    );
+    println!("|---|---|---|---|---|");
+    println!(
+        "| {:.0} ms | {:.0} ms | {first_growth:.1} MB | {:.1} MB | < 80 MB (3 × 20 MB + 20 MB) |",
         median(&mut first) * 1000.0,
         median(&mut whole) * 1000.0,
-        median(&mut growth)
+        growth.iter().copied().fold(0.0, f64::max)
     );
 }
 
