@@ -348,6 +348,15 @@ pub fn chat_request(tokens: &str, body: serde_json::Value) -> Request<Body> {
         .unwrap()
 }
 
+/// `body` sent to the chat router with `Authorization: Bearer <tokens>`.
+pub async fn send(app: &axum::Router, tokens: &str, body: serde_json::Value) -> Response<Body> {
+    use tower::ServiceExt;
+    app.clone()
+        .oneshot(chat_request(tokens, body))
+        .await
+        .unwrap()
+}
+
 /// The `data:` payloads of an SSE body, each with when it arrived.
 pub async fn frames(response: Response<Body>) -> Vec<(String, Instant)> {
     let mut stream = response.into_body().into_data_stream();

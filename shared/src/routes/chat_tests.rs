@@ -5,8 +5,7 @@
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{Request, Response, StatusCode};
-use axum::Router;
+use axum::http::{Request, StatusCode};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 use tower::ServiceExt;
@@ -14,7 +13,7 @@ use tower::ServiceExt;
 use super::router;
 use crate::config::Config;
 use crate::testing::{
-    chat_request, error_message, frames, json, state, FakeUpstream, Script, Step,
+    chat_request, error_message, frames, json, send, state, FakeUpstream, Script, Step,
 };
 use crate::upstream::{UpstreamError, UpstreamEvent};
 
@@ -36,13 +35,6 @@ fn config(settings: &[(&str, &str)]) -> Config {
 fn ask(stream: bool) -> Value {
     json!({"model": "hailuo", "stream": stream, "stream_options": {"include_usage": stream},
            "messages": [{"role": "user", "content": "你好"}]})
-}
-
-async fn send(app: &Router, tokens: &str, body: Value) -> Response<Body> {
-    app.clone()
-        .oneshot(chat_request(tokens, body))
-        .await
-        .unwrap()
 }
 
 fn content_of(frames: &[(String, Instant)]) -> String {

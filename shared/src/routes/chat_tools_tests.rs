@@ -9,9 +9,8 @@ use serde_json::{json, Value};
 
 use super::router;
 use crate::config::Config;
-use crate::testing::{chat_request, frames, json, state, FakeUpstream, Script, Step};
+use crate::testing::{frames, json, send, state, FakeUpstream, Script, Step};
 use crate::upstream::UpstreamError;
-use tower::ServiceExt;
 
 const PACE: Duration = Duration::from_millis(5);
 
@@ -72,10 +71,7 @@ async fn a_streamed_call_after_text_becomes_tool_call_deltas() {
         call("get_weather", json!({"city": "巴黎"}))
     )]);
     let app = router(state(&fake, Config::default()));
-    let response = app
-        .oneshot(chat_request("tok-a", ask(true, json!({}))))
-        .await
-        .unwrap();
+    let response = send(&app, "tok-a", ask(true, json!({}))).await;
     assert_eq!(response.status(), StatusCode::OK);
     let chunks = deltas(&frames(response).await);
     assert_eq!(
@@ -113,10 +109,7 @@ async fn an_invalid_call_is_corrected_in_the_same_conversation() {
         call("get_weather", json!({"city": "Paris"})),
     ]);
     let app = router(state(&fake, Config::default()));
-    let response = app
-        .oneshot(chat_request("tok-a,tok-b", ask(false, json!({}))))
-        .await
-        .unwrap();
+    let response = send(&app, "tok-a,tok-b", ask(false, json!({}))).await;
     assert_eq!(response.status(), StatusCode::OK);
     let body = json(response).await;
     let message = &body["choices"][0]["message"];
@@ -151,11 +144,7 @@ async fn a_call_invalid_twice_is_the_first_answer_as_text() {
     let first = format!("Checking. {}", call("launch", json!({})));
     let fake = fake_answering(&[first.clone(), call("launch", json!({}))]);
     let app = router(state(&fake, Config::default()));
-    let response = app
-        .clone()
-        .oneshot(chat_request("tok-a", ask(true, json!({}))))
-        .await
-        .unwrap();
+    let response = send(&app, "tok-a", ask(true, json!({}))).await;
     let chunks = deltas(&frames(response).await);
     let prompt = fake.record(|r| r.chats[0].1.clone());
     let nonce = prompt
@@ -181,10 +170,7 @@ async fn a_correction_the_upstream_fails_is_an_error_and_still_cleaned_up() {
         message: "服务繁忙".into(),
     })]));
     let app = router(state(&fake, Config::default()));
-    let response = app
-        .oneshot(chat_request("tok-a", ask(false, json!({}))))
-        .await
-        .unwrap();
+    let response = send(&app, "tok-a", ask(false, json!({}))).await;
     assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
     assert_eq!(fake.record(|r| r.deleted.len()), 1);
 }
@@ -198,13 +184,12 @@ async fn json_schema_answers_come_back_bare_and_valid() {
         "```json\n{\"name\": \"Paris\"}\n```".to_string(),
     ]);
     let app = router(state(&fake, Config::default()));
-    let response = app
-        .oneshot(chat_request(
-            "tok-a",
-            ask(true, json!({"tools": null, "response_format": schema})),
-        ))
-        .await
-        .unwrap();
+    let response = send(
+        &app,
+        "tok-a",
+        ask(true, json!({"tools": null, "response_format": schema})),
+    )
+    .await;
     let chunks = deltas(&frames(response).await);
     assert_eq!(content(&chunks), "{\"name\": \"Paris\"}");
     assert_eq!(fake.record(|r| r.chats.len()), 2);
@@ -224,10 +209,7 @@ async fn a_correction_refused_as_busy_is_asked_again_on_the_same_account() {
         PACE,
     ));
     let app = router(state(&fake, Config::default()));
-    let response = app
-        .oneshot(chat_request("tok-a,tok-b", ask(false, json!({}))))
-        .await
-        .unwrap();
+    let response = send(&app, "tok-a,tok-b", ask(false, json!({}))).await;
     assert_eq!(response.status(), StatusCode::OK);
     let body = json(response).await;
     assert_eq!(body["choices"][0]["finish_reason"], "tool_calls");
@@ -245,14 +227,8 @@ async fn files_are_gathered_before_the_chat_and_mistakes_refused_before_it() {
     let app = router(state(&fake, Config::default()));
     let png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
     let parts = |part: Value| json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": "look"}, part]}]});
-    let ok = app
-        .clone()
-        .oneshot(chat_request(
-            "tok-a",
-            parts(json!({"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{png}")}})),
-        ))
-        .await
-        .unwrap();
+    let ok = send(&app, "tok-a",
+            parts(json!({"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{png}")}}))).await;
     assert_eq!(ok.status(), StatusCode::OK);
     assert_eq!(
         fake.record(|r| r.files.clone()),
@@ -266,11 +242,7 @@ async fn files_are_gathered_before_the_chat_and_mistakes_refused_before_it() {
         json!({"type": "file", "file": {"file_data": "data:text/plain;base64,"}}),
     ];
     for part in refused {
-        let response = app
-            .clone()
-            .oneshot(chat_request("tok-a", parts(part.clone())))
-            .await
-            .unwrap();
+        let response = send(&app, "tok-a", parts(part.clone())).await;
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{part}");
         let body = json(response).await;
         assert!(
