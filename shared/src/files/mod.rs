@@ -39,13 +39,15 @@ async fn one(
         Attachment::Image { url } => (url, None, true),
         Attachment::File { url, filename } => (url, filename.clone(), false),
     };
-    let (bytes, declared) = if let Some(rest) = url.strip_prefix("data:") {
-        decode_data_url(rest).map_err(|why| {
+    // The bytes, their declared type, and the URL's file name if it has one.
+    let (bytes, declared, url_name) = if let Some(rest) = url.strip_prefix("data:") {
+        let (bytes, declared) = decode_data_url(rest).map_err(|why| {
             ApiError::invalid(
                 param,
                 format!("`{param}` holds a malformed data: URL: {why}."),
             )
-        })?
+        })?;
+        (bytes, declared, None)
     } else {
         let parsed = Url::parse(url.trim()).map_err(|e| {
             ApiError::invalid(
@@ -53,7 +55,7 @@ async fn one(
                 format!("`{param}` holds a URL that cannot be parsed ({e})."),
             )
         })?;
-        fetcher.fetch(&parsed).await.map_err(|e| match e {
+        let fetched = fetcher.fetch(&parsed).await.map_err(|e| match e {
             FetchError::TooLarge(max) => ApiError::PayloadTooLarge(format!(
                 "The file of `{param}` is larger than {max} bytes (FILE_MAX_BYTES)."
             )),
@@ -70,7 +72,13 @@ async fn one(
                 param,
                 format!("The URL of `{param}` could not be fetched: {why}."),
             ),
-        })?
+        })?;
+        let url_name = parsed
+            .path_segments()
+            .and_then(|mut segments| segments.next_back())
+            .filter(|s| s.contains('.'))
+            .map(str::to_string);
+        (fetched.0, fetched.1, url_name)
     };
     if bytes.is_empty() {
         return Err(ApiError::invalid(
@@ -78,13 +86,7 @@ async fn one(
             format!("The file of `{param}` is empty."),
         ));
     }
-    let name_from_url = filename.clone().or_else(|| {
-        Url::parse(url)
-            .ok()
-            .filter(|u| u.scheme() != "data")
-            .and_then(|u| u.path_segments()?.next_back().map(str::to_string))
-            .filter(|s| s.contains('.'))
-    });
+    let name_from_url = filename.or(url_name);
     let mime = mime_of(&bytes, declared.as_deref(), name_from_url.as_deref());
     let image = image || is_image(&mime);
     Ok(FileUpload {
