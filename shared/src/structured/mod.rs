@@ -90,16 +90,10 @@ impl Plan {
             if !wanted {
                 continue;
             }
-            let parameters = match tool.parameters.take() {
-                None => None,
-                Some(source) => Some(Schema::compile(&source).map_err(|e| {
-                    let param = format!("tools[{i}].function.parameters");
-                    ApiError::invalid(
-                        &param,
-                        format!("`{param}` is not a valid JSON Schema: {e}."),
-                    )
-                })?),
-            };
+            let parameters = compile(
+                tool.parameters.take(),
+                &format!("tools[{i}].function.parameters"),
+            )?;
             offered.push(Offered {
                 name: tool.name.clone(),
                 description: tool.description.clone(),
@@ -110,16 +104,7 @@ impl Plan {
             ResponseFormat::Text => None,
             ResponseFormat::JsonObject => Some(JsonWanted { schema: None }),
             ResponseFormat::JsonSchema { schema, .. } => Some(JsonWanted {
-                schema: match schema.take() {
-                    None => None,
-                    Some(source) => Some(Schema::compile(&source).map_err(|e| {
-                        let param = "response_format.json_schema.schema";
-                        ApiError::invalid(
-                            param,
-                            format!("`{param}` is not a valid JSON Schema: {e}."),
-                        )
-                    })?),
-                },
+                schema: compile(schema.take(), "response_format.json_schema.schema")?,
             }),
         };
         let tool_history = request
@@ -324,6 +309,18 @@ impl Plan {
         }
         prompt
     }
+}
+
+/// A caller's schema compiled, if there is one; one that is not a schema is
+/// a 400 naming `param`.
+fn compile(source: Option<String>, param: &str) -> Result<Option<Schema>, ApiError> {
+    source
+        .map(|source| {
+            Schema::compile(&source).map_err(|e| {
+                ApiError::invalid(param, format!("`{param}` is not a valid JSON Schema: {e}."))
+            })
+        })
+        .transpose()
 }
 
 /// A fresh nonce: 12 lowercase hex digits.
