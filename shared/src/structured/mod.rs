@@ -222,11 +222,16 @@ impl Plan {
         }
     }
 
+    /// A fresh tag scanner for one turn; none when no tool is offered.
+    fn scanner(&self) -> Option<Scanner> {
+        (!self.offered.is_empty()).then(|| Scanner::new(&self.nonce))
+    }
+
     /// A reader for one answer to this request.
     pub(crate) fn reader(&self) -> Reader<'_> {
         Reader {
             plan: self,
-            scanner: (!self.offered.is_empty()).then(|| Scanner::new(&self.nonce)),
+            scanner: self.scanner(),
             correcting: false,
             first: String::new(),
             shown: 0,
@@ -426,7 +431,7 @@ impl Reader<'_> {
         self.correcting = true;
         self.seen_call = false;
         self.tokens.clear();
-        self.scanner = (!self.plan.offered.is_empty()).then(|| Scanner::new(&self.plan.nonce));
+        self.scanner = self.plan.scanner();
         Ending::Correct(self.plan.correction(&problem))
     }
 
