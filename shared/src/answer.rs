@@ -40,6 +40,8 @@ pub struct Answer {
     upstream: Arc<dyn Upstream>,
     token: String,
     chat_id: Option<String>,
+    /// The assistant message the answer is (what speech synthesis reads).
+    message_id: Option<String>,
     keep: bool,
     buffered: VecDeque<UpstreamEvent>,
     stream: EventStream,
@@ -52,9 +54,9 @@ pub struct Answer {
 }
 
 /// Why one attempt failed, and whether the upstream had taken the turn.
-struct Failed {
-    error: UpstreamError,
-    accepted: bool,
+pub(crate) struct Failed {
+    pub error: UpstreamError,
+    pub accepted: bool,
 }
 
 /// The pause before asking a busy account again: 0.5 s doubling per refusal,
@@ -64,119 +66,120 @@ fn busy_pause(refusals: u32) -> Duration {
     base.mul_f64(rand::rng().random_range(0.5..1.5))
 }
 
-impl Answer {
-    /// Open an answer. A failure that is the token's moves on: a dead token to
-    /// the next one, a busy account to the next free one (waiting for one up
-    /// to `config.pool_wait`). Other failures are retried up to
-    /// `config.retries` times, on a different token when there are several (a
-    /// continued conversation may try every token once, since only its owner
-    /// can answer); a request the upstream refuses, or a turn it accepted, is
-    /// not retried.
-    pub async fn open(
-        upstream: Arc<dyn Upstream>,
-        config: &Config,
-        set: &TokenSet,
-        pool: Pool<'_>,
-        turn: &ChatTurn,
-        keep: bool,
-    ) -> Result<Answer, ApiError> {
-        let describe =
-            |e: UpstreamError| ApiError::from_upstream(e, upstream.name(), upstream.login_hint());
-        let mut candidates: Vec<(String, String)> = set
-            .tokens
-            .iter()
-            .map(|t| (fingerprint(t), t.clone()))
-            .collect();
-        let mut transient_budget = 1 + config.retries as usize;
-        if turn.conversation_id.is_some() {
-            transient_budget = transient_budget.max(candidates.len());
-        }
-        let wait_until = Instant::now() + config.pool_wait;
-        let (mut rejected, mut transient) = (Vec::new(), 0usize);
-        // Accounts the upstream called busy: when to ask again, and how often refused.
-        let mut busy: HashMap<String, (Instant, u32)> = HashMap::new();
-        let mut last_error: Option<UpstreamError> = None;
-        let mut next = 0usize;
-        while !candidates.is_empty() {
-            let returned = pool.leases.returned();
-            tokio::pin!(returned);
-            returned.as_mut().enable();
-            let now = Instant::now();
-            let free = (0..candidates.len())
-                .map(|i| (next + i) % candidates.len())
-                .find_map(|i| {
-                    let fp = &candidates[i].0;
-                    if busy.get(fp).is_some_and(|(at, _)| *at > now) {
-                        return None;
-                    }
-                    pool.leases.try_take(fp).map(|lease| (i, lease))
-                });
-            let Some((index, lease)) = free else {
-                // Every account is answering (here or elsewhere): wait for one.
-                if now >= wait_until {
-                    break;
+/// Run `attempt` on an account of the request's pool, and hand back its
+/// result with the account still held. A failure that is the token's moves
+/// on: a dead token to the next one, a busy account to the next free one
+/// (waiting for one up to `config.pool_wait`). Other failures are retried up
+/// to `config.retries` times, on a different token when there are several (a
+/// continued conversation may try every token once, since only its owner can
+/// answer); a request the upstream refuses, or a turn it accepted, is not
+/// retried.
+pub(crate) async fn on_an_account<T, F, Fut>(
+    upstream: &Arc<dyn Upstream>,
+    config: &Config,
+    set: &TokenSet,
+    pool: Pool<'_>,
+    continuing: bool,
+    mut attempt: F,
+) -> Result<(T, Lease), ApiError>
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = Result<T, Failed>>,
+{
+    let describe =
+        |e: UpstreamError| ApiError::from_upstream(e, upstream.name(), upstream.login_hint());
+    let mut candidates: Vec<(String, String)> = set
+        .tokens
+        .iter()
+        .map(|t| (fingerprint(t), t.clone()))
+        .collect();
+    let mut transient_budget = 1 + config.retries as usize;
+    if continuing {
+        transient_budget = transient_budget.max(candidates.len());
+    }
+    let wait_until = Instant::now() + config.pool_wait;
+    let (mut rejected, mut transient) = (Vec::new(), 0usize);
+    // Accounts the upstream called busy: when to ask again, and how often refused.
+    let mut busy: HashMap<String, (Instant, u32)> = HashMap::new();
+    let mut last_error: Option<UpstreamError> = None;
+    let mut next = 0usize;
+    while !candidates.is_empty() {
+        let returned = pool.leases.returned();
+        tokio::pin!(returned);
+        returned.as_mut().enable();
+        let now = Instant::now();
+        let free = (0..candidates.len())
+            .map(|i| (next + i) % candidates.len())
+            .find_map(|i| {
+                let fp = &candidates[i].0;
+                if busy.get(fp).is_some_and(|(at, _)| *at > now) {
+                    return None;
                 }
-                let retry_busy = busy
-                    .values()
-                    .map(|(at, _)| *at)
-                    .filter(|at| *at > now)
-                    .min();
-                let wake = retry_busy.map_or(wait_until, |at| at.min(wait_until));
-                tokio::select! {
-                    _ = returned => {}
-                    _ = sleep_until(wake) => {}
-                }
-                continue;
-            };
-            let (fp, token) = candidates[index].clone();
-            let failed = match Self::open_once(upstream.clone(), config, &token, turn, keep).await {
-                Ok(mut answer) => {
-                    answer.lease = Some(lease);
-                    return Ok(answer);
-                }
-                Err(failed) => failed,
-            };
-            drop(lease);
-            let error = failed.error;
-            tracing::warn!(
-                upstream = upstream.name(),
-                token = %fp,
-                error = %error,
-                accepted = failed.accepted,
-                "upstream failed before the first byte"
-            );
-            if failed.accepted || !error.is_retryable() {
-                return Err(describe(error));
+                pool.leases.try_take(fp).map(|lease| (i, lease))
+            });
+        let Some((index, lease)) = free else {
+            // Every account is answering (here or elsewhere): wait for one.
+            if now >= wait_until {
+                break;
             }
-            match &error {
-                UpstreamError::TokenRejected { fingerprint, .. }
-                | UpstreamError::InvalidToken { fingerprint, .. } => {
-                    pool.dead.remember(fingerprint);
-                    rejected.push(fingerprint.clone());
-                    candidates.remove(index);
-                    busy.remove(&fp);
-                }
-                UpstreamError::Busy { .. } => {
-                    let refusals = busy.get(&fp).map_or(0, |(_, n)| *n) + 1;
-                    busy.insert(fp, (Instant::now() + busy_pause(refusals), refusals));
-                    next = index + 1;
-                }
-                _ => {
-                    transient += 1;
-                    next = index + 1;
-                    if transient >= transient_budget {
-                        return Err(describe(error));
-                    }
-                    tokio::time::sleep(config.retry_backoff * transient as u32).await;
-                }
+            let retry_busy = busy
+                .values()
+                .map(|(at, _)| *at)
+                .filter(|at| *at > now)
+                .min();
+            let wake = retry_busy.map_or(wait_until, |at| at.min(wait_until));
+            tokio::select! {
+                _ = returned => {}
+                _ = sleep_until(wake) => {}
             }
-            last_error = Some(error);
+            continue;
+        };
+        let (fp, token) = candidates[index].clone();
+        let failed = match attempt(token).await {
+            Ok(done) => return Ok((done, lease)),
+            Err(failed) => failed,
+        };
+        drop(lease);
+        let error = failed.error;
+        tracing::warn!(
+            upstream = upstream.name(),
+            token = %fp,
+            error = %error,
+            accepted = failed.accepted,
+            "upstream failed before the first byte"
+        );
+        if failed.accepted || !error.is_retryable() {
+            return Err(describe(error));
         }
-        let total = set.tokens.len();
-        if !candidates.is_empty() {
-            // Waited as long as allowed, and every live account stayed busy.
-            let retry_after = config.pool_wait.as_secs().clamp(1, 30);
-            return Err(ApiError::PoolBusy {
+        match &error {
+            UpstreamError::TokenRejected { fingerprint, .. }
+            | UpstreamError::InvalidToken { fingerprint, .. } => {
+                pool.dead.remember(fingerprint);
+                rejected.push(fingerprint.clone());
+                candidates.remove(index);
+                busy.remove(&fp);
+            }
+            UpstreamError::Busy { .. } => {
+                let refusals = busy.get(&fp).map_or(0, |(_, n)| *n) + 1;
+                busy.insert(fp, (Instant::now() + busy_pause(refusals), refusals));
+                next = index + 1;
+            }
+            _ => {
+                transient += 1;
+                next = index + 1;
+                if transient >= transient_budget {
+                    return Err(describe(error));
+                }
+                tokio::time::sleep(config.retry_backoff * transient as u32).await;
+            }
+        }
+        last_error = Some(error);
+    }
+    let total = set.tokens.len();
+    if !candidates.is_empty() {
+        // Waited as long as allowed, and every live account stayed busy.
+        let retry_after = config.pool_wait.as_secs().clamp(1, 30);
+        return Err(ApiError::PoolBusy {
                 message: format!(
                     "Every {} account of this request ({} of {total} tokens; {} rejected) stayed busy with \
                      another answer for {} s. Each account answers one request at a time: retry after \
@@ -188,32 +191,55 @@ impl Answer {
                 ),
                 retry_after,
             });
-        }
-        // Every token was dead.
-        if set.from_secret {
-            return Err(ApiError::Unavailable(format!(
-                "No {} account could answer: all {total} tokens tried were rejected upstream (dead). \
-                 Refresh the tokens.",
-                upstream.name(),
-            )));
-        }
-        if rejected.len() > 1 {
-            return Err(ApiError::Unauthorized(format!(
-                "Every {} token was rejected upstream ({}). {}",
-                upstream.name(),
-                rejected.join(", "),
-                upstream.login_hint()
-            )));
-        }
-        Err(describe(last_error.unwrap_or_else(|| {
-            UpstreamError::Transport("no token to try".into())
-        })))
     }
+    // Every token was dead.
+    if set.from_secret {
+        return Err(ApiError::Unavailable(format!(
+            "No {} account could answer: all {total} tokens tried were rejected upstream (dead). \
+                 Refresh the tokens.",
+            upstream.name(),
+        )));
+    }
+    if rejected.len() > 1 {
+        return Err(ApiError::Unauthorized(format!(
+            "Every {} token was rejected upstream ({}). {}",
+            upstream.name(),
+            rejected.join(", "),
+            upstream.login_hint()
+        )));
+    }
+    Err(describe(last_error.unwrap_or_else(|| {
+        UpstreamError::Transport("no token to try".into())
+    })))
+}
 
-    async fn open_once(
+impl Answer {
+    /// Open an answer on an account of the pool (`on_an_account`).
+    pub async fn open(
         upstream: Arc<dyn Upstream>,
         config: &Config,
-        token: &str,
+        set: &TokenSet,
+        pool: Pool<'_>,
+        turn: &ChatTurn,
+        keep: bool,
+    ) -> Result<Answer, ApiError> {
+        let (mut answer, lease) = on_an_account(
+            &upstream,
+            config,
+            set,
+            pool,
+            turn.conversation_id.is_some(),
+            |token| Self::open_once(upstream.clone(), config, token, turn, keep),
+        )
+        .await?;
+        answer.hold(lease);
+        Ok(answer)
+    }
+
+    pub(crate) async fn open_once(
+        upstream: Arc<dyn Upstream>,
+        config: &Config,
+        token: String,
         turn: &ChatTurn,
         keep: bool,
     ) -> Result<Answer, Failed> {
@@ -224,7 +250,7 @@ impl Answer {
             error,
             accepted: false,
         };
-        let stream = match timeout_at(first_byte_deadline, upstream.chat(token, turn)).await {
+        let stream = match timeout_at(first_byte_deadline, upstream.chat(&token, turn)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(error)) => return Err(refused(error)),
             Err(_) => {
@@ -237,8 +263,9 @@ impl Answer {
         let watches = upstream.watches_progress();
         let mut answer = Answer {
             upstream: upstream.clone(),
-            token: token.to_string(),
+            token: token.clone(),
             chat_id: turn.conversation_id.clone(),
+            message_id: None,
             keep: keep || turn.conversation_id.is_some(),
             buffered: VecDeque::new(),
             stream,
@@ -252,7 +279,7 @@ impl Answer {
             Err(failed) => {
                 answer.cleanup().await;
                 Err(Failed {
-                    error: upstream.explain_failure(token, failed.error).await,
+                    error: upstream.explain_failure(&token, failed.error).await,
                     accepted: failed.accepted,
                 })
             }
@@ -279,8 +306,12 @@ impl Answer {
                     self.buffered.push_back(UpstreamEvent::End);
                     return Ok(());
                 }
-                Ok(Some(Ok(UpstreamEvent::Conversation { chat_id, .. }))) => {
+                Ok(Some(Ok(UpstreamEvent::Conversation {
+                    chat_id,
+                    message_id,
+                }))) => {
                     self.chat_id = Some(chat_id);
+                    self.message_id = message_id.or(self.message_id.take());
                     accepted = true;
                     continue;
                 }
@@ -359,6 +390,20 @@ impl Answer {
         self.chat_id.as_deref()
     }
 
+    pub(crate) fn message_id(&self) -> Option<&str> {
+        self.message_id.as_deref()
+    }
+
+    /// The account's token, for further calls on the same account.
+    pub(crate) fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// Hold the account until the cleanup.
+    pub(crate) fn hold(&mut self, lease: Lease) {
+        self.lease = Some(lease);
+    }
+
     pub fn token_fingerprint(&self) -> String {
         fingerprint(&self.token)
     }
@@ -380,7 +425,10 @@ impl Answer {
                 None => self.deadline,
             };
             return match timeout_at(deadline, self.stream.next()).await {
-                Ok(Some(Ok(UpstreamEvent::Conversation { .. }))) => continue,
+                Ok(Some(Ok(UpstreamEvent::Conversation { message_id, .. }))) => {
+                    self.message_id = message_id.or(self.message_id.take());
+                    continue;
+                }
                 Ok(other) => other,
                 Err(_) if Instant::now() >= self.deadline => Some(Err(UpstreamError::Timeout(
                     "the answer took longer than the longest allowed (UPSTREAM_TOTAL_TIMEOUT_MS)"

@@ -59,6 +59,13 @@ pub struct Config {
     /// Let file URLs reach private, loopback and link-local addresses,
     /// `FILE_URL_ALLOW_PRIVATE`: for local testing only, never in AWS.
     pub file_url_allow_private: bool,
+    /// Hailuo voices for OpenAI's alloy, echo, fable, onyx, nova and shimmer,
+    /// in that order, `REPLACE_AUDIO_MODEL` (comma-separated; fewer than six
+    /// replace the first ones).
+    pub replace_audio_model: Vec<String>,
+    /// Longest audio transcribed, `TRANSCRIPTION_MAX_SECONDS` (1200): the
+    /// mp3 sent upstream is 1.44 MB per minute.
+    pub transcription_max_seconds: u32,
 }
 
 impl Default for Config {
@@ -113,6 +120,13 @@ impl Config {
             file_connect_timeout: ms("FILE_FETCH_CONNECT_TIMEOUT_MS", 10_000),
             file_fetch_timeout: ms("FILE_FETCH_TIMEOUT_MS", 60_000),
             file_url_allow_private: env.flag("FILE_URL_ALLOW_PRIVATE"),
+            replace_audio_model: text("REPLACE_AUDIO_MODEL", "")
+                .split(',')
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+                .take(6)
+                .collect(),
+            transcription_max_seconds: num("TRANSCRIPTION_MAX_SECONDS", 1200).clamp(1, 7200) as u32,
         }
     }
 }

@@ -66,6 +66,7 @@
 //! - `testing.rs` (tests only): a scripted upstream for in-process tests.
 
 mod answer;
+mod audio;
 mod config;
 mod credentials;
 mod error;
@@ -77,6 +78,7 @@ mod redact;
 pub mod routes;
 mod runtime;
 pub mod settings;
+mod speech;
 mod structured;
 #[cfg(test)]
 mod testing;

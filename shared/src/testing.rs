@@ -100,6 +100,25 @@ pub struct Record {
     pub deleted: Vec<(String, Instant)>,
     /// The files of every chat call: (mime, image, size).
     pub files: Vec<Vec<(String, bool, usize)>>,
+    /// Every synthesis asked for: (token fingerprint, message id, voice).
+    pub syntheses: Vec<(String, String, String)>,
+    /// Every part downloaded, by URL.
+    pub downloads: Vec<String>,
+    /// Every voice call: (token fingerprint, the mp3 sent).
+    pub transcriptions: Vec<(String, bytes::Bytes)>,
+}
+
+/// How the fake speaks: the parts of every synthesis, and scripted failures.
+#[derive(Clone, Debug, Default)]
+pub struct Voice {
+    /// The mp3 parts every synthesis gives (URL `part<i>`).
+    pub parts: Vec<bytes::Bytes>,
+    /// Downloading this part fails.
+    pub failing_part: Option<(usize, UpstreamError)>,
+    /// The next syntheses fail so, in order.
+    pub synthesis_failures: VecDeque<UpstreamError>,
+    /// The next voice calls answer so, in order (else "heard N bytes").
+    pub transcripts: VecDeque<Result<String, UpstreamError>>,
 }
 
 #[derive(Default)]
@@ -111,6 +130,8 @@ struct Inner {
     dead: HashSet<String>,
     record: Record,
     next_chat: u64,
+    voice: Voice,
+    mute: bool,
 }
 
 #[derive(Clone)]
@@ -139,6 +160,18 @@ impl FakeUpstream {
 
     pub fn watching_progress(mut self) -> Self {
         self.watches_progress = true;
+        self
+    }
+
+    /// How syntheses and voice calls go.
+    pub fn speaking(self, voice: Voice) -> Self {
+        self.inner.lock().unwrap().voice = voice;
+        self
+    }
+
+    /// An upstream without speech (as the agent's).
+    pub fn mute(self) -> Self {
+        self.inner.lock().unwrap().mute = true;
         self
     }
 
@@ -257,7 +290,10 @@ impl Upstream for FakeUpstream {
                             .conversation_id
                             .clone()
                             .unwrap_or_else(|| format!("chat{n}"));
-                        steps.push(Step::conversation(&chat_id));
+                        steps.push(Step::Event(UpstreamEvent::Conversation {
+                            chat_id,
+                            message_id: Some(format!("msg{n}")),
+                        }));
                     }
                     Step::Text { text, parts, pace } => {
                         let chars: Vec<char> = text.replace("{nonce}", &nonce).chars().collect();
@@ -306,6 +342,60 @@ impl Upstream for FakeUpstream {
             },
         )
         .boxed())
+    }
+
+    fn speaks(&self) -> bool {
+        !self.inner.lock().unwrap().mute
+    }
+
+    async fn synthesize(
+        &self,
+        token: &str,
+        message_id: &str,
+        voice: &str,
+    ) -> Result<Vec<String>, UpstreamError> {
+        let mut inner = self.inner.lock().unwrap();
+        let fp = fingerprint(token);
+        inner
+            .record
+            .syntheses
+            .push((fp, message_id.into(), voice.into()));
+        if let Some(e) = inner.voice.synthesis_failures.pop_front() {
+            return Err(e);
+        }
+        Ok((0..inner.voice.parts.len())
+            .map(|i| format!("part{i}"))
+            .collect())
+    }
+
+    async fn download_part(&self, url: &str) -> Result<bytes::Bytes, UpstreamError> {
+        let mut inner = self.inner.lock().unwrap();
+        inner.record.downloads.push(url.into());
+        let index: usize = url.trim_start_matches("part").parse().unwrap();
+        if let Some((failing, e)) = &inner.voice.failing_part {
+            if *failing == index {
+                return Err(e.clone());
+            }
+        }
+        Ok(inner.voice.parts[index].clone())
+    }
+
+    async fn transcribe(&self, token: &str, mp3: bytes::Bytes) -> Result<String, UpstreamError> {
+        let fp = fingerprint(token);
+        let mut inner = self.inner.lock().unwrap();
+        if inner.dead.contains(&fp) {
+            return Err(UpstreamError::TokenRejected {
+                fingerprint: fp,
+                message: "登录已过期".into(),
+            });
+        }
+        let size = mp3.len();
+        inner.record.transcriptions.push((fp, mp3));
+        inner
+            .voice
+            .transcripts
+            .pop_front()
+            .unwrap_or_else(|| Ok(format!("heard {size} bytes")))
     }
 
     async fn delete_conversation(&self, _token: &str, chat_id: &str) -> Result<(), UpstreamError> {

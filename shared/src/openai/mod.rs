@@ -1,5 +1,6 @@
 //! The OpenAI wire surface: requests as typed values, responses and stream chunks.
 
+pub mod audio;
 pub mod chat;
 pub mod encode;
 pub mod models;

@@ -51,13 +51,7 @@ async fn chat_completions(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    // The upstream work runs in its own task: if the caller's connection drops
-    // (a local server cancels the handler then), the task still finishes and
-    // deletes the upstream conversation. The task carries the invocation's span
-    // (the Lambda request id) into its logs.
-    tokio::spawn(answer_request(state, headers, body).in_current_span())
-        .await
-        .map_err(|e| ApiError::Internal(format!("the request handler failed: {e}")))?
+    super::in_own_task(answer_request(state, headers, body)).await
 }
 
 async fn answer_request(

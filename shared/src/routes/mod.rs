@@ -2,7 +2,9 @@
 
 pub mod chat;
 pub mod models;
+pub mod speech;
 pub mod token_check;
+pub mod transcription;
 
 use std::sync::Arc;
 
@@ -41,6 +43,19 @@ pub(crate) async fn require_caller(
 ) -> Result<Response, ApiError> {
     state.credentials.authorize(request.headers()).await?;
     Ok(next.run(request).await)
+}
+
+/// Run a request's work in its own task: if the caller's connection drops
+/// (a local server cancels the handler then), the task still finishes and
+/// cleans up upstream (deletes the conversation, gives the account back).
+/// The task carries the invocation's span (the Lambda request id) into its logs.
+pub(crate) async fn in_own_task(
+    work: impl std::future::Future<Output = Result<Response, ApiError>> + Send + 'static,
+) -> Result<Response, ApiError> {
+    use tracing::Instrument;
+    tokio::spawn(work.in_current_span())
+        .await
+        .map_err(|e| ApiError::Internal(format!("the request handler failed: {e}")))?
 }
 
 /// The fallbacks, limits and CORS every route shares.

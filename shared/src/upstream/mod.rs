@@ -186,6 +186,44 @@ pub trait Upstream: Send + Sync + 'static {
         false
     }
 
+    /// Whether the upstream speaks and listens (`synthesize`, `transcribe`).
+    fn speaks(&self) -> bool {
+        false
+    }
+
+    /// Read the assistant message `message_id` aloud in `voice`: the URLs of
+    /// the audio's mp3 parts, in order. The voice is the account's setting
+    /// upstream, so callers hold the account for the whole call.
+    async fn synthesize(
+        &self,
+        _token: &str,
+        _message_id: &str,
+        _voice: &str,
+    ) -> Result<Vec<String>, UpstreamError> {
+        Err(UpstreamError::Unsupported(format!(
+            "the {} upstream has no speech synthesis",
+            self.name()
+        )))
+    }
+
+    /// One part of a synthesis (a URL `synthesize` gave).
+    async fn download_part(&self, _url: &str) -> Result<bytes::Bytes, UpstreamError> {
+        Err(UpstreamError::Unsupported(format!(
+            "the {} upstream has no speech synthesis",
+            self.name()
+        )))
+    }
+
+    /// Recognize the speech in an mp3 (empty text when there is none). The
+    /// conversation the voice call starts upstream is deleted before this
+    /// returns, whatever happened.
+    async fn transcribe(&self, _token: &str, _mp3: bytes::Bytes) -> Result<String, UpstreamError> {
+        Err(UpstreamError::Unsupported(format!(
+            "the {} upstream has no speech recognition",
+            self.name()
+        )))
+    }
+
     /// Send one turn; the stream yields the answer.
     async fn chat(&self, token: &str, turn: &ChatTurn) -> Result<EventStream, UpstreamError>;
 

@@ -75,6 +75,23 @@ pub fn yy_chat_form(
     outer(full_uri, &data, unix)
 }
 
+/// `Yy` of the multipart voice call: the audio is signed by its first 1024 bytes.
+pub fn yy_voice_form(
+    full_uri: &str,
+    character_id: &str,
+    chat_id: &str,
+    audio: &[u8],
+    unix: &str,
+) -> String {
+    let data = format!(
+        "{}{}{}",
+        md5_hex(character_id),
+        md5_hex(chat_id),
+        md5_hex(&audio[..audio.len().min(1024)])
+    );
+    outer(full_uri, &data, unix)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,8 +138,22 @@ mod tests {
                         &s("unix"),
                     )
                 }
-                // The voice call's signature comes back with speech (issue 11).
-                "voice_form" => continue,
+                "voice_form" => {
+                    let f = &v["fields"];
+                    let hex = s("voice_bytes_hex");
+                    let audio: Vec<u8> = (0..hex.len())
+                        .step_by(2)
+                        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                        .collect();
+                    assert!(audio.len() > 1024, "the vector covers the 1024-byte cut");
+                    yy_voice_form(
+                        &full_uri,
+                        f["characterID"].as_str().unwrap(),
+                        f["chatID"].as_str().unwrap(),
+                        &audio,
+                        &s("unix"),
+                    )
+                }
                 other => panic!("unknown vector kind {other}"),
             };
             assert_eq!(yy, s("yy"), "yy of {} ({})", s("uri"), v["kind"]);

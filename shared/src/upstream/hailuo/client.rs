@@ -29,7 +29,7 @@ const SENTRY_PUBLIC_KEY: &str = "6cf106db5c7b7262eae7cc6b411c776a";
 
 pub struct HailuoClient {
     pub(super) http: reqwest::Client,
-    config: Arc<HailuoConfig>,
+    pub(super) config: Arc<HailuoConfig>,
     devices: DeviceCache,
 }
 
@@ -42,7 +42,7 @@ impl HailuoClient {
         })
     }
 
-    fn headers(
+    pub(super) fn headers(
         &self,
         token: &str,
         yy: &str,
@@ -64,14 +64,14 @@ impl HailuoClient {
         Ok(h)
     }
 
-    fn referer(&self, chat_id: Option<&str>) -> String {
+    pub(super) fn referer(&self, chat_id: Option<&str>) -> String {
         match chat_id {
             Some(id) => format!("{}/?chat={id}", self.config.browser.origin),
             None => format!("{}/", self.config.browser.origin),
         }
     }
 
-    async fn device(&self, token: &str) -> Result<DeviceIdentity, UpstreamError> {
+    pub(super) async fn device(&self, token: &str) -> Result<DeviceIdentity, UpstreamError> {
         self.devices
             .get_or_register(token, || self.register(token))
             .await
@@ -148,9 +148,39 @@ impl HailuoClient {
         Ok(Some(Value::Array(entries).to_string()))
     }
 
-    fn url(&self, full_uri: &str) -> String {
+    pub(super) fn url(&self, full_uri: &str) -> String {
         format!("{}{full_uri}", self.config.base_url)
     }
+}
+
+/// A streaming call's answer, if it is an event stream; else the failure
+/// it is: a failing status, or the envelope error the service answers
+/// streaming calls with (`what` names the call).
+pub(super) async fn event_stream(
+    response: reqwest::Response,
+    what: &str,
+) -> Result<reqwest::Response, UpstreamError> {
+    let status = response.status();
+    let is_sse = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    if status.is_success() && is_sse {
+        return Ok(response);
+    }
+    Err(if status.is_success() {
+        let text = read_capped(response, MAX_ENVELOPE_BYTES).await?;
+        match open_envelope(&text) {
+            Err(e) => e,
+            Ok(_) => UpstreamError::Protocol(format!(
+                "the {what} answered without an event stream: {}",
+                clip(&text)
+            )),
+        }
+    } else {
+        UpstreamError::from_status(status.as_u16(), failure_text(response).await)
+    })
 }
 
 /// The SSE byte stream decoded into upstream events.
@@ -238,6 +268,51 @@ impl Upstream for HailuoClient {
         "Log in to hailuoai.com again and send the new `_token` from the browser's localStorage."
     }
 
+    fn speaks(&self) -> bool {
+        true
+    }
+
+    async fn synthesize(
+        &self,
+        token: &str,
+        message_id: &str,
+        voice: &str,
+    ) -> Result<Vec<String>, UpstreamError> {
+        self.set_voice_and_poll(token, message_id, voice).await
+    }
+
+    async fn download_part(&self, url: &str) -> Result<bytes::Bytes, UpstreamError> {
+        self.fetch_part(url).await
+    }
+
+    async fn transcribe(&self, token: &str, mp3: bytes::Bytes) -> Result<String, UpstreamError> {
+        let mut chat_id = None;
+        let limit = self.config.speech.asr_timeout;
+        let heard =
+            match tokio::time::timeout(limit, self.voice_call(token, mp3, &mut chat_id)).await {
+                Ok(heard) => heard,
+                Err(_) => Err(UpstreamError::Timeout(format!(
+                    "no transcript within {} s (HAILUO_ASR_TIMEOUT_MS)",
+                    limit.as_secs_f32()
+                ))),
+            };
+        // The voice call started a conversation: it goes, whatever was heard.
+        if let Some(chat_id) = chat_id {
+            match self.delete_conversation(token, &chat_id).await {
+                Ok(()) => {
+                    tracing::info!(token = %crate::redact::fingerprint(token), chat_id, "deleted the voice call's conversation")
+                }
+                Err(e) => {
+                    tracing::warn!(token = %crate::redact::fingerprint(token), chat_id, error = %e, "could not delete the voice call's conversation")
+                }
+            }
+        }
+        match heard {
+            Ok(text) => Ok(text),
+            Err(e) => Err(self.explain_failure(token, e).await),
+        }
+    }
+
     async fn chat(&self, token: &str, turn: &ChatTurn) -> Result<EventStream, UpstreamError> {
         let device = self.device(token).await?;
         let chat_id = turn.conversation_id.as_deref().unwrap_or("0");
@@ -282,27 +357,10 @@ impl Upstream for HailuoClient {
             .multipart(form)
             .send()
             .await?;
-        let status = response.status();
-        let is_sse = response
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("text/event-stream"));
-        if !status.is_success() || !is_sse {
-            let error = if status.is_success() {
-                let text = read_capped(response, MAX_ENVELOPE_BYTES).await?;
-                match open_envelope(&text) {
-                    Err(e) => e,
-                    Ok(_) => UpstreamError::Protocol(format!(
-                        "chat answered without an event stream: {}",
-                        clip(&text)
-                    )),
-                }
-            } else {
-                UpstreamError::from_status(status.as_u16(), failure_text(response).await)
-            };
-            return Err(self.explain_failure(token, error).await);
-        }
+        let response = match event_stream(response, "chat").await {
+            Ok(response) => response,
+            Err(error) => return Err(self.explain_failure(token, error).await),
+        };
         Ok(decode_events(response.bytes_stream().eventsource()))
     }
 

@@ -16,6 +16,18 @@ pub struct HailuoConfig {
     pub device: DeviceProfile,
     /// Timeout of a plain JSON call, `UPSTREAM_JSON_TIMEOUT_MS` (15 s).
     pub json_timeout: Duration,
+    pub speech: SpeechTiming,
+}
+
+/// How long speech is waited for (protocol sections 8 and 9).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpeechTiming {
+    /// Longest wait for `msg_tts` to be ready, `HAILUO_TTS_TIMEOUT_MS` (30 s).
+    pub tts_timeout: Duration,
+    /// Pause between polls, `HAILUO_TTS_POLL_INTERVAL_MS` (1 s).
+    pub tts_poll_interval: Duration,
+    /// Longest voice call, to its transcript, `HAILUO_ASR_TIMEOUT_MS` (60 s).
+    pub asr_timeout: Duration,
 }
 
 impl Default for HailuoConfig {
@@ -43,6 +55,11 @@ impl HailuoConfig {
             ),
             device: DeviceProfile::from_lookup(env),
             json_timeout: env.millis("UPSTREAM_JSON_TIMEOUT_MS", 15_000),
+            speech: SpeechTiming {
+                tts_timeout: env.millis("HAILUO_TTS_TIMEOUT_MS", 30_000),
+                tts_poll_interval: env.millis("HAILUO_TTS_POLL_INTERVAL_MS", 1_000).max(Duration::from_millis(50)),
+                asr_timeout: env.millis("HAILUO_ASR_TIMEOUT_MS", 60_000),
+            },
         }
     }
 }

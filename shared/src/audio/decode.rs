@@ -1,0 +1,160 @@
+//! Any accepted audio file → f32 samples, one packet at a time.
+//!
+//! symphonia finds the container from the bytes (its probe reads the magic
+//! numbers; no hint from the file name is given, so a text file named
+//! `.mp3` is found out) and decodes every accepted codec but Opus, which
+//! libopus decodes through `symphonia-adapter-libopus`. Broken packets in an
+//! otherwise good file are skipped, as players do; a file where most
+//! packets are broken is corrupt.
+
+use std::io::Cursor;
+use std::sync::LazyLock;
+
+use symphonia::core::audio::{SampleBuffer, SignalSpec};
+use symphonia::core::codecs::{CodecRegistry, DecoderOptions, CODEC_TYPE_NULL};
+use symphonia::core::errors::Error as SymphoniaError;
+use symphonia::core::formats::FormatOptions;
+use symphonia::core::io::{MediaSourceStream, MediaSourceStreamOptions};
+use symphonia::core::meta::MetadataOptions;
+use symphonia::core::probe::Hint;
+
+use super::AudioError;
+
+/// What the transcription route accepts, for messages.
+const ACCEPTED: &str = "wav, mp3, m4a (AAC), ogg (Vorbis or Opus), flac, webm (Opus)";
+
+static CODECS: LazyLock<CodecRegistry> = LazyLock::new(|| {
+    let mut registry = CodecRegistry::new();
+    symphonia::default::register_enabled_codecs(&mut registry);
+    registry.register_all::<symphonia_adapter_libopus::OpusDecoder>();
+    registry
+});
+
+/// Names what the bytes are, for messages: a MIME type from the magic
+/// numbers, "text" for UTF-8 without any, else "unrecognized data".
+fn detect(bytes: &[u8]) -> String {
+    if bytes.is_empty() {
+        return "an empty file".into();
+    }
+    if let Some(kind) = infer::get(bytes) {
+        return kind.mime_type().to_string();
+    }
+    let head = &bytes[..bytes.len().min(512)];
+    let text = match std::str::from_utf8(head) {
+        Ok(_) => true,
+        // A character cut at the 512th byte is still text.
+        Err(e) => e.error_len().is_none() && e.valid_up_to() > 0,
+    };
+    if text { "text" } else { "unrecognized data" }.into()
+}
+
+/// Decode `bytes`, handing each packet's samples (interleaved, with their
+/// channel count and rate) to `sink`. Returns what the file was found to be
+/// (`audio/ogg (opus)`). The sink's errors stop decoding and are returned.
+pub(crate) fn decode(
+    bytes: bytes::Bytes,
+    mut sink: impl FnMut(&[f32], usize, u32) -> Result<(), AudioError>,
+) -> Result<String, AudioError> {
+    let detected = detect(&bytes);
+    let unsupported = |why: String| {
+        AudioError::Unsupported(format!(
+            "The file is not audio this service can read: its bytes are {detected}{why}. Accepted: {ACCEPTED}."
+        ))
+    };
+    let source = MediaSourceStream::new(
+        Box::new(Cursor::new(bytes)),
+        MediaSourceStreamOptions::default(),
+    );
+    let probed = symphonia::default::get_probe()
+        .format(
+            &Hint::new(),
+            source,
+            &FormatOptions::default(),
+            &MetadataOptions::default(),
+        )
+        .map_err(|e| match e {
+            SymphoniaError::Unsupported(_) => unsupported(String::new()),
+            other => AudioError::Corrupt(format!(
+                "The file looks like {detected} but cannot be read: {other}."
+            )),
+        })?;
+    let mut format = probed.format;
+    let track = format
+        .tracks()
+        .iter()
+        .find(|t| t.codec_params.codec != CODEC_TYPE_NULL)
+        .ok_or_else(|| unsupported(" with no audio track".into()))?;
+    let track_id = track.id;
+    let codec = CODECS
+        .get_codec(track.codec_params.codec)
+        .map(|c| c.short_name)
+        .unwrap_or("an unknown codec");
+    let described = format!("{detected} ({codec})");
+    let mut decoder = CODECS
+        .make(&track.codec_params, &DecoderOptions::default())
+        .map_err(|_| {
+            unsupported(format!(
+                " holding {codec} audio, a codec this service does not decode"
+            ))
+        })?;
+    let mut buffer: Option<(SignalSpec, SampleBuffer<f32>)> = None;
+    let (mut good, mut broken) = (0u64, 0u64);
+    loop {
+        let packet = match format.next_packet() {
+            Ok(packet) => packet,
+            // The end of the file (also where a truncated file stops).
+            Err(SymphoniaError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                break
+            }
+            Err(SymphoniaError::ResetRequired) => break,
+            Err(e) if good > 0 => {
+                tracing::debug!(error = %e, "audio ends in broken data");
+                break;
+            }
+            Err(e) => {
+                return Err(AudioError::Corrupt(format!(
+                    "The file is {described} but cannot be read: {e}."
+                )))
+            }
+        };
+        if packet.track_id() != track_id {
+            continue;
+        }
+        let decoded = match decoder.decode(&packet) {
+            Ok(decoded) => decoded,
+            Err(SymphoniaError::DecodeError(_)) | Err(SymphoniaError::IoError(_)) => {
+                broken += 1;
+                if broken > 16 && broken > good {
+                    return Err(AudioError::Corrupt(format!(
+                        "The file is {described} but most of its audio is broken."
+                    )));
+                }
+                continue;
+            }
+            Err(e) => {
+                return Err(AudioError::Corrupt(format!(
+                    "The file is {described} but its audio cannot be decoded: {e}."
+                )))
+            }
+        };
+        good += 1;
+        if decoded.frames() == 0 {
+            continue;
+        }
+        let spec = *decoded.spec();
+        let needed = decoded.capacity() as u64;
+        let channels = spec.channels.count();
+        let samples = match &mut buffer {
+            Some((had, b)) if *had == spec && b.capacity() as u64 >= needed * channels as u64 => b,
+            slot => &mut slot.insert((spec, SampleBuffer::new(needed, spec))).1,
+        };
+        samples.copy_interleaved_ref(decoded);
+        sink(samples.samples(), channels.max(1), spec.rate)?;
+    }
+    if good == 0 {
+        return Err(AudioError::Corrupt(format!(
+            "The file is {described} but holds no audio that can be decoded."
+        )));
+    }
+    Ok(described)
+}

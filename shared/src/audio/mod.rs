@@ -1,0 +1,92 @@
+//! Audio in-process, since Lambda has no sox or ffmpeg: what the speech
+//! routes need of codecs, and nothing of HTTP. Sans I/O and CPU-bound:
+//! callers run it on a blocking thread (`tokio::task::spawn_blocking`).
+//!
+//! - `decode.rs`: any accepted file (wav, mp3, m4a/AAC, ogg Vorbis or Opus,
+//!   flac, webm Opus) → f32 samples, packet by packet, with symphonia
+//!   (libopus for Opus). The container is found from the bytes, never from
+//!   the file name.
+//! - `mp3.rs`: samples → the mp3 the voice call takes (LAME).
+//! - `pcm.rs`: the mp3 parts of a synthesis → 24 kHz 16-bit mono PCM (and
+//!   the wav header around it), as OpenAI's `pcm` and `wav` are.
+//!
+//! Memory is bounded by what streams: decoding never holds more than a
+//! packet's samples, so a transcoding costs its input and its output. The
+//! output is bounded by a longest duration, checked while decoding.
+
+pub(crate) mod decode;
+mod mp3;
+mod pcm;
+
+pub(crate) use pcm::{mp3_to_pcm16, wav_header};
+
+/// Why audio could not be used: the caller's file (a 400 naming what was
+/// found) or, for `Encoder`, ours.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub(crate) enum AudioError {
+    /// Not a format we read (text, an image, an unknown container).
+    #[error("{0}")]
+    Unsupported(String),
+    /// A format we read, but the bytes are broken or hold no sound.
+    #[error("{0}")]
+    Corrupt(String),
+    /// Longer than the longest accepted.
+    #[error("{0}")]
+    TooLong(String),
+    /// The encoder failed (not the caller's fault).
+    #[error("{0}")]
+    Encoder(String),
+}
+
+/// The caller's audio as the mp3 the voice call takes (protocol section 9:
+/// 44.1 kHz, stereo, 192 kbit/s, as the reference service sent).
+#[derive(Debug)]
+pub(crate) struct Mp3 {
+    pub bytes: Vec<u8>,
+    /// The audio's duration, in seconds.
+    pub seconds: f64,
+    /// What the input was found to be (`ogg/opus`, `mp4/aac`, …), for logs.
+    pub detected: String,
+}
+
+/// Decode any accepted audio and encode it as the voice call's mp3.
+/// Refused past `max_seconds` of audio, found while decoding.
+pub(crate) fn transcode_to_mp3(bytes: bytes::Bytes, max_seconds: u32) -> Result<Mp3, AudioError> {
+    let mut encoder: Option<mp3::Encoder> = None;
+    let mut frames = 0u64;
+    let mut rate = 0u32;
+    let detected = decode::decode(bytes, |samples, channels, sample_rate| {
+        let encoder = match &mut encoder {
+            Some(e) => e,
+            None => {
+                rate = sample_rate;
+                encoder.insert(mp3::Encoder::new(sample_rate)?)
+            }
+        };
+        if sample_rate != rate {
+            return Err(AudioError::Corrupt(format!(
+                "the sample rate changes mid-stream ({rate} Hz, then {sample_rate} Hz)"
+            )));
+        }
+        frames += (samples.len() / channels) as u64;
+        if frames > u64::from(max_seconds) * u64::from(rate) {
+            return Err(AudioError::TooLong(format!(
+                "The audio is longer than {max_seconds} s, the longest accepted."
+            )));
+        }
+        encoder.push(samples, channels)
+    })?;
+    let Some(encoder) = encoder else {
+        return Err(AudioError::Corrupt(format!(
+            "the file is {detected} but holds no audio"
+        )));
+    };
+    Ok(Mp3 {
+        bytes: encoder.finish()?,
+        seconds: frames as f64 / f64::from(rate),
+        detected,
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

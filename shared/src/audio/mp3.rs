@@ -1,0 +1,81 @@
+//! Samples → the mp3 the voice call takes: 44.1 kHz, joint stereo,
+//! 192 kbit/s CBR (protocol section 9, the reference service's settings).
+//! LAME resamples from the input's rate itself; channels are made two here.
+
+use mp3lame_encoder::{
+    max_required_buffer_size, Bitrate, Builder, FlushNoGap, InterleavedPcm, Quality,
+};
+
+use super::AudioError;
+
+pub(super) const OUT_RATE: u32 = 44_100;
+
+pub(super) struct Encoder {
+    lame: mp3lame_encoder::Encoder,
+    out: Vec<u8>,
+    /// The input made stereo (reused between packets).
+    stereo: Vec<f32>,
+}
+
+fn failed(what: &str, e: impl std::fmt::Debug) -> AudioError {
+    AudioError::Encoder(format!("the mp3 encoder failed to {what}: {e:?}"))
+}
+
+impl Encoder {
+    pub(super) fn new(in_rate: u32) -> Result<Self, AudioError> {
+        let mut builder = Builder::new().ok_or_else(|| failed("start", "no memory"))?;
+        builder
+            .set_num_channels(2)
+            .map_err(|e| failed("set channels", e))?;
+        builder
+            .set_sample_rate(in_rate)
+            .map_err(|e| failed(&format!("take {in_rate} Hz"), e))?;
+        builder
+            .set_output_sample_rate(std::num::NonZeroU32::new(OUT_RATE))
+            .map_err(|e| failed("set the output rate", e))?;
+        builder
+            .set_brate(Bitrate::Kbps192)
+            .map_err(|e| failed("set the bitrate", e))?;
+        // Quality 5 is LAME's default speed/quality trade-off; better costs
+        // several times the CPU for nothing a recognizer hears.
+        builder
+            .set_quality(Quality::Good)
+            .map_err(|e| failed("set the quality", e))?;
+        Ok(Self {
+            lame: builder.build().map_err(|e| failed("start", e))?,
+            out: Vec::new(),
+            stereo: Vec::new(),
+        })
+    }
+
+    /// Interleaved samples with `channels` channels: mono is doubled, stereo
+    /// kept, more channels are mixed down to both sides equally (speech sits
+    /// in the centre channel of surround mixes).
+    pub(super) fn push(&mut self, samples: &[f32], channels: usize) -> Result<(), AudioError> {
+        let input: &[f32] = match channels {
+            2 => samples,
+            _ => {
+                self.stereo.clear();
+                let scale = 1.0 / channels as f32;
+                for frame in samples.chunks_exact(channels) {
+                    let mixed = frame.iter().sum::<f32>() * scale;
+                    self.stereo.extend_from_slice(&[mixed, mixed]);
+                }
+                &self.stereo
+            }
+        };
+        self.out.reserve(max_required_buffer_size(input.len() / 2));
+        self.lame
+            .encode_to_vec(InterleavedPcm(input), &mut self.out)
+            .map_err(|e| failed("encode", e))?;
+        Ok(())
+    }
+
+    pub(super) fn finish(mut self) -> Result<Vec<u8>, AudioError> {
+        self.out.reserve(7200);
+        self.lame
+            .flush_to_vec::<FlushNoGap>(&mut self.out)
+            .map_err(|e| failed("finish", e))?;
+        Ok(self.out)
+    }
+}

@@ -1,0 +1,142 @@
+//! The codecs over audio made here: a tone encoded by LAME, decoded back.
+
+use super::pcm::PCM_RATE;
+use super::*;
+
+/// `seconds` of a 440 Hz tone at `rate`, `channels` interleaved.
+pub(crate) fn tone(seconds: f32, rate: u32, channels: usize) -> Vec<f32> {
+    let frames = (seconds * rate as f32) as usize;
+    (0..frames)
+        .flat_map(|i| {
+            let v = (i as f32 * 440.0 * std::f32::consts::TAU / rate as f32).sin() * 0.5;
+            std::iter::repeat_n(v, channels)
+        })
+        .collect()
+}
+
+/// A tone as mp3, through the same encoder the transcoder uses.
+pub(crate) fn tone_mp3(seconds: f32, rate: u32) -> Vec<u8> {
+    let mut encoder = mp3::Encoder::new(rate).unwrap();
+    encoder.push(&tone(seconds, rate, 1), 1).unwrap();
+    encoder.finish().unwrap()
+}
+
+/// A tone as a 16-bit wav, written by hand.
+pub(crate) fn tone_wav(seconds: f32, rate: u32, channels: u16) -> Vec<u8> {
+    let samples = tone(seconds, rate, channels as usize);
+    let data_len = (samples.len() * 2) as u32;
+    let mut out = Vec::new();
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(data_len + 36).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&channels.to_le_bytes());
+    out.extend_from_slice(&rate.to_le_bytes());
+    out.extend_from_slice(&(rate * 2 * u32::from(channels)).to_le_bytes());
+    out.extend_from_slice(&(2 * channels).to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&data_len.to_le_bytes());
+    for s in samples {
+        out.extend_from_slice(&((s * 32767.0) as i16).to_le_bytes());
+    }
+    out
+}
+
+#[test]
+fn wav_becomes_mp3_of_the_same_length() {
+    for (rate, channels) in [(16_000, 1), (44_100, 2), (48_000, 6)] {
+        let wav = tone_wav(2.0, rate, channels);
+        let mp3 = transcode_to_mp3(wav.into(), 60).unwrap();
+        assert!(
+            (mp3.seconds - 2.0).abs() < 0.01,
+            "{rate} Hz: {}",
+            mp3.seconds
+        );
+        assert!(mp3.detected.contains("wav"), "{}", mp3.detected);
+        // 192 kbit/s for 2 s is 48 kB, give or take LAME's padding frames.
+        assert!(
+            (45_000..56_000).contains(&mp3.bytes.len()),
+            "{}",
+            mp3.bytes.len()
+        );
+        // And the mp3 decodes back to about 2 s at 44.1 kHz, stereo.
+        let mut frames = 0;
+        let detected = decode::decode(mp3.bytes.into(), |s, ch, r| {
+            assert_eq!((ch, r), (2, 44_100));
+            frames += s.len() / ch;
+            Ok(())
+        })
+        .unwrap();
+        assert!(detected.contains("mpeg"), "{detected}");
+        assert!((frames as f64 / 44_100.0 - 2.0).abs() < 0.1, "{frames}");
+    }
+}
+
+#[test]
+fn what_is_not_audio_is_named() {
+    let refused = |bytes: &[u8]| transcode_to_mp3(bytes.to_vec().into(), 60).unwrap_err();
+    let AudioError::Unsupported(m) = refused(b"hello, this is a text file named .mp3\n") else {
+        panic!()
+    };
+    assert!(m.contains("text") && m.contains("Accepted: wav"), "{m}");
+    let png = [
+        0x89, b'P', b'N', b'G', b'\r', b'\n', 0x1a, b'\n', 0, 0, 0, 13,
+    ];
+    let AudioError::Unsupported(m) = refused(&png) else {
+        panic!()
+    };
+    assert!(m.contains("image/png"), "{m}");
+    assert!(matches!(refused(b""), AudioError::Unsupported(m) if m.contains("empty")));
+    // A wav cut inside its header.
+    let wav = tone_wav(1.0, 16_000, 1);
+    let e = refused(&wav[..30]);
+    assert!(
+        matches!(&e, AudioError::Corrupt(m) | AudioError::Unsupported(m) if m.contains("wav")),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn a_wav_with_no_samples_holds_no_audio() {
+    let wav = tone_wav(0.0, 16_000, 1);
+    let e = transcode_to_mp3(wav.into(), 60).unwrap_err();
+    assert!(
+        matches!(&e, AudioError::Corrupt(m) if m.contains("no audio")),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn too_long_is_refused_while_decoding() {
+    let wav = tone_wav(3.0, 8_000, 1);
+    let e = transcode_to_mp3(wav.into(), 2).unwrap_err();
+    assert!(
+        matches!(&e, AudioError::TooLong(m) if m.contains("2 s")),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn mp3_parts_become_24k_pcm_and_wav() {
+    for rate in [24_000, 32_000, 44_100] {
+        let pcm = mp3_to_pcm16(tone_mp3(1.5, rate).into()).unwrap();
+        // LAME adds up to a couple of frames of priming and padding.
+        let seconds = pcm.len() as f64 / 2.0 / f64::from(PCM_RATE);
+        assert!((1.45..1.65).contains(&seconds), "{rate} Hz: {seconds}");
+        // The tone survives: its loudness is about 0.5 / sqrt(2) of full scale.
+        let rms = (pcm
+            .chunks_exact(2)
+            .map(|b| f64::from(i16::from_le_bytes([b[0], b[1]])).powi(2))
+            .sum::<f64>()
+            / (pcm.len() / 2) as f64)
+            .sqrt()
+            / 32767.0;
+        assert!((0.3..0.4).contains(&rms), "{rate} Hz: rms {rms}");
+    }
+    let h = wav_header(4800);
+    assert_eq!(&h[0..4], b"RIFF");
+    assert_eq!(u32::from_le_bytes(h[4..8].try_into().unwrap()), 4836);
+    assert_eq!(u32::from_le_bytes(h[24..28].try_into().unwrap()), 24_000);
+}

@@ -1,0 +1,228 @@
+//! `POST /v1/audio/speech`: the text read aloud by a Hailuo voice.
+//!
+//! The first part is downloaded (and converted) before the response starts,
+//! so that every failure up to there is an OpenAI error with its status;
+//! the other parts stream as they arrive, from a task that owns the
+//! synthesis and deletes its conversation before the body ends (Lambda
+//! freezes the environment once it has). A part that fails later cuts the
+//! body short with an error, never passing a partial answer off as whole.
+//! `wav` is the exception: its header carries the length, so it is sent
+//! whole once every part is in.
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::Response;
+use axum::routing::post;
+use axum::Router;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tracing::Instrument;
+
+use super::AppState;
+use crate::answer::Pool;
+use crate::audio::{self, AudioError};
+use crate::error::ApiError;
+use crate::openai::audio::{SpeechFormat, SpeechRequest};
+use crate::speech::{resolve_voice, Synthesis};
+
+pub fn router(state: AppState) -> Router {
+    let max_body = state.config.max_request_bytes;
+    super::finish(
+        Router::new()
+            .route("/v1/audio/speech", post(speech))
+            .route("/audio/speech", post(speech))
+            .with_state(state.clone()),
+        max_body,
+        &state.config,
+    )
+}
+
+async fn speech(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    super::in_own_task(speak(state, headers, body)).await
+}
+
+/// The upstream's speech has no voice for this deployment's upstream.
+pub(super) fn require_speech(state: &AppState) -> Result<(), ApiError> {
+    if state.upstream.speaks() {
+        return Ok(());
+    }
+    Err(ApiError::BadRequest {
+        message: format!(
+            "The {} upstream has no speech synthesis or recognition; audio routes need a deployment with UPSTREAM=hailuo.",
+            state.upstream.name()
+        ),
+        param: None,
+        code: "unsupported_by_upstream",
+    })
+}
+
+async fn speak(
+    state: AppState,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let tokens = state.credentials.tokens_for(&headers).await?;
+    super::require_json(&headers)?;
+    let body = body.map_err(|r| super::body_error(r, state.config.max_request_bytes))?;
+    let request = SpeechRequest::parse(&body)?;
+    require_speech(&state)?;
+    let voice = resolve_voice(
+        &request.model,
+        &request.voice,
+        &state.config.replace_audio_model,
+    );
+    tracing::info!(
+        model = request.model,
+        voice = request.voice,
+        upstream_voice = voice,
+        chars = request.input.chars().count(),
+        speed = request.speed,
+        "speech requested"
+    );
+    let pool = Pool {
+        dead: state.credentials.dead_tokens(),
+        leases: state.credentials.leases(),
+    };
+    let mut synthesis = Synthesis::open(
+        state.upstream.clone(),
+        &state.config,
+        &tokens,
+        pool,
+        &request.input,
+        &voice,
+    )
+    .await?;
+    let format = request.format;
+    let first = match part(&synthesis, 0, format).await {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            synthesis.cleanup().await;
+            return Err(e);
+        }
+    };
+    if format == SpeechFormat::Wav {
+        return whole_wav(synthesis, first).await;
+    }
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    tokio::spawn(stream_parts(synthesis, first, format, tx).in_current_span());
+    let mut response = Response::new(Body::from_stream(ReceiverStream::new(rx)));
+    set_audio_headers(&mut response, format);
+    Ok(response)
+}
+
+fn set_audio_headers(response: &mut Response, format: SpeechFormat) {
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+}
+
+/// Part `index`, in the caller's format: mp3 as the upstream made it,
+/// else decoded to 24 kHz PCM (on a blocking thread: it is CPU work).
+fn part(
+    synthesis: &Synthesis,
+    index: usize,
+    format: SpeechFormat,
+) -> impl std::future::Future<Output = Result<Bytes, ApiError>> + Send + 'static {
+    let (download, total) = (synthesis.part(index), synthesis.parts.len());
+    convert(download, index, total, format)
+}
+
+async fn convert(
+    download: impl std::future::Future<Output = Result<Bytes, crate::upstream::UpstreamError>>,
+    index: usize,
+    total: usize,
+    format: SpeechFormat,
+) -> Result<Bytes, ApiError> {
+    let mp3 = download.await?;
+    if format == SpeechFormat::Mp3 {
+        return Ok(mp3);
+    }
+    let pcm = tokio::task::spawn_blocking(move || audio::mp3_to_pcm16(mp3))
+        .await
+        .map_err(|e| ApiError::Internal(format!("decoding the speech failed: {e}")))?;
+    pcm.map(Bytes::from).map_err(|e| match e {
+        AudioError::Encoder(m) => ApiError::Internal(m),
+        other => ApiError::BadGateway(format!(
+            "The upstream's speech (part {} of {total}) could not be decoded: {other}",
+            index + 1,
+        )),
+    })
+}
+
+async fn whole_wav(mut synthesis: Synthesis, first: Bytes) -> Result<Response, ApiError> {
+    let mut pcm = first.to_vec();
+    let mut failure = None;
+    for index in 1..synthesis.parts.len() {
+        match part(&synthesis, index, SpeechFormat::Wav).await {
+            Ok(more) => pcm.extend_from_slice(&more),
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    synthesis.cleanup().await;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let data_len = u32::try_from(pcm.len()).map_err(|_| {
+        ApiError::BadGateway("The upstream's speech is longer than a wav file holds.".into())
+    })?;
+    let mut wav = Vec::with_capacity(44 + pcm.len());
+    wav.extend_from_slice(&audio::wav_header(data_len));
+    wav.extend_from_slice(&pcm);
+    let mut response = Response::new(Body::from(wav));
+    set_audio_headers(&mut response, SpeechFormat::Wav);
+    Ok(response)
+}
+
+async fn stream_parts(
+    mut synthesis: Synthesis,
+    first: Bytes,
+    format: SpeechFormat,
+    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
+) {
+    let total = synthesis.parts.len();
+    let mut client_gone = tx.send(Ok(first)).await.is_err();
+    let mut index = 1;
+    while !client_gone && index < total {
+        let next = tokio::select! {
+            biased;
+            _ = tx.closed() => { client_gone = true; break; }
+            next = part(&synthesis, index, format) => next,
+        };
+        match next {
+            Ok(bytes) => client_gone = tx.send(Ok(bytes)).await.is_err(),
+            Err(e) => {
+                tracing::warn!(error = %e, part = index + 1, parts = total, "speech failed mid-stream");
+                // The conversation goes first; then the body ends in an error.
+                synthesis.cleanup().await;
+                let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                return;
+            }
+        }
+        index += 1;
+    }
+    if client_gone {
+        tracing::info!(
+            parts_sent = index,
+            parts = total,
+            "client went away mid-speech"
+        );
+    }
+    synthesis.cleanup().await;
+}
+
+#[cfg(test)]
+#[path = "speech_tests.rs"]
+mod tests;

@@ -1,0 +1,171 @@
+//! `POST /v1/audio/transcriptions`: the caller's audio, in any accepted
+//! format, decoded and re-encoded in-process to the mp3 the voice call
+//! takes, then recognized upstream.
+//!
+//! A function URL takes at most 6 MB per request (`MAX_REQUEST_BYTES`
+//! enforces it here too, so a local server behaves the same): a larger
+//! upload is a 413 that says so.
+
+use axum::extract::multipart::{Multipart, MultipartError, MultipartRejection};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+
+use super::AppState;
+use crate::answer::Pool;
+use crate::audio::{self, AudioError};
+use crate::error::ApiError;
+use crate::openai::audio::{TranscriptFormat, TranscriptionFields};
+
+pub fn router(state: AppState) -> Router {
+    let max_body = state.config.max_request_bytes;
+    super::finish(
+        Router::new()
+            .route("/v1/audio/transcriptions", post(transcriptions))
+            .route("/audio/transcriptions", post(transcriptions))
+            .with_state(state.clone()),
+        max_body,
+        &state.config,
+    )
+}
+
+async fn transcriptions(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    form: Result<Multipart, MultipartRejection>,
+) -> Result<Response, ApiError> {
+    super::in_own_task(transcribe(state, headers, form)).await
+}
+
+/// The uploaded file: its name as sent, and its bytes.
+struct Upload {
+    name: String,
+    bytes: bytes::Bytes,
+}
+
+fn too_large(max: usize) -> ApiError {
+    ApiError::PayloadTooLarge(format!(
+        "The upload is larger than {:.1} MB, the most this service takes per request (a Lambda function URL takes at most 6 MB). Send a shorter clip, or a more compressed format (mp3, m4a, ogg/Opus).",
+        max as f64 / 1_000_000.0
+    ))
+}
+
+fn form_error(e: MultipartError, max: usize) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        too_large(max)
+    } else {
+        ApiError::bad_body(format!(
+            "The multipart form could not be read: {}.",
+            e.body_text()
+        ))
+    }
+}
+
+/// The form as OpenAI's: `file` and text fields.
+async fn read_form(
+    mut form: Multipart,
+    max: usize,
+) -> Result<(Option<Upload>, Vec<(String, String)>), ApiError> {
+    let (mut file, mut fields) = (None, Vec::new());
+    while let Some(field) = form.next_field().await.map_err(|e| form_error(e, max))? {
+        let name = field.name().unwrap_or_default().to_string();
+        if name == "file" {
+            let file_name = field.file_name().unwrap_or("audio").to_string();
+            let bytes = field.bytes().await.map_err(|e| form_error(e, max))?;
+            file = Some(Upload {
+                name: file_name,
+                bytes,
+            });
+        } else {
+            let value = field.text().await.map_err(|e| form_error(e, max))?;
+            fields.push((name, value));
+        }
+    }
+    Ok((file, fields))
+}
+
+async fn transcribe(
+    state: AppState,
+    headers: HeaderMap,
+    form: Result<Multipart, MultipartRejection>,
+) -> Result<Response, ApiError> {
+    let tokens = state.credentials.tokens_for(&headers).await?;
+    let max = state.config.max_request_bytes;
+    let form = form.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            too_large(max)
+        } else {
+            ApiError::UnsupportedMediaType(format!(
+                "This endpoint takes a multipart/form-data body with the audio in a `file` field ({}).",
+                r.body_text()
+            ))
+        }
+    })?;
+    // A declared length over the cap is refused before anything is read.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Err(too_large(max));
+    }
+    let (file, fields) = read_form(form, max).await?;
+    let request = TranscriptionFields::parse(&fields)?;
+    let file = file.ok_or_else(|| ApiError::missing("file"))?;
+    super::speech::require_speech(&state)?;
+    let limit = state.config.transcription_max_seconds;
+    let size = file.bytes.len();
+    let mp3 = tokio::task::spawn_blocking(move || audio::transcode_to_mp3(file.bytes, limit))
+        .await
+        .map_err(|e| ApiError::Internal(format!("transcoding failed: {e}")))?
+        .map_err(|e| match e {
+            AudioError::Encoder(m) => ApiError::Internal(m),
+            AudioError::Unsupported(m) | AudioError::Corrupt(m) | AudioError::TooLong(m) => {
+                ApiError::invalid(
+                    "file",
+                    format!("{:?}: {m}", crate::text::clip(&file.name, 80)),
+                )
+            }
+        })?;
+    tracing::info!(
+        model = request.model,
+        detected = mp3.detected,
+        bytes_in = size,
+        seconds = format!("{:.2}", mp3.seconds),
+        mp3_bytes = mp3.bytes.len(),
+        "transcoded"
+    );
+    let pool = Pool {
+        dead: state.credentials.dead_tokens(),
+        leases: state.credentials.leases(),
+    };
+    let text = crate::speech::transcribe(
+        state.upstream.clone(),
+        &state.config,
+        &tokens,
+        pool,
+        mp3.bytes.into(),
+    )
+    .await?;
+    Ok(match request.format {
+        TranscriptFormat::Json => Json(serde_json::json!({
+            "text": text,
+            "usage": {"type": "duration", "seconds": mp3.seconds.ceil() as u64},
+        }))
+        .into_response(),
+        TranscriptFormat::Text => {
+            let mut response = format!("{text}\n").into_response();
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            response
+        }
+    })
+}
+
+#[cfg(test)]
+#[path = "transcription_tests.rs"]
+mod tests;

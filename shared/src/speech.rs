@@ -1,0 +1,253 @@
+//! Speech on an account of the pool: synthesis (a repeat turn read aloud)
+//! and recognition (a voice call), with the same leasing, failover and
+//! cleanup as chat answers (`answer::on_an_account`).
+//!
+//! The upstream's voice is a per-account setting, changed by one call and
+//! used by the next (protocol section 8). A synthesis holds its account's
+//! lease from the repeat turn to the end of the download, so within an
+//! execution environment no other request (speech or chat) uses that
+//! account in between; across Lambda instances nothing can serialize it,
+//! which the README explains (several tokens, or reserved concurrency).
+
+use std::sync::Arc;
+
+use crate::answer::{on_an_account, Answer, Failed, Pool};
+use crate::config::Config;
+use crate::credentials::TokenSet;
+use crate::error::ApiError;
+use crate::upstream::{ChatTurn, Upstream, UpstreamError, UpstreamEvent};
+
+/// OpenAI's six classic voices, in the order `REPLACE_AUDIO_MODEL` replaces them.
+pub(crate) const OPENAI_VOICES: [&str; 6] = ["alloy", "echo", "fable", "onyx", "nova", "shimmer"];
+/// Their Hailuo voices under `tts-1` (protocol section 8) ...
+const TTS_1: [&str; 6] = [
+    "male-botong",
+    "Podcast_girl",
+    "boyan_new_hailuo",
+    "female-shaonv",
+    "YaeMiko_hailuo",
+    "xiaoyi_mix_hailuo",
+];
+/// ... and under `tts-1-hd`.
+const TTS_1_HD: [&str; 6] = [
+    "xiaomo_sft",
+    "Leishen2_hailuo",
+    "Zhongli_hailuo",
+    "Paimeng_hailuo",
+    "keli_hailuo",
+    "Hutao_hailuo",
+];
+
+/// The Hailuo voice for an OpenAI `voice` under `model`: one of the six
+/// OpenAI names maps through `REPLACE_AUDIO_MODEL` (in order) or the
+/// model's table (`tts-1-hd`, or any model with `hd` in its name, takes
+/// the HD table); any other string is a Hailuo voice id (or a cloned
+/// `puv_…` voice) and passes through.
+pub(crate) fn resolve_voice(model: &str, voice: &str, replace: &[String]) -> String {
+    let Some(i) = OPENAI_VOICES
+        .iter()
+        .position(|v| v.eq_ignore_ascii_case(voice))
+    else {
+        return voice.to_string();
+    };
+    if let Some(replaced) = replace.get(i) {
+        return replaced.clone();
+    }
+    let table = if model.to_ascii_lowercase().contains("hd") {
+        &TTS_1_HD
+    } else {
+        &TTS_1
+    };
+    table[i].to_string()
+}
+
+/// The turn that makes the model repeat `text` verbatim (protocol section
+/// 8, the reference prompt): newlines become `。`, brackets, `#` and angle
+/// brackets become spaces (the model reads them as markup).
+pub(crate) fn repeat_prompt(text: &str) -> String {
+    let cleaned: String = text
+        .replace("\r\n", "\n")
+        .chars()
+        .map(|c| match c {
+            '\n' | '\r' => '。',
+            '(' | ')' | '[' | ']' | '{' | '}' | '（' | '）' | '【' | '】' | '#' | '<' | '>' => {
+                ' '
+            }
+            c => c,
+        })
+        .collect();
+    format!(
+        "user:完整复述以下内容，不要进行任何修改，也不需要进行任何解释。\n{cleaned}\nassistant:好的，我将开始完整复述：\n"
+    )
+}
+
+/// A synthesis ready to download: its parts, and the repeat turn's answer
+/// that holds the account and the conversation to delete.
+pub(crate) struct Synthesis {
+    upstream: Arc<dyn Upstream>,
+    answer: Answer,
+    pub parts: Vec<String>,
+}
+
+impl Synthesis {
+    /// Repeat turn → voice → parts, on an account of the pool. Failures
+    /// before the synthesis was asked for move to another account as a chat
+    /// would; a synthesis that timed out is not asked again elsewhere (a 504).
+    pub(crate) async fn open(
+        upstream: Arc<dyn Upstream>,
+        config: &Config,
+        set: &TokenSet,
+        pool: Pool<'_>,
+        text: &str,
+        voice: &str,
+    ) -> Result<Synthesis, ApiError> {
+        let turn = ChatTurn {
+            prompt: repeat_prompt(text),
+            ..ChatTurn::default()
+        };
+        let turn = &turn;
+        let (mut synthesis, lease) = on_an_account(&upstream, config, set, pool, false, |token| {
+            let upstream = upstream.clone();
+            async move {
+                let answer =
+                    Answer::open_once(upstream.clone(), config, token, turn, false).await?;
+                Self::speak(upstream, answer, voice).await
+            }
+        })
+        .await?;
+        synthesis.answer.hold(lease);
+        Ok(synthesis)
+    }
+
+    /// Read the repeat turn to its end, then have its message spoken.
+    async fn speak(
+        upstream: Arc<dyn Upstream>,
+        mut answer: Answer,
+        voice: &str,
+    ) -> Result<Synthesis, Failed> {
+        let failed = |error, accepted| Failed { error, accepted };
+        let mut repeated = 0usize;
+        loop {
+            match answer.next().await {
+                None | Some(Ok(UpstreamEvent::End)) => break,
+                Some(Ok(UpstreamEvent::Delta(d))) => repeated += d.chars().count(),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    answer.cleanup().await;
+                    return Err(failed(e, false));
+                }
+            }
+        }
+        let Some(message_id) = answer.message_id().map(str::to_string) else {
+            answer.cleanup().await;
+            return Err(failed(
+                UpstreamError::Protocol("the repeat turn named no message to speak".into()),
+                false,
+            ));
+        };
+        let token = answer.token().to_string();
+        tracing::info!(
+            token = %answer.token_fingerprint(),
+            chat_id = answer.chat_id().unwrap_or_default(),
+            repeated_chars = repeated,
+            voice,
+            "synthesizing"
+        );
+        match upstream.synthesize(&token, &message_id, voice).await {
+            Ok(parts) => Ok(Synthesis {
+                upstream,
+                answer,
+                parts,
+            }),
+            Err(error) => {
+                answer.cleanup().await;
+                // A synthesis that never became ready was asked for: asking
+                // another account would double the wait past the timeout.
+                let accepted = matches!(error, UpstreamError::Timeout(_));
+                let error = upstream.explain_failure(&token, error).await;
+                Err(failed(error, accepted))
+            }
+        }
+    }
+
+    /// The download of part `index` (owning what it needs, so the synthesis
+    /// itself is not borrowed across it).
+    pub(crate) fn part(
+        &self,
+        index: usize,
+    ) -> impl std::future::Future<Output = Result<bytes::Bytes, UpstreamError>> + Send + 'static
+    {
+        let (upstream, url) = (self.upstream.clone(), self.parts[index].clone());
+        async move { upstream.download_part(&url).await }
+    }
+
+    /// Delete the repeat turn's conversation and give the account back.
+    pub(crate) async fn cleanup(&mut self) {
+        self.answer.cleanup().await;
+    }
+}
+
+/// The transcript of an mp3, on an account of the pool (a voice call is
+/// one answer, like a chat: the account is held for it).
+pub(crate) async fn transcribe(
+    upstream: Arc<dyn Upstream>,
+    config: &Config,
+    set: &TokenSet,
+    pool: Pool<'_>,
+    mp3: bytes::Bytes,
+) -> Result<String, ApiError> {
+    let mp3 = &mp3;
+    let upstream = &upstream;
+    let (text, _lease) = on_an_account(upstream, config, set, pool, false, |token| async move {
+        upstream
+            .transcribe(&token, mp3.clone())
+            .await
+            .map_err(|error| Failed {
+                error,
+                accepted: false,
+            })
+    })
+    .await?;
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn voices_resolve_per_model_and_replacement() {
+        assert_eq!(resolve_voice("tts-1", "alloy", &[]), "male-botong");
+        assert_eq!(resolve_voice("tts-1-hd", "alloy", &[]), "xiaomo_sft");
+        assert_eq!(resolve_voice("tts-1", "Shimmer", &[]), "xiaoyi_mix_hailuo");
+        assert_eq!(resolve_voice("tts-1-hd", "onyx", &[]), "Paimeng_hailuo");
+        assert_eq!(
+            resolve_voice("gpt-4o-mini-tts", "nova", &[]),
+            "YaeMiko_hailuo"
+        );
+        let replace = vec!["JayChou_hailuo".to_string(), "puv_123".to_string()];
+        assert_eq!(
+            resolve_voice("tts-1-hd", "alloy", &replace),
+            "JayChou_hailuo"
+        );
+        assert_eq!(resolve_voice("tts-1", "echo", &replace), "puv_123");
+        assert_eq!(
+            resolve_voice("tts-1", "fable", &replace),
+            "boyan_new_hailuo"
+        );
+        assert_eq!(
+            resolve_voice("tts-1", "Guodegang_hailuo", &replace),
+            "Guodegang_hailuo"
+        );
+        assert_eq!(resolve_voice("tts-1", "puv_2025", &[]), "puv_2025");
+    }
+
+    #[test]
+    fn the_repeat_prompt_cleans_markup() {
+        let p = repeat_prompt("# Title\r\nLine (one) <b>two</b>\n【注】");
+        assert_eq!(
+            p,
+            "user:完整复述以下内容，不要进行任何修改，也不需要进行任何解释。\n  Title。Line  one   b two /b 。 注 \nassistant:好的，我将开始完整复述：\n"
+        );
+    }
+}
