@@ -1,4 +1,5 @@
-//! The Hailuo AI web protocol (`hailuo-web-protocol.md`, sections 1–6): device
+//! The Hailuo AI web protocol (`hailuo-web-protocol.md`, sections 1–6; uploads
+//! in `upload.rs`, speech in `voice.rs`): device
 //! registration, user info, the multipart chat call streaming cumulative
 //! content (heartbeats, U+FFFD partial characters, `isEnd`, the `type 8`
 //! marker), deletion; one answer per token at a time.
@@ -18,6 +19,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::checks::{fingerprint, md5_hex, parse_query, yy, ParsedQuery, HAILUO_QUERY};
 use crate::state::{Conversation, Fault, FaultKind, Settings, State, Turn};
 use crate::upload;
+use crate::voice;
 use crate::{
     body_text, envelope, failure, now_ms, user_info_answer, Shared, CODE_BUSY, CODE_HEARTBEAT,
     CODE_NO_CONVERSATION, CODE_OVERLOADED, CODE_SIGNATURE, CODE_TOKEN_EXPIRED, EXPIRED,
@@ -32,6 +34,16 @@ pub fn routes() -> Router<Shared> {
         .route("/v4/api/chat/msg", post(chat))
         .route("/v1/api/chat/history/{chat_id}", delete(delete_chat))
         .route("/v1/api/files/request_policy", get(upload::request_policy))
+        .route(
+            "/v1/api/chat/update_robot_custom_config",
+            post(voice::set_voice),
+        )
+        .route("/v1/api/chat/msg_tts", get(voice::msg_tts))
+        .route("/cdn/tts/{msg_id}/{part}", get(voice::part))
+        .route(
+            "/v1/api/chat/phone_msg",
+            post(voice::phone_msg).layer(DefaultBodyLimit::max(64 << 20)),
+        )
         .route(
             "/v1/api/files/policy_callback",
             post(upload::policy_callback),
@@ -60,6 +72,28 @@ pub(crate) fn verify_json(
         headers,
         raw_query,
         Signed::Json(&text),
+        false,
+    )
+    .map(|v| v.token)
+}
+
+/// A multipart call signed over `data` (section 3), checked as `verify`
+/// does; the caller's token.
+pub(crate) fn verify_form(
+    st: &Shared,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    raw_query: Option<&str>,
+    data: String,
+) -> Result<String, Refused> {
+    verify(
+        st,
+        method,
+        path,
+        headers,
+        raw_query,
+        Signed::ChatForm(data),
         false,
     )
     .map(|v| v.token)
@@ -445,7 +479,9 @@ async fn chat(
                 f["sha256"].as_str().unwrap_or_default()
             ));
         }
-        (id, is_new, s.new_id(), s.settings.clone(), answer)
+        let msg_id = s.new_id();
+        s.messages.insert(msg_id.clone(), id.clone());
+        (id, is_new, msg_id, s.settings.clone(), answer)
     };
     let guard = Busy {
         st: st.clone(),

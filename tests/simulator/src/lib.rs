@@ -13,6 +13,7 @@ pub mod checks;
 pub mod hailuo;
 pub mod state;
 pub mod upload;
+pub mod voice;
 
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -132,6 +133,15 @@ pub fn tool_nonce(prompt: &str) -> Option<String> {
     let at = prompt.rfind(OPEN)?;
     let nonce = prompt[at + OPEN.len()..].split('"').next()?;
     (!nonce.is_empty()).then(|| nonce.to_string())
+}
+
+/// The text a repeat turn asks the model to say verbatim (protocol section
+/// 8's reference prompt), if the prompt is one.
+pub fn repeated_text(prompt: &str) -> Option<String> {
+    let rest = prompt.strip_prefix("user:完整复述以下内容")?;
+    let (_, rest) = rest.split_once('\n')?;
+    let (text, _) = rest.rsplit_once("\nassistant:")?;
+    Some(text.to_string())
 }
 
 /// The echo answer of a turn.

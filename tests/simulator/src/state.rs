@@ -54,6 +54,8 @@ pub enum FaultKind {
     Truncate,
     /// The file store refuses an upload (HTTP 403, an OSS error document).
     UploadRefused,
+    /// `msg_tts` never says the speech is ready.
+    TtsNeverReady,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -145,6 +147,13 @@ pub struct Settings {
     pub chunk_bytes: usize,
     /// A heartbeat (type 3, non-zero code) every this many events.
     pub heartbeat_every: usize,
+    /// `msg_tts` polls answered "not ready" before the speech is.
+    #[serde(default = "two")]
+    pub tts_polls_before_ready: u32,
+}
+
+fn two() -> u32 {
+    2
 }
 
 impl Default for Settings {
@@ -153,6 +162,7 @@ impl Default for Settings {
             pace_ms: 15,
             chunk_bytes: 7,
             heartbeat_every: 4,
+            tts_polls_before_ready: 2,
         }
     }
 }
@@ -175,6 +185,10 @@ pub struct State {
     pub replies: VecDeque<String>,
     /// Hailuo uploads: policies handed out, objects stored, files registered.
     pub uploads: crate::upload::Uploads,
+    /// Hailuo chat answers: message id → conversation id.
+    pub messages: HashMap<String, String>,
+    /// Hailuo speech: voices set, syntheses, voice calls.
+    pub voice: crate::voice::Voice,
 }
 
 impl State {
@@ -196,7 +210,14 @@ impl State {
 
     /// Take the first fault that applies to a chat on `token`.
     pub fn take_fault(&mut self, token: &str) -> Option<Fault> {
-        self.take_fault_where(token, |k| k != FaultKind::UploadRefused)
+        self.take_fault_where(token, |k| {
+            !matches!(k, FaultKind::UploadRefused | FaultKind::TtsNeverReady)
+        })
+    }
+
+    /// Take the first fault of `kind` that applies to `token`.
+    pub fn take_fault_of(&mut self, token: &str, kind: FaultKind) -> Option<Fault> {
+        self.take_fault_where(token, |k| k == kind)
     }
 
     /// Take the first upload fault that applies to `token`.
@@ -221,6 +242,10 @@ impl State {
     /// `{nonce}` replaced by the prompt's tool-call nonce (playing a model
     /// that follows the gateway's tool contract), else the echo answer.
     pub fn answer(&mut self, prompt: &str, turn: usize) -> String {
+        // Asked to repeat a text (the speech route's turn), the model does.
+        if let Some(text) = crate::repeated_text(prompt) {
+            return text;
+        }
         match self.replies.pop_front() {
             Some(reply) => reply.replace("{nonce}", &crate::tool_nonce(prompt).unwrap_or_default()),
             None => crate::compose_answer(prompt, turn),
@@ -247,6 +272,9 @@ impl State {
             "pending_faults": self.faults.len(),
             "pending_replies": self.replies.len(),
             "files": self.uploads.files.values().collect::<Vec<_>>(),
+            "voices": self.voice.voices.iter().map(|(t, v)| (fingerprint(t), v.clone())).collect::<HashMap<_, _>>(),
+            "syntheses": self.voice.syntheses,
+            "transcriptions": self.voice.transcriptions,
         })
     }
 }
