@@ -29,7 +29,7 @@ mkdir -p "$E2E_DIR"
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  pkill -f "$ROOT/target/debug/(chat-completions|models|token-check|token-liveness)" 2>/dev/null || true
+  pkill -f "$ROOT/target/debug/(chat-completions|models|token-check|token-liveness|audio-speech|audio-transcriptions)" 2>/dev/null || true
 }
 trap cleanup EXIT
 
@@ -60,6 +60,7 @@ start_watch() { # name port [KEY=VALUE...]: defaults, each overridable
   for kv in "$@"; do given[${kv%%=*}]=1; done
   {
     for kv in "HAILUO_BASE_URL=$SIM_URL" RUST_LOG=info UPSTREAM_FIRST_BYTE_TIMEOUT_MS=2500 \
+      HAILUO_TTS_POLL_INTERVAL_MS=100 HAILUO_TTS_TIMEOUT_MS=2000 \
       UPSTREAM_IDLE_TIMEOUT_MS=2500 UPSTREAM_RETRY_BACKOFF_MS=100 MAX_REQUEST_BYTES=1048576 \
       AWS_EC2_METADATA_DISABLED=true "AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID" \
       "AWS_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY" "AWS_REGION=$AWS_REGION" "AWS_ENDPOINT_URL=$MOTO_URL"; do
@@ -84,25 +85,32 @@ start_watch agent 9004 UPSTREAM=minimax-agent AGENT_BASE_URL="$AGENT_SIM_URL" AG
   UPSTREAM_IDLE_TIMEOUT_MS=1500 UPSTREAM_FIRST_BYTE_TIMEOUT_MS=1500
 # Files by URL from the tests' own loopback server: private addresses allowed
 # here only (the header deployment keeps the rule, for the refusal tests).
-start_watch files 9005 FILE_URL_ALLOW_PRIVATE=true FILE_MAX_BYTES=1048576
+# It also replaces the first two OpenAI voices (REPLACE_AUDIO_MODEL).
+start_watch files 9005 FILE_URL_ALLOW_PRIVATE=true FILE_MAX_BYTES=1048576 \
+  REPLACE_AUDIO_MODEL=JayChou_hailuo,Daniel_hailuo
 for port in "$LAMBDA_PORT" 9001 9002 9003 9004 9005; do wait_http "http://127.0.0.1:$port/" 120; done
 # The emulator starts a function on its first request: warm them before any
 # test clock starts, on paths that read no secret.
-for path in /v1/models /v1/chat/completions /lambda-url/token-check/warm-up; do
+for path in /v1/models /v1/chat/completions /lambda-url/token-check/warm-up \
+  /lambda-url/audio-speech/warm-up /lambda-url/audio-transcriptions/warm-up; do
   curl -s -o /dev/null --max-time 300 "$GATEWAY_URL$path" || true
 done
 for port in 9001 9002 9003 9004 9005; do
-  for fn in chat-completions models token-check; do
+  for fn in chat-completions models token-check audio-speech audio-transcriptions; do
     curl -s -o /dev/null --max-time 300 "http://127.0.0.1:$port/lambda-url/$fn/warm-up" || true
   done
 done
+
+log "audio fixtures (espeak-ng, ffmpeg)"
+export AUDIO_DIR="$E2E_DIR/audio"
+"$ROOT/tests/e2e/audio/make.sh" "$AUDIO_DIR"
 
 status=0
 log "end-to-end tests: openai (Python)"
 "$VENV/bin/python" -m pytest -q tests/e2e/python "${focus[@]}" || status=1
 if ((${#focus[@]} == 0)); then
   log "end-to-end tests: openai (npm)"
-  (cd tests/e2e/node && GATEWAY_URL="$GATEWAY_URL" SIM_URL="$SIM_URL" node --test --test-concurrency=1 ./*.test.mjs) || status=1
+  (cd tests/e2e/node && GATEWAY_URL="$GATEWAY_URL" SIM_URL="$SIM_URL" AUDIO_DIR="$AUDIO_DIR" node --test --test-concurrency=1 ./*.test.mjs) || status=1
 fi
 
 log "logs must not contain any token or API key"

@@ -106,6 +106,8 @@ pub struct Record {
     pub downloads: Vec<String>,
     /// Every voice call: (token fingerprint, the mp3 sent).
     pub transcriptions: Vec<(String, bytes::Bytes)>,
+    /// Chats, syntheses, downloads and deletions, in the order they happened.
+    pub timeline: Vec<&'static str>,
 }
 
 /// How the fake speaks: the parts of every synthesis, and scripted failures.
@@ -245,6 +247,7 @@ impl Upstream for FakeUpstream {
         let script = {
             let mut inner = self.inner.lock().unwrap();
             inner.record.chats.push((fp.clone(), turn.prompt.clone()));
+            inner.record.timeline.push("chat");
             inner.record.files.push(
                 turn.files
                     .iter()
@@ -356,6 +359,7 @@ impl Upstream for FakeUpstream {
     ) -> Result<Vec<String>, UpstreamError> {
         let mut inner = self.inner.lock().unwrap();
         let fp = fingerprint(token);
+        inner.record.timeline.push("synthesize");
         inner
             .record
             .syntheses
@@ -371,6 +375,7 @@ impl Upstream for FakeUpstream {
     async fn download_part(&self, url: &str) -> Result<bytes::Bytes, UpstreamError> {
         let mut inner = self.inner.lock().unwrap();
         inner.record.downloads.push(url.into());
+        inner.record.timeline.push("download");
         let index: usize = url.trim_start_matches("part").parse().unwrap();
         if let Some((failing, e)) = &inner.voice.failing_part {
             if *failing == index {
@@ -399,6 +404,7 @@ impl Upstream for FakeUpstream {
     }
 
     async fn delete_conversation(&self, _token: &str, chat_id: &str) -> Result<(), UpstreamError> {
+        self.inner.lock().unwrap().record.timeline.push("delete");
         tokio::time::sleep(self.delete_takes).await;
         self.inner
             .lock()

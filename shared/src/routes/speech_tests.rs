@@ -291,3 +291,44 @@ async fn mistakes_are_400s_before_any_upstream_call() {
     fake.record(|r| assert!(r.chats.is_empty()));
     mute.record(|r| assert!(r.chats.is_empty()));
 }
+
+#[tokio::test(start_paused = true)]
+async fn two_voices_on_one_account_take_turns() {
+    // The voice is the account's setting: a second synthesis on the same
+    // token waits for the first to finish (its lease), never interleaving
+    // "set voice" between the other's set and poll.
+    let fake = fake().with_delete_taking(Duration::from_millis(500));
+    let app = router(state(&fake, Config::default()));
+    let first = speak(
+        &app,
+        "tok-a",
+        json!({"model": "tts-1", "input": "一", "voice": "alloy"}),
+    );
+    let second = speak(
+        &app,
+        "tok-a",
+        json!({"model": "tts-1", "input": "二", "voice": "echo"}),
+    );
+    let (first, second) = tokio::join!(async { body_bytes(first.await).await }, async {
+        body_bytes(second.await).await
+    });
+    assert_eq!(first.unwrap(), parts().concat());
+    assert_eq!(second.unwrap(), parts().concat());
+    fake.record(|r| {
+        let one = [
+            "chat",
+            "synthesize",
+            "download",
+            "download",
+            "download",
+            "delete",
+        ];
+        assert_eq!(
+            r.timeline,
+            [one, one].concat(),
+            "one synthesis after the other"
+        );
+        let voices: Vec<&str> = r.syntheses.iter().map(|s| s.2.as_str()).collect();
+        assert!(voices.contains(&"male-botong") && voices.contains(&"Podcast_girl"));
+    });
+}
