@@ -29,16 +29,25 @@
 //!   chunks (openai/encode.rs) → finish → delete upstream conversation → usage, [DONE] → end
 //! ```
 //!
+//! Speech takes the same path to an account: `speech.rs` leases one with
+//! `answer::on_an_account`, has the model repeat the text, sets the voice
+//! and polls the synthesis, and the route streams the mp3 parts (or PCM
+//! decoded from them by `audio/`) before deleting the repeat conversation.
+//! A transcription is decoded and re-encoded by `audio/` on a blocking
+//! thread, then sent as the voice call on a leased account.
+//!
 //! # Layout, and which way dependencies point
 //!
 //! routes → prompt → structured → openai; routes → files → openai, upstream (its
 //! `FileUpload`); routes → credentials → answer → upstream → settings,
-//! redact, text. Adapters (`upstream/hailuo`, `upstream/agent`) know nothing of
-//! OpenAI, of credentials or of the gateway's config: each owns its config
-//! type, built from the settings reader with its prefix.
+//! redact, text; routes → speech → answer; routes → audio. Adapters
+//! (`upstream/hailuo`, `upstream/agent`) know nothing of OpenAI, of
+//! credentials or of the gateway's config: each owns its config type, built
+//! from the settings reader with its prefix.
 //!
 //! - `routes/`: one `Router` per function (`chat` with `chat_tests.rs`,
-//!   `models`, `token_check`), with the fallbacks, limits and CORS they share.
+//!   `models`, `token_check`, `speech`, `transcription`), with the
+//!   fallbacks, limits and CORS they share.
 //! - `openai/`: the OpenAI surface: request parsing (`chat.rs`), chunk and
 //!   completion encoding, usage estimates, the model list.
 //! - `structured/`: tool calls and JSON answers over chats that have neither:
@@ -47,6 +56,11 @@
 //! - `files/`: documents and images a message carries, as bytes: data URLs,
 //!   safe URL fetching (`fetch.rs`), types sniffed from the bytes.
 //! - `prompt.rs`: OpenAI messages flattened into the upstream's one text.
+//! - `speech.rs`: synthesis and voice calls on an account of the pool;
+//!   OpenAI voices mapped to Hailuo's.
+//! - `audio/`: codecs in-process (decode any accepted file, encode the
+//!   voice call's mp3, mp3 parts to 24 kHz PCM). Sans I/O; imports nothing
+//!   of ours.
 //! - `credentials/`: header or secret mode, API keys; `secret.rs` (Secrets
 //!   Manager documents), `pool.rs` (tokens seen dead, accounts in use).
 //! - `answer.rs`: one upstream answer: lease, open with retries, timeouts,

@@ -103,7 +103,7 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
 
 fn not_found(method: &Method, uri: &Uri) -> ApiError {
     ApiError::NotFound(format!(
-        "Unknown request URL: {method} {}. This service serves POST /v1/chat/completions and GET /v1/models.",
+        "Unknown request URL: {method} {}. This service serves POST /v1/chat/completions, GET /v1/models, POST /v1/audio/speech, POST /v1/audio/transcriptions and POST /token/check.",
         uri.path()
     ))
 }
