@@ -3,9 +3,35 @@
 #   scripts/bench.sh [chat-bench args]   the function as a local server (the same router Lambda runs)
 #   scripts/bench.sh lambda [args]       the same, through the Lambda emulator (`cargo lambda watch`)
 #   scripts/bench.sh memory              what one request costs in memory (request-memory)
+#   scripts/bench.sh audio               the transcription function's transcoder (audio-bench)
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
+case ${1:-} in
+audio)
+  cargo build --release --locked -p audio-transcriptions -p chat-bench
+  "$ROOT/scripts/setup.sh" >/dev/null
+  clips="$E2E_DIR/bench-audio"
+  if [ ! -f "$clips/done" ]; then
+    log "60 s clips in every accepted format (espeak-ng, ffmpeg)"
+    mkdir -p "$clips"
+    ff() { ffmpeg -nostdin -v error -y "$@"; }
+    espeak-ng -s 150 -w "$clips/sentence.wav" \
+      "The quick brown fox jumps over the lazy dog. Speech recognition test, one two three."
+    ff -stream_loop -1 -i "$clips/sentence.wav" -t 60 "$clips/clip.wav"
+    ff -i "$clips/sentence.wav" -t 1 "$clips/warm.wav"
+    ff -i "$clips/clip.wav" -c:a libmp3lame -b:a 128k "$clips/clip.mp3"
+    ff -i "$clips/clip.wav" -c:a aac -b:a 128k "$clips/clip.m4a"
+    ff -i "$clips/clip.wav" -c:a libvorbis "$clips/clip.ogg"
+    ff -i "$clips/clip.wav" -c:a libopus -b:a 48k -f ogg "$clips/clip.opus.ogg"
+    ff -i "$clips/clip.wav" -c:a flac "$clips/clip.flac"
+    ff -i "$clips/clip.wav" -c:a libopus -b:a 48k -f webm "$clips/clip.webm"
+    ff -i "$clips/clip.wav" -ac 2 -ar 48000 -c:a libopus -b:a 64k -f webm "$clips/clip.stereo48k.webm"
+    touch "$clips/done"
+  fi
+  exec "$ROOT/target/release/audio-bench" --gateway-bin "$ROOT/target/release/audio-transcriptions" --clips "$clips" "${@:2}"
+  ;;
+esac
 cargo build --release --locked -p chat-completions -p chat-bench
 case ${1:-} in
 memory)

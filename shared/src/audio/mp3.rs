@@ -36,10 +36,11 @@ impl Encoder {
         builder
             .set_brate(Bitrate::Kbps192)
             .map_err(|e| failed("set the bitrate", e))?;
-        // Quality 5 is LAME's default speed/quality trade-off; better costs
-        // several times the CPU for nothing a recognizer hears.
+        // Quality 7 ("fast, ok quality") rather than LAME's default 5: the
+        // listener is a speech recognizer, the source is often lossy already,
+        // and 5 costs more CPU for nothing it hears (BENCHMARKS.md).
         builder
-            .set_quality(Quality::Good)
+            .set_quality(Quality::Ok)
             .map_err(|e| failed("set the quality", e))?;
         Ok(Self {
             lame: builder.build().map_err(|e| failed("start", e))?,

@@ -16,6 +16,7 @@
 //! reports time to first byte and the function's peak RSS (VmHWM) while
 //! streaming.
 
+use chat_bench::status_kib;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -175,16 +176,6 @@ fn summarize(runs: &[Run]) -> (f64, f64, f64, usize) {
     )
 }
 
-fn vm_kib(pid: u32, key: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 struct Gateway(Child);
 
 impl Drop for Gateway {
@@ -223,7 +214,7 @@ async fn file_bench(http: &reqwest::Client, url: &str, pid: u32, runs: usize) {
         {"type": "text", "text": "summarize"}, {"type": "file", "file_url": {"url": file_url}}]}]});
     let (mut first, mut whole, mut growth) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
-        let before = vm_kib(pid, "VmRSS:");
+        let before = status_kib(pid, "VmRSS:");
         let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
         let start = Instant::now();
         let response = http
@@ -258,7 +249,7 @@ async fn file_bench(http: &reqwest::Client, url: &str, pid: u32, runs: usize) {
         );
         first.push(got_first.unwrap_or_default().as_secs_f64());
         whole.push(start.elapsed().as_secs_f64());
-        growth.push(vm_kib(pid, "VmHWM:").saturating_sub(before) as f64 / 1024.0);
+        growth.push(status_kib(pid, "VmHWM:").saturating_sub(before) as f64 / 1024.0);
     }
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
@@ -347,7 +338,7 @@ async fn main() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let idle_rss = pid.map(|pid| vm_kib(pid, "VmRSS:"));
+    let idle_rss = pid.map(|pid| status_kib(pid, "VmRSS:"));
 
     let sim_base = sim_url.clone();
     let config = HailuoConfig::from_lookup(&Lookup::new(&move |k| {
@@ -376,7 +367,7 @@ async fn main() {
         direct_short.push(direct_run(&sim, &direct, "short").await);
         gateway_short.push(gateway_run(&sim, &http, &url, "short", false).await);
     }
-    let peak_rss = pid.map(|pid| vm_kib(pid, "VmHWM:"));
+    let peak_rss = pid.map(|pid| status_kib(pid, "VmHWM:"));
 
     let (d50, d99, _, dn) = summarize(&direct_runs);
     let (g50, g99, _, gn) = summarize(&gateway_runs);

@@ -10,22 +10,13 @@
 //! a 502 after the same parsing, flattening and upload form a real answer
 //! needs. The bound checked is growth < 3 × body + 20 MB.
 
+use chat_bench::status_kib;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const LIMIT: usize = 6 * 1024 * 1024;
-
-fn kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
 
 /// One HTTP/1.1 POST; the status code of the answer.
 fn post(port: u16, body: &[u8]) -> u16 {
@@ -209,10 +200,10 @@ fn main() {
         let gateway = Gateway::start(&gateway_bin);
         let pid = gateway.0.id();
         std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("reset VmHWM");
-        let before = kib(pid, "VmRSS:");
+        let before = status_kib(pid, "VmRSS:");
         let status = post(gateway.1, body);
-        let peak = kib(pid, "VmHWM:").saturating_sub(before) as f64 / 1024.0;
-        let after = kib(pid, "VmRSS:") as f64 / 1024.0;
+        let peak = status_kib(pid, "VmHWM:").saturating_sub(before) as f64 / 1024.0;
+        let after = status_kib(pid, "VmRSS:") as f64 / 1024.0;
         let mb = body.len() as f64 / 1_048_576.0;
         // Tool schemas become validators (and, while compiled, JSON trees):
         // dozens of times their text, so their own cap keeps them to a quarter
