@@ -136,12 +136,16 @@ FORMATS = [
 ]
 
 
+@pytest.mark.parametrize("response_format", ["json", "text"])
 @pytest.mark.parametrize("name", FORMATS)
-def test_transcription_of_every_format(sim, new_token, client_for, name):
+def test_transcription_of_every_format(sim, new_token, client_for, name, response_format):
     client = client_for(new_token())
     sim.replies(f"transcript of {name}")
-    result = client.audio.transcriptions.create(model="whisper-1", file=AUDIO_DIR / name, language="en")
-    assert result.text == f"transcript of {name}"
+    result = client.audio.transcriptions.create(
+        model="whisper-1", file=AUDIO_DIR / name, language="en", response_format=response_format
+    )
+    text = result.text if response_format == "json" else result.rstrip("\n")
+    assert text == f"transcript of {name}"
     heard = sim.state()["transcriptions"][-1]
     assert (heard["sample_rate"], heard["channels"], heard["bitrate_kbps"]) == (44100, 2, 192)
     expected = durations()[name]
@@ -150,13 +154,18 @@ def test_transcription_of_every_format(sim, new_token, client_for, name):
     assert not heard["silent"]
 
 
-def test_transcription_as_text(sim, new_token, client_for):
-    client = client_for(new_token())
+def test_transcription_as_text_is_the_text_and_a_newline(sim, new_token, http):
     sim.replies("纯文本的转写")
-    text = client.audio.transcriptions.create(
-        model="whisper-1", file=AUDIO_DIR / "speech.webm", response_format="text"
+    files = {"file": ("speech.webm", (AUDIO_DIR / "speech.webm").read_bytes(), "audio/webm")}
+    r = http.post(
+        "/v1/audio/transcriptions",
+        headers={"Authorization": f"Bearer {new_token()}"},
+        data={"model": "whisper-1", "response_format": "text"},
+        files=files,
     )
-    assert text.strip() == "纯文本的转写"
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/plain")
+    assert r.content == "纯文本的转写\n".encode()
 
 
 def test_a_silent_clip_gives_empty_text(sim, new_token, client_for):
