@@ -1,0 +1,219 @@
+"""What cfn-lint cannot check in template.yaml: that it matches the code.
+
+The template is read with cfn-lint's own loader (intrinsics as {"Ref": …}); the
+code is read as text (the workspace's binaries from `cargo metadata`, the routes
+each function serves, the settings the shared crate reads). No AWS call, no
+network: run by scripts/test.sh beside cfn-lint."""
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from cfnlint.decode import decode
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE, _ = decode(str(ROOT / "template.yaml"))
+RESOURCES = TEMPLATE["Resources"]
+FUNCTIONS = {k: v for k, v in RESOURCES.items() if v["Type"] == "AWS::Serverless::Function"}
+
+
+def workspace_binaries() -> dict[str, Path]:
+    """Every binary of the function packages (functions/*): name → main.rs."""
+    out = subprocess.run(
+        ["cargo", "metadata", "--no-deps", "--format-version", "1", "--offline"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    bins = {}
+    for package in json.loads(out)["packages"]:
+        for target in package["targets"]:
+            path = Path(target["src_path"])
+            if "bin" in target["kind"] and (ROOT / "functions") in path.parents:
+                bins[target["name"]] = path
+    return bins
+
+
+BINARIES = workspace_binaries()
+
+
+def binary_of(function: dict) -> str:
+    return function["Metadata"]["BuildProperties"]["Binary"]
+
+
+def source(path: Path) -> str:
+    return path.read_text()
+
+
+def shared_sources() -> str:
+    """The shared crate's code, without its tests."""
+    return "\n".join(
+        source(p) for p in sorted((ROOT / "shared" / "src").rglob("*.rs")) if not p.name.endswith("tests.rs")
+    )
+
+
+def test_every_function_is_a_workspace_binary_built_by_cargo_lambda():
+    assert FUNCTIONS, "the template has functions"
+    globals_ = TEMPLATE["Globals"]["Function"]
+    assert (globals_["Runtime"], globals_["Handler"]) == ("provided.al2023", "bootstrap")
+    for name, function in FUNCTIONS.items():
+        assert function["Metadata"]["BuildMethod"] == "rust-cargolambda", name
+        assert binary_of(function) in BINARIES, f"{name}: no workspace binary {binary_of(function)}"
+        assert function["Properties"]["CodeUri"] == ".", name
+    deployed = {binary_of(f) for f in FUNCTIONS.values()}
+    assert deployed == set(BINARIES), f"binaries never deployed: {set(BINARIES) - deployed}"
+
+
+def delivery(main_rs: str) -> str | None:
+    if "Delivery::Streamed" in main_rs:
+        return "RESPONSE_STREAM"
+    if "Delivery::Buffered" in main_rs:
+        return "BUFFERED"
+    return None
+
+
+def test_streamed_routes_stream_and_the_rest_are_buffered():
+    for name, function in FUNCTIONS.items():
+        expected = delivery(source(BINARIES[binary_of(function)]))
+        url = function["Properties"].get("FunctionUrlConfig")
+        if expected is None:
+            assert url is None, f"{name} serves no HTTP but has a function URL"
+            continue
+        assert url is not None, f"{name} serves HTTP but has no function URL"
+        assert url["InvokeMode"] == expected, name
+        # OpenAI SDKs cannot sign requests: the service authenticates callers.
+        assert url["AuthType"] == "NONE", name
+        # The application answers CORS (routes/mod.rs): the URL's own setting
+        # would duplicate Access-Control-Allow-Origin.
+        assert "Cors" not in url, name
+        if expected == "RESPONSE_STREAM":
+            assert function["Properties"]["Timeout"] >= 300, f"{name} streams: give it time"
+
+
+def routes_of(module: str) -> set[str]:
+    text = source(ROOT / "shared" / "src" / "routes" / f"{module}.rs")
+    paths = set(re.findall(r'\.route\(\s*"([^"]+)"', text))
+    for merged in re.findall(r"super::(\w+)::routes\(\)", text):
+        paths |= routes_of(merged)
+    return paths
+
+
+def test_the_emulator_routes_every_path_to_a_function_that_serves_it():
+    cargo = source(ROOT / "Cargo.toml")
+    table = cargo.split("[workspace.metadata.lambda.watch.router]", 1)[1]
+    router = dict(re.findall(r'^"([^"]+)"\s*=\s*"([^"]+)"', table, re.M))
+    served_by: dict[str, set[str]] = {}
+    for binary, main_rs in BINARIES.items():
+        modules = re.findall(r"routes::(\w+)::router", source(main_rs))
+        for module in modules:
+            for path in routes_of(module):
+                served_by.setdefault(path, set()).add(binary)
+    assert served_by, "the functions serve routes"
+    for path, binaries in served_by.items():
+        assert path in router, f"cargo lambda watch does not route {path}"
+        assert router[path] in binaries, f"{path} is routed to {router[path]}, served by {binaries}"
+
+
+def env_names(function: dict) -> set[str]:
+    own = function["Properties"].get("Environment", {}).get("Variables", {})
+    return set(own) | set(TEMPLATE["Globals"]["Function"]["Environment"]["Variables"])
+
+
+def test_every_setting_the_template_passes_is_one_the_code_reads():
+    code = shared_sources()
+    read = set(re.findall(r'"([A-Z][A-Z0-9_]{2,})"', code))
+    # Settings read through a prefix (HAILUO_ORIGIN, AGENT_USER_AGENT, …).
+    for prefix in re.findall(r'from_lookup\(\s*env,\s*"([A-Z]+)"', code):
+        read |= {f"{prefix}_{suffix}" for suffix in re.findall(r'"\{prefix\}_([A-Z_]+)"', code)}
+    if "try_from_default_env" in code:
+        read.add("RUST_LOG")
+    for name, function in FUNCTIONS.items():
+        unknown = env_names(function) - read
+        assert not unknown, f"{name} is given settings the code never reads: {unknown}"
+
+
+def refs(node) -> set[str]:
+    """Every Ref in a template node."""
+    found = set()
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == "Ref" and isinstance(v, str):
+                found.add(v)
+            found |= refs(v)
+    elif isinstance(node, list):
+        for v in node:
+            found |= refs(v)
+    return found
+
+
+def test_every_parameter_is_used():
+    used = refs({k: v for k, v in TEMPLATE.items() if k != "Parameters"})
+    unused = set(TEMPLATE["Parameters"]) - used
+    assert not unused, f"parameters nothing uses: {unused}"
+
+
+def statements() -> list[dict]:
+    found = []
+    for name, resource in RESOURCES.items():
+        props = resource.get("Properties", {})
+        if resource["Type"] == "AWS::IAM::ManagedPolicy":
+            found += [(name, s) for s in props["PolicyDocument"]["Statement"]]
+        for policy in props.get("Policies", []) if resource["Type"] == "AWS::Serverless::Function" else []:
+            if isinstance(policy, dict) and "Statement" in policy:
+                found += [(name, s) for s in policy["Statement"]]
+    return found
+
+
+def test_iam_is_scoped_to_the_two_secrets():
+    found = statements()
+    assert found, "the template grants something"
+    secrets = {"TokensSecretArn", "TokenStatusSecret"}
+    for name, statement in found:
+        assert statement["Effect"] == "Allow", name
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        assert all(a.startswith("secretsmanager:") and "*" not in a for a in actions), (name, actions)
+        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        for resource in resources:
+            assert isinstance(resource, dict) and refs(resource) <= secrets and refs(resource), (name, resource)
+        if "secretsmanager:PutSecretValue" in actions:
+            assert all(refs(r) == {"TokenStatusSecret"} for r in resources), "only the status document is written"
+    # Functions get secrets only through those statements or the managed policy.
+    for name, function in FUNCTIONS.items():
+        for policy in function["Properties"].get("Policies", []):
+            assert isinstance(policy, dict), f"{name}: a named policy template grants more than the secrets"
+
+
+SCHEDULE = re.compile(
+    r"^(rate\((1 (minute|hour|day)|([2-9]|[1-9]\d+) (minutes|hours|days))\)"
+    r"|cron\(\S+ \S+ \S+ \S+ \S+ \S+\))$"
+)
+
+
+@pytest.mark.parametrize(
+    "expression,ok",
+    [
+        ("rate(6 hours)", True),
+        ("rate(1 hour)", True),
+        ("rate(1 hours)", False),
+        ("rate(0 minutes)", False),
+        ("cron(0 */6 * * ? *)", True),
+        ("cron(0 6 * * *)", False),
+        ("every 6 hours", False),
+    ],
+)
+def test_schedule_expressions_parse(expression, ok):
+    assert bool(SCHEDULE.match(expression)) == ok
+
+
+def test_the_liveness_schedule_parses():
+    default = TEMPLATE["Parameters"]["LivenessSchedule"]["Default"]
+    assert SCHEDULE.match(default), default
+    liveness = [f for f in FUNCTIONS.values() if "Events" in f["Properties"]]
+    assert liveness, "a function runs on the schedule"
+    for function in liveness:
+        for event in function["Properties"]["Events"].values():
+            assert event["Type"] == "Schedule"
+            assert event["Properties"]["Schedule"] == {"Ref": "LivenessSchedule"}
