@@ -117,6 +117,60 @@ def test_the_emulator_routes_every_path_to_a_function_that_serves_it():
         assert router[path] in binaries, f"{path} is routed to {router[path]}, served by {binaries}"
 
 
+CACHING_DISABLED = "4135ea2d-6df8-44a3-9df3-4b5a84be39ad"
+ALL_VIEWER_EXCEPT_HOST = "b689b0a8-53d0-40ab-baf2-68738e2966ac"
+
+
+def glob_matches(pattern: str, path: str) -> bool:
+    """CloudFront path patterns: `*` any characters, `?` one."""
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, path) is not None
+
+
+def test_cloudfront_sends_every_route_to_its_function_uncached():
+    config = RESOURCES["Distribution"]["Properties"]["DistributionConfig"]
+    # Origin id → the function whose URL it is.
+    origin_function = {}
+    for origin in config["Origins"]:
+        url_refs = json.dumps(origin["DomainName"])
+        found = [n for n in FUNCTIONS if f'"{n}Url"' in url_refs or f'"{n}Url.FunctionUrl"' in url_refs]
+        assert len(found) == 1, origin
+        origin_function[origin["Id"]] = binary_of(FUNCTIONS[found[0]])
+        custom = origin["CustomOriginConfig"]
+        assert custom["OriginProtocolPolicy"] == "https-only"
+        assert custom["OriginReadTimeout"] == 60, "the longest wait between bytes CloudFront allows by default"
+    behaviours = config["CacheBehaviors"] + [{**config["DefaultCacheBehavior"], "PathPattern": "*"}]
+    for b in behaviours:
+        assert b["CachePolicyId"] == CACHING_DISABLED, b["PathPattern"]
+        assert b["OriginRequestPolicyId"] == ALL_VIEWER_EXCEPT_HOST, b["PathPattern"]
+        assert {"GET", "POST", "OPTIONS"} <= set(b["AllowedMethods"]), b["PathPattern"]
+    served = 0
+    for binary, main_rs in BINARIES.items():
+        for module in re.findall(r"routes::(\w+)::router", source(main_rs)):
+            for path in routes_of(module):
+                concrete = path.replace("{id}", "hailuo")
+                # CloudFront takes the first behaviour that matches, in order.
+                first = next(b for b in behaviours if glob_matches(b["PathPattern"], concrete))
+                target = origin_function[first["TargetOriginId"]]
+                assert target == binary or path in routes_of_binary(target), (
+                    f"{path} goes to {target}, which does not serve it"
+                )
+                served += 1
+    assert served >= 10
+
+
+def routes_of_binary(binary: str) -> set[str]:
+    paths = set()
+    for module in re.findall(r"routes::(\w+)::router", source(BINARIES[binary])):
+        paths |= routes_of(module)
+    return paths
+
+
+def test_the_base_url_output_is_the_distribution_with_v1():
+    value = json.dumps(TEMPLATE["Outputs"]["OpenAIBaseUrl"]["Value"])
+    assert "Distribution.DomainName}/v1" in value and "FunctionUrl}v1" in value
+
+
 def env_names(function: dict) -> set[str]:
     own = function["Properties"].get("Environment", {}).get("Variables", {})
     return set(own) | set(TEMPLATE["Globals"]["Function"]["Environment"]["Variables"])
