@@ -262,6 +262,17 @@ def test_schedule_expressions_parse(expression, ok):
     assert bool(SCHEDULE.match(expression)) == ok
 
 
+def test_the_dead_tokens_alarm_watches_the_metric_the_check_emits():
+    alarm = RESOURCES["DeadTokensAlarm"]["Properties"]
+    emf = source(ROOT / "shared" / "src" / "liveness.rs")
+    namespace = re.search(r'"Namespace": "([^"]+)"', emf).group(1)
+    assert alarm["Namespace"] == namespace
+    assert alarm["MetricName"] == "DeadTokens" and '"DeadTokens"' in emf
+    service = re.search(r'emf_line\(&report, "([^"]+)"', source(BINARIES["token-liveness"])).group(1)
+    assert alarm["Dimensions"] == [{"Name": "Service", "Value": service}]
+    assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 0)
+
+
 def test_the_liveness_schedule_parses():
     default = TEMPLATE["Parameters"]["LivenessSchedule"]["Default"]
     assert SCHEDULE.match(default), default
