@@ -18,6 +18,8 @@ if ((${#focus[@]} == 0)); then
   cargo clippy --workspace --all-targets --locked -- -D warnings
   log "cfn-lint template.yaml"
   cfn-lint template.yaml
+  log "sam validate --lint (offline)"
+  sam validate --lint
   log "template checks against the code (tests/template)"
   "$VENV/bin/python" -m pytest -q tests/template
   log "unit tests (cargo nextest)"
