@@ -67,6 +67,20 @@ def test_every_function_is_a_workspace_binary_built_by_cargo_lambda():
     assert deployed == set(BINARIES), f"binaries never deployed: {set(BINARIES) - deployed}"
 
 
+def test_every_function_logs_json_to_its_own_group_with_retention():
+    groups = set()
+    for name, function in FUNCTIONS.items():
+        logging = function["Properties"]["LoggingConfig"]
+        assert logging["LogFormat"] == "JSON", name
+        group = logging["LogGroup"]["Ref"]
+        resource = RESOURCES[group]
+        assert resource["Type"] == "AWS::Logs::LogGroup", name
+        assert resource["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}, name
+        assert resource.get("Condition") == function.get("Condition"), f"{name} and {group} exist together"
+        groups.add(group)
+    assert len(groups) == len(FUNCTIONS), "one group per function"
+
+
 def delivery(main_rs: str) -> str | None:
     if "Delivery::Streamed" in main_rs:
         return "RESPONSE_STREAM"
