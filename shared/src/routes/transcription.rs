@@ -103,14 +103,6 @@ async fn transcribe(
             ))
         }
     })?;
-    // A declared length over the cap is refused before anything is read.
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > max) {
-        return Err(too_large(max));
-    }
     let (file, fields) = read_form(form, max).await?;
     let request = TranscriptionFields::parse(&fields)?;
     let file = file.ok_or_else(|| ApiError::missing("file"))?;
