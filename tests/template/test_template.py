@@ -238,7 +238,7 @@ def statements() -> list[dict]:
 def test_iam_is_scoped_to_the_two_secrets():
     found = statements()
     assert found, "the template grants something"
-    secrets = {"TokensSecretArn", "TokenStatusSecret"}
+    secrets = {"TokensSecretArn", "TokensSecret", "TokenStatusSecret"}
     for name, statement in found:
         assert statement["Effect"] == "Allow", name
         actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
@@ -252,6 +252,28 @@ def test_iam_is_scoped_to_the_two_secrets():
     for name, function in FUNCTIONS.items():
         for policy in function["Properties"].get("Policies", []):
             assert isinstance(policy, dict), f"{name}: a named policy template grants more than the secrets"
+
+
+def test_a_created_secret_holds_a_key_the_code_reads_and_no_output_shows_it():
+    created = RESOURCES["TokensSecret"]
+    generate = created["Properties"]["GenerateSecretString"]
+    template = json.loads(generate["SecretStringTemplate"])
+    reader = source(ROOT / "shared" / "src" / "credentials" / "secret.rs")
+    raw = re.search(r"struct RawTokensDocument \{(.*?)\n\}", reader, re.S).group(1)
+    fields = set(re.findall(r"^\s*(\w+): ", raw, re.M))
+    assert generate["GenerateStringKey"] in fields, (generate["GenerateStringKey"], fields)
+    assert set(template) <= fields and "tokens" in template
+    assert generate["PasswordLength"] >= 32
+    # The functions read the created secret only when it is created, and the
+    # existing one otherwise: the condition of the secret and of its uses agree.
+    assert created["Condition"] == "CreateSecret"
+    variables = TEMPLATE["Globals"]["Function"]["Environment"]["Variables"]
+    assert "TokensSecret" in refs(variables["TOKENS_SECRET_ID"])
+    # A secret's value never leaves through an output, a setting or another resource.
+    others = [(name, r) for name, r in RESOURCES.items() if r["Type"] != "AWS::SecretsManager::Secret"]
+    for where, node in [("Outputs", TEMPLATE["Outputs"]), ("Globals", TEMPLATE["Globals"])] + others:
+        text = json.dumps(node)
+        assert "resolve:secretsmanager" not in text and "SecretString" not in text, where
 
 
 SCHEDULE = re.compile(

@@ -21,7 +21,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
 /// `{"tokens": [...], "api_keys": [...]}`, cleaned as it is read: each list
-/// trimmed, without empty entries or duplicates.
+/// trimmed, without empty entries or duplicates. A single `"api_key": "..."`
+/// is one more key: it is the one key a secret the stack creates holds
+/// (CloudFormation's `GenerateSecretString` can add only one string field).
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(from = "RawTokensDocument")]
 pub struct TokensDocument {
@@ -35,6 +37,8 @@ struct RawTokensDocument {
     tokens: Vec<String>,
     #[serde(default)]
     api_keys: Vec<String>,
+    #[serde(default)]
+    api_key: Option<String>,
 }
 
 impl From<RawTokensDocument> for TokensDocument {
@@ -46,9 +50,11 @@ impl From<RawTokensDocument> for TokensDocument {
                 .filter(|t| !t.is_empty() && seen.insert(t.clone()))
                 .collect()
         };
+        let mut api_keys = raw.api_keys;
+        api_keys.extend(raw.api_key);
         Self {
             tokens: clean(raw.tokens),
-            api_keys: clean(raw.api_keys),
+            api_keys: clean(api_keys),
         }
     }
 }
@@ -513,6 +519,13 @@ mod tests {
         assert_eq!(d.api_keys, vec!["sk-1"]);
         let empty: TokensDocument = serde_json::from_str("{}").unwrap();
         assert!(empty.tokens.is_empty() && empty.api_keys.is_empty());
+        // The shape of a secret the stack creates: one generated `api_key`.
+        let created: TokensDocument =
+            serde_json::from_str(r#"{"tokens":[],"api_key":"Gen3rated"}"#).unwrap();
+        assert_eq!(created.api_keys, vec!["Gen3rated"]);
+        let both: TokensDocument =
+            serde_json::from_str(r#"{"api_keys":["sk-1"],"api_key":"sk-1"}"#).unwrap();
+        assert_eq!(both.api_keys, vec!["sk-1"]);
     }
 
     #[test]
