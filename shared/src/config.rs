@@ -32,6 +32,12 @@ pub struct Config {
     pub max_request_bytes: usize,
     /// Secret mode: the tokens secret (name or ARN), `TOKENS_SECRET_ID`.
     pub tokens_secret_id: Option<String>,
+    /// The self-hosted server's tokens document, `TOKENS_FILE`: the tokens
+    /// secret's JSON in a file (used when `TOKENS_SECRET_ID` is not set).
+    pub tokens_file: Option<String>,
+    /// How often the server checks the tokens of `TOKENS_FILE`,
+    /// `LIVENESS_INTERVAL_SECONDS` (6 hours, as the Lambda schedule; 0: never).
+    pub liveness_interval: Duration,
     /// The token status document the liveness function writes, `TOKEN_STATUS_SECRET_ID`.
     pub token_status_secret_id: Option<String>,
     /// In secret mode, let callers without a valid key bring tokens, `ALLOW_HEADER_TOKENS`.
@@ -98,6 +104,8 @@ impl Config {
             pool_wait: ms("POOL_WAIT_MS", 30_000),
             max_request_bytes: num("MAX_REQUEST_BYTES", 6 * 1024 * 1024) as usize,
             tokens_secret_id: env.value("TOKENS_SECRET_ID"),
+            tokens_file: env.value("TOKENS_FILE"),
+            liveness_interval: Duration::from_secs(num("LIVENESS_INTERVAL_SECONDS", 6 * 3600)),
             token_status_secret_id: env.value("TOKEN_STATUS_SECRET_ID"),
             allow_header_tokens: env.flag("ALLOW_HEADER_TOKENS"),
             secret_cache_ttl: Duration::from_secs(num("SECRET_CACHE_TTL_SECONDS", 300).max(1)),

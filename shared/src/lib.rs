@@ -16,7 +16,7 @@
 //! response end (Lambda freezes the environment once it has).
 //!
 //! ```text
-//! function URL / local server ── runtime.rs (Lambda loop, restarted if a response cannot be delivered)
+//! function URL / server ── runtime.rs (Lambda loop, restarted if a response cannot be delivered)
 //!   └─ routes/chat.rs ── CORS, limits
 //!        ├─ credentials/   caller → tokens (header mode, or Secrets Manager + API keys)
 //!        ├─ openai/chat.rs request → typed, validated fields
@@ -74,7 +74,11 @@
 //! - `liveness.rs`: the scheduled token check and its metric line.
 //! - `config.rs`: the gateway's settings, holding each adapter's own.
 //! - `error.rs`: `ApiError`, every failure as an OpenAI error and status.
-//! - `runtime.rs`: Lambda (streamed or buffered) or a local server; logs.
+//! - `runtime.rs`: Lambda (streamed or buffered) or a local server with a
+//!   graceful shutdown; logs.
+//! - `server.rs`: the self-hosted server: every route (`routes::all`) on one
+//!   port, tokens from the header or `TOKENS_FILE` (`credentials/document.rs`),
+//!   the liveness check on a timer in-process.
 //! - `settings.rs`, `redact.rs`, `text.rs`: leaves that import nothing of ours
 //!   (the settings reader, fingerprints, character-safe cuts).
 //! - `testing.rs` (tests only): a scripted upstream for in-process tests.
@@ -91,6 +95,7 @@ mod prompt;
 mod redact;
 pub mod routes;
 mod runtime;
+mod server;
 pub mod settings;
 mod speech;
 mod structured;
@@ -105,7 +110,8 @@ pub use config::Config;
 pub use credentials::secret::aws_config;
 pub use liveness::{check_all, emf_line};
 pub use routes::AppState;
-pub use runtime::{init_tracing, run, Delivery};
+pub use runtime::{init_tracing, run, serve, Delivery};
+pub use server::run_server;
 
 /// The upstream this deployment talks to (`UPSTREAM`).
 pub fn upstream_from_config(

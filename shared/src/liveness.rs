@@ -10,6 +10,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 
 use crate::config::Config;
+use crate::credentials::document::{Document, Latest};
 use crate::credentials::secret::{StatusDocument, TokenStatus, TokensDocument};
 use crate::redact::fingerprint;
 use crate::upstream::{Upstream, UpstreamError};
@@ -82,38 +83,7 @@ pub async fn check_all(
             Err(_) => HashMap::new(),
         };
 
-    let checked: Vec<(String, TokenStatus)> = futures_util::stream::iter(tokens)
-        .map(|token| {
-            let upstream = upstream.clone();
-            let previous = &previous;
-            async move {
-                let fp = fingerprint(&token);
-                let result = upstream.is_live(&token).await;
-                let checked_at = now_rfc3339();
-                let status = match result {
-                    Ok(true) => TokenStatus { live: true, checked_at, reason: "alive".into() },
-                    Ok(false) => TokenStatus { live: false, checked_at, reason: "rejected upstream (expired or logged out)".into() },
-                    Err(e) => {
-                        // A failed check proves nothing: keep the last verdict (or assume alive).
-                        let live = previous.get(&fp).is_none_or(|p| p.live);
-                        TokenStatus { live, checked_at, reason: format!("check failed ({}); kept the last verdict", short(&e)) }
-                    }
-                };
-                tracing::info!(token = %fp, live = status.live, reason = %status.reason, "token checked");
-                (fp, status)
-            }
-        })
-        .buffer_unordered(config.liveness_concurrency)
-        .collect()
-        .await;
-
-    let live = checked.iter().filter(|(_, s)| s.live).count();
-    let document = StatusDocument {
-        dead: checked.len() - live,
-        live,
-        checked_at: now_rfc3339(),
-        tokens: checked.into_iter().collect(),
-    };
+    let document = check_tokens(config, upstream, tokens, &previous).await;
     let body = serde_json::to_string(&document).unwrap_or_default();
     match secrets
         .put_secret_value()
@@ -138,6 +108,68 @@ pub async fn check_all(
         }
         Err(e) => return Err(LivenessError::StatusUnwritable(sdk_error(&e))),
     }
+    Ok(Report { document })
+}
+
+/// Check `tokens` upstream (at most `LIVENESS_CONCURRENCY` at once): the
+/// status document of this run. A check that fails proves nothing, so a
+/// token's verdict in `previous` is kept then (or it is taken as alive).
+pub(crate) async fn check_tokens(
+    config: &Config,
+    upstream: Arc<dyn Upstream>,
+    tokens: Vec<String>,
+    previous: &HashMap<String, TokenStatus>,
+) -> StatusDocument {
+    let checked: Vec<(String, TokenStatus)> = futures_util::stream::iter(tokens)
+        .map(|token| {
+            let upstream = upstream.clone();
+            async move {
+                let fp = fingerprint(&token);
+                let result = upstream.is_live(&token).await;
+                let checked_at = now_rfc3339();
+                let status = match result {
+                    Ok(true) => TokenStatus { live: true, checked_at, reason: "alive".into() },
+                    Ok(false) => TokenStatus { live: false, checked_at, reason: "rejected upstream (expired or logged out)".into() },
+                    Err(e) => {
+                        // A failed check proves nothing: keep the last verdict (or assume alive).
+                        let live = previous.get(&fp).is_none_or(|p| p.live);
+                        TokenStatus { live, checked_at, reason: format!("check failed ({}); kept the last verdict", short(&e)) }
+                    }
+                };
+                tracing::info!(token = %fp, live = status.live, reason = %status.reason, "token checked");
+                (fp, status)
+            }
+        })
+        .buffer_unordered(config.liveness_concurrency)
+        .collect()
+        .await;
+
+    let live = checked.iter().filter(|(_, s)| s.live).count();
+    StatusDocument {
+        dead: checked.len() - live,
+        live,
+        checked_at: now_rfc3339(),
+        tokens: checked.into_iter().collect(),
+    }
+}
+
+/// The self-hosted server's check: the tokens of `TOKENS_FILE`, the verdicts
+/// kept in memory for the credentials to read.
+pub async fn check_local(
+    config: &Config,
+    upstream: Arc<dyn Upstream>,
+    tokens: &Document<TokensDocument>,
+    status: &Latest<StatusDocument>,
+) -> Result<Report, LivenessError> {
+    let tokens = tokens
+        .get()
+        .await
+        .map_err(|e| LivenessError::TokensUnreadable(e.to_string()))?
+        .tokens
+        .clone();
+    let previous = status.get().map(|d| d.tokens.clone()).unwrap_or_default();
+    let document = check_tokens(config, upstream, tokens, &previous).await;
+    status.set(document.clone());
     Ok(Report { document })
 }
 

@@ -1,10 +1,14 @@
-//! Running a route: on Lambda (buffered or streamed), or as a plain local server.
+//! Running a route: on Lambda (buffered or streamed), or as a plain local
+//! server with a graceful shutdown (the functions outside Lambda, and the
+//! self-hosted `server` with every route).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::Request;
+use std::future::IntoFuture;
+
 use axum::Router;
 
 /// JSON logs to stdout (CloudWatch), filtered by `RUST_LOG` (default `info`).
@@ -34,19 +38,127 @@ pub enum Delivery {
 const RESTARTS_WITHOUT_PROGRESS: u32 = 5;
 
 /// Inside Lambda (`AWS_LAMBDA_RUNTIME_API` is set) run the runtime loop;
-/// elsewhere serve the router on `LISTEN_ADDR` (default `127.0.0.1:8080`).
+/// elsewhere serve the router as a local server (`serve`).
 pub async fn run(router: Router, delivery: Delivery) -> Result<(), lambda_http::Error> {
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
         return run_on_lambda(router, delivery).await;
     }
-    let addr = std::env::var("LISTEN_ADDR").unwrap_or_else(|_| "127.0.0.1:8080".into());
-    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    serve(router).await
+}
+
+/// Where a local server listens: `LISTEN_ADDR`, else `0.0.0.0:$PORT` (the
+/// PaaS convention: Render, Railway, Fly, Heroku set `PORT`), else
+/// `127.0.0.1:8080`.
+fn listen_addr(get: impl Fn(&str) -> Option<String>) -> String {
+    let set = |k: &str| get(k).filter(|v| !v.trim().is_empty());
+    match (set("LISTEN_ADDR"), set("PORT")) {
+        (Some(addr), _) => addr,
+        (None, Some(port)) => format!("0.0.0.0:{}", port.trim()),
+        (None, None) => "127.0.0.1:8080".into(),
+    }
+}
+
+/// The longest a shutdown waits for requests in flight,
+/// `SHUTDOWN_TIMEOUT_SECONDS` (120).
+fn shutdown_timeout() -> Duration {
+    let seconds = std::env::var("SHUTDOWN_TIMEOUT_SECONDS")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(120);
+    Duration::from_secs(seconds)
+}
+
+/// SIGTERM (docker stop, systemd, a PaaS) or Ctrl-C.
+async fn stop_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Serve the router on `listen_addr()` until SIGTERM or Ctrl-C, then shut
+/// down gracefully: stop accepting, let every response in flight finish
+/// (streams run to their end), and wait for the requests' own tasks, which
+/// delete upstream conversations even for callers that went away; all
+/// within `SHUTDOWN_TIMEOUT_SECONDS`.
+pub async fn serve(router: Router) -> Result<(), lambda_http::Error> {
+    serve_until(router, stop_signal()).await
+}
+
+pub(crate) async fn serve_until(
+    router: Router,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), lambda_http::Error> {
+    let addr = listen_addr(|k| std::env::var(k).ok());
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    serve_on(listener, router, stop, shutdown_timeout()).await
+}
+
+async fn serve_on(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+    timeout: Duration,
+) -> Result<(), lambda_http::Error> {
     tracing::info!(addr = %listener.local_addr()?, "serving locally");
     // Small SSE writes must not wait for delayed ACKs (Nagle): no delay.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, router).await?;
+    let stopping = tokio_util::sync::CancellationToken::new();
+    tokio::spawn({
+        let stopping = stopping.clone();
+        async move {
+            stop.await;
+            tracing::info!(
+                in_flight = crate::routes::tasks_running(),
+                "stopping: no new connections; waiting for the requests in flight"
+            );
+            stopping.cancel();
+        }
+    });
+    let server = axum::serve(listener, router)
+        .with_graceful_shutdown(stopping.clone().cancelled_owned())
+        .into_future();
+    let grace = async {
+        stopping.cancelled().await;
+        tokio::time::sleep(timeout).await;
+    };
+    tokio::select! {
+        served = server => served?,
+        _ = grace => {
+            tracing::warn!(
+                in_flight = crate::routes::tasks_running(),
+                "shutdown timeout: connections still open are cut"
+            );
+            return Ok(());
+        }
+    }
+    // Connections are closed; tasks of callers that went away may still be
+    // cleaning up upstream.
+    if tokio::time::timeout(timeout, crate::routes::drain())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            in_flight = crate::routes::tasks_running(),
+            "shutdown timeout: request tasks still running are stopped"
+        );
+    }
+    tracing::info!("stopped");
     Ok(())
 }
 
@@ -91,5 +203,113 @@ async fn run_on_lambda(router: Router, delivery: Delivery) -> Result<(), lambda_
             "a response could not be delivered to the Lambda Runtime API; serving the next invocation"
         );
         tokio::time::sleep(Duration::from_millis(20) * 2u32.pow(idle_restarts)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{state, FakeUpstream, Script};
+
+    /// SIGTERM while two answers stream: the one whose caller stays gets its
+    /// whole answer, the one whose caller left is still deleted upstream, and
+    /// the server returns only after both.
+    #[tokio::test]
+    async fn a_shutdown_lets_streams_finish_and_cleans_up_for_callers_gone() {
+        let fake = FakeUpstream::answering("unused", Duration::ZERO)
+            .with_delete_taking(Duration::from_millis(300));
+        let pace = Duration::from_millis(40);
+        // The caller who stays gets a short answer; the one who leaves, a
+        // long one, still being produced when the server has no connection left.
+        fake.script(Script::answer(
+            "c-stays",
+            "one two three four five six",
+            6,
+            pace,
+        ));
+        fake.script(Script::answer("c-leaves", &"word ".repeat(30), 30, pace));
+        let app = crate::routes::all(state(&fake, crate::Config::default()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_on(
+            listener,
+            app,
+            async move {
+                let _ = stop_rx.await;
+            },
+            Duration::from_secs(30),
+        ));
+        let client = reqwest::Client::new();
+        let ask = |token: &str| {
+            client
+                .post(format!("{base}/v1/chat/completions"))
+                .bearer_auth(token)
+                .json(&serde_json::json!({"model": "hailuo", "stream": true,
+                    "messages": [{"role": "user", "content": "hi"}]}))
+                .send()
+        };
+        let mut staying = ask("tok-stays").await.unwrap();
+        let mut leaving = ask("tok-leaves").await.unwrap();
+        let first = staying.chunk().await.unwrap().unwrap();
+        assert!(String::from_utf8_lossy(&first).starts_with("data: "));
+        leaving.chunk().await.unwrap().unwrap();
+        stop_tx.send(()).unwrap();
+
+        let mut body = String::from_utf8_lossy(&first).to_string();
+        while let Some(chunk) = staying.chunk().await.unwrap() {
+            body.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        assert!(body.trim_end().ends_with("data: [DONE]"), "{body}");
+        let words: String = body
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+            .filter_map(|v| {
+                v["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .map(str::to_string)
+            })
+            .collect();
+        assert_eq!(words, "one two three four five six");
+        // The other caller goes only now: its connection is the last one, and
+        // its conversation's deletion (300 ms) outlasts it.
+        drop(leaving);
+
+        tokio::time::timeout(Duration::from_secs(20), server)
+            .await
+            .expect("the server stops once the requests are done")
+            .unwrap()
+            .unwrap();
+        let (opened, deleted) = fake.record(|r| (r.chats.len(), r.deleted.len()));
+        assert_eq!(
+            (opened, deleted),
+            (2, 2),
+            "both conversations deleted before the server returned"
+        );
+        // New connections are refused once it has stopped.
+        assert!(ask("tok-late").await.is_err());
+    }
+
+    #[test]
+    fn listen_addr_prefers_listen_addr_then_port() {
+        let from = |pairs: &'static [(&'static str, &'static str)]| {
+            listen_addr(move |k| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            })
+        };
+        assert_eq!(from(&[]), "127.0.0.1:8080");
+        assert_eq!(from(&[("PORT", "10000")]), "0.0.0.0:10000");
+        assert_eq!(
+            from(&[("PORT", "10000"), ("LISTEN_ADDR", "127.0.0.1:9")]),
+            "127.0.0.1:9"
+        );
+        assert_eq!(
+            from(&[("PORT", " "), ("LISTEN_ADDR", "")]),
+            "127.0.0.1:8080"
+        );
     }
 }

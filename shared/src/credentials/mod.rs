@@ -6,6 +6,7 @@
 //! known dead); `ALLOW_HEADER_TOKENS=true` also lets callers bring their own
 //! tokens. Tokens and keys are only ever named by `fingerprint`.
 
+pub mod document;
 pub mod pool;
 pub mod secret;
 
@@ -19,6 +20,7 @@ use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
 use crate::redact::fingerprint;
+use document::{Document, FileDocument, Latest};
 use pool::{DeadTokens, Leases};
 use secret::{CachedDocument, SecretError, StatusDocument, TokensDocument};
 
@@ -125,8 +127,8 @@ pub enum Mode {
 /// Secret mode: the tokens secret, the optional status document, and whether
 /// callers without a key may bring their own tokens.
 pub struct SecretMode {
-    pub tokens: CachedDocument<TokensDocument>,
-    pub status: Option<CachedDocument<StatusDocument>>,
+    pub tokens: Document<TokensDocument>,
+    pub status: Option<Document<StatusDocument>>,
     pub allow_header_tokens: bool,
 }
 
@@ -163,8 +165,24 @@ impl Credentials {
         }
     }
 
-    /// From the environment: secret mode when `TOKENS_SECRET_ID` is set.
+    /// From the environment: secret mode when `TOKENS_SECRET_ID` is set, or
+    /// (the self-hosted server) `TOKENS_FILE`, whose status document is
+    /// held in memory for the server's liveness timer to write.
     pub async fn from_env(config: &crate::Config, app_name: &str) -> Result<Self, ApiError> {
+        if let (None, Some(path)) = (&config.tokens_secret_id, &config.tokens_file) {
+            let mode = Mode::Secret(Box::new(SecretMode {
+                tokens: Document::File(FileDocument::new(path)),
+                status: Some(Document::Memory(Arc::new(Latest::new(
+                    "the status of the last liveness check",
+                )))),
+                allow_header_tokens: config.allow_header_tokens,
+            }));
+            return Ok(Self::new(
+                mode,
+                config.dead_token_memory,
+                &config.api_key_prefix,
+            ));
+        }
         let Some(tokens_id) = config.tokens_secret_id.clone() else {
             return Ok(Self::new(
                 Mode::Header,
@@ -178,7 +196,11 @@ impl Credentials {
             config.secret_cache_ttl,
         )
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-        let tokens = CachedDocument::new(client.clone(), tokens_id, config.secret_cache_ttl);
+        let tokens = Document::Secret(CachedDocument::new(
+            client.clone(),
+            tokens_id,
+            config.secret_cache_ttl,
+        ));
         let status = match &config.token_status_secret_id {
             Some(id) => {
                 let status_client = secret::caching_client(
@@ -186,11 +208,11 @@ impl Credentials {
                     config.status_cache_ttl,
                 )
                 .map_err(|e| ApiError::Internal(e.to_string()))?;
-                Some(CachedDocument::new(
+                Some(Document::Secret(CachedDocument::new(
                     status_client,
                     id.clone(),
                     config.status_cache_ttl,
-                ))
+                )))
             }
             None => None,
         };
@@ -204,6 +226,20 @@ impl Credentials {
             config.dead_token_memory,
             &config.api_key_prefix,
         ))
+    }
+
+    /// The tokens document and the in-memory status a local liveness timer
+    /// keeps (the server with `TOKENS_FILE`); `None` elsewhere.
+    pub fn local_liveness(
+        &self,
+    ) -> Option<(&Document<TokensDocument>, &Arc<Latest<StatusDocument>>)> {
+        match &self.mode {
+            Mode::Secret(secret) => match &secret.status {
+                Some(Document::Memory(status)) => Some((&secret.tokens, status)),
+                _ => None,
+            },
+            Mode::Header => None,
+        }
     }
 
     pub fn dead_tokens(&self) -> &DeadTokens {
@@ -324,7 +360,7 @@ impl Credentials {
 
 fn secret_unavailable(e: SecretError) -> ApiError {
     tracing::error!(error = %e, "tokens secret unavailable");
-    ApiError::Unavailable(format!("The tokens secret cannot be used: {e}."))
+    ApiError::Unavailable(format!("The tokens document cannot be used: {e}."))
 }
 
 /// The order in which to try tokens: random, so load spreads over accounts.

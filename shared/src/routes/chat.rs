@@ -12,7 +12,6 @@ use axum::{Json, Router};
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tracing::Instrument;
 
 use super::AppState;
 use crate::answer::{Answer, Pool};
@@ -29,8 +28,15 @@ use crate::upstream::{ChatTurn, Citation, UpstreamEvent};
 /// The chat function. It answers the (static) models routes too, so that one
 /// function URL is a complete base URL for clients that list models first.
 pub fn router(state: AppState) -> Router {
+    let config = state.config.clone();
+    super::finish(routes(state), &config)
+}
+
+/// Chat and the model list (so the chat function's URL alone serves chat
+/// clients), without the fallbacks.
+pub(super) fn routes(state: AppState) -> Router {
     let max_body = state.config.max_request_bytes;
-    super::finish(
+    super::limited(
         Router::new()
             .route("/v1/chat/completions", post(chat_completions))
             .route("/chat/completions", post(chat_completions))
@@ -40,9 +46,8 @@ pub fn router(state: AppState) -> Router {
                     super::require_caller,
                 )),
             )
-            .with_state(state.clone()),
+            .with_state(state),
         max_body,
-        &state.config,
     )
 }
 
@@ -285,13 +290,10 @@ fn stream_answer(
             .flatten(),
     );
     let include_usage = request.include_usage;
-    tokio::spawn(
-        async move {
-            let reply = Reply::new(&plan, prompt);
-            produce(answer, reply, &config, encoder, include_usage, tx).await
-        }
-        .in_current_span(),
-    );
+    super::spawn(async move {
+        let reply = Reply::new(&plan, prompt);
+        produce(answer, reply, &config, encoder, include_usage, tx).await
+    });
     let body = Body::from_stream(ReceiverStream::new(rx).map(Ok::<_, Infallible>));
     let mut response = Response::new(body);
     let h = response.headers_mut();

@@ -45,27 +45,69 @@ pub(crate) async fn require_caller(
     Ok(next.run(request).await)
 }
 
+/// Every task a request spawns (its handler, the producer of its stream),
+/// so that the server's shutdown can wait until each has finished and
+/// cleaned up upstream, whether or not its caller is still there.
+static REQUEST_TASKS: std::sync::LazyLock<tokio_util::task::TaskTracker> =
+    std::sync::LazyLock::new(tokio_util::task::TaskTracker::new);
+
+/// Spawn a request's work, carrying the invocation's span (the Lambda
+/// request id) into its logs, tracked for `drain`.
+pub(crate) fn spawn<F>(work: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    use tracing::Instrument;
+    REQUEST_TASKS.spawn(work.in_current_span())
+}
+
+/// Wait until every request task has finished (new ones may still start
+/// while waiting: the caller stops accepting requests first).
+pub(crate) async fn drain() {
+    REQUEST_TASKS.close();
+    REQUEST_TASKS.wait().await;
+}
+
+/// How many request tasks are running.
+pub(crate) fn tasks_running() -> usize {
+    REQUEST_TASKS.len()
+}
+
 /// Run a request's work in its own task: if the caller's connection drops
 /// (a local server cancels the handler then), the task still finishes and
 /// cleans up upstream (deletes the conversation, gives the account back).
-/// The task carries the invocation's span (the Lambda request id) into its logs.
 pub(crate) async fn in_own_task(
     work: impl std::future::Future<Output = Result<Response, ApiError>> + Send + 'static,
 ) -> Result<Response, ApiError> {
-    use tracing::Instrument;
-    tokio::spawn(work.in_current_span())
+    spawn(work)
         .await
         .map_err(|e| ApiError::Internal(format!("the request handler failed: {e}")))?
 }
 
-/// The fallbacks, limits and CORS every route shares.
-pub(crate) fn finish(router: Router, max_body: usize, config: &Config) -> Router {
+/// Every route on one router: the self-hosted server. Each route keeps the
+/// body limit its own function has.
+pub fn all(state: AppState) -> Router {
+    let config = state.config.clone();
+    let router = chat::routes(state.clone())
+        .merge(token_check::routes(state.clone()))
+        .merge(speech::routes(state.clone()))
+        .merge(transcription::routes(state));
+    finish(router, &config)
+}
+
+/// A route set's body limit (applied to the routes it has so far).
+pub(crate) fn limited(router: Router, max_body: usize) -> Router {
+    router.layer(axum::extract::DefaultBodyLimit::max(max_body))
+}
+
+/// The fallbacks and CORS every router shares.
+pub(crate) fn finish(router: Router, config: &Config) -> Router {
     let router = router
         .fallback(|method: Method, uri: Uri| async move { not_found(&method, &uri) })
         .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
             ApiError::MethodNotAllowed(format!("{method} is not allowed on {}.", uri.path()))
-        })
-        .layer(axum::extract::DefaultBodyLimit::max(max_body));
+        });
     match cors(&config.cors_allow_origins) {
         Some(layer) => router.layer(layer),
         None => router,

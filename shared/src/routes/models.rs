@@ -26,13 +26,15 @@ pub(crate) fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
 /// The models function.
 pub fn router(state: AppState) -> Router {
     super::finish(
-        routes()
-            .route_layer(axum::middleware::from_fn_with_state(
-                state.clone(),
-                super::require_caller,
-            ))
-            .with_state(state.clone()),
-        64 * 1024,
+        super::limited(
+            routes()
+                .route_layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    super::require_caller,
+                ))
+                .with_state(state.clone()),
+            64 * 1024,
+        ),
         &state.config,
     )
 }

@@ -18,7 +18,6 @@ use axum::routing::post;
 use axum::Router;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tracing::Instrument;
 
 use super::AppState;
 use crate::answer::Pool;
@@ -28,14 +27,18 @@ use crate::openai::audio::{SpeechFormat, SpeechRequest};
 use crate::speech::{resolve_voice, Synthesis};
 
 pub fn router(state: AppState) -> Router {
+    let config = state.config.clone();
+    super::finish(routes(state), &config)
+}
+
+pub(super) fn routes(state: AppState) -> Router {
     let max_body = state.config.max_request_bytes;
-    super::finish(
+    super::limited(
         Router::new()
             .route("/v1/audio/speech", post(speech))
             .route("/audio/speech", post(speech))
-            .with_state(state.clone()),
+            .with_state(state),
         max_body,
-        &state.config,
     )
 }
 
@@ -110,7 +113,7 @@ async fn speak(
         return whole_wav(synthesis, first).await;
     }
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
-    tokio::spawn(stream_parts(synthesis, first, format, tx).in_current_span());
+    super::spawn(stream_parts(synthesis, first, format, tx));
     let mut response = Response::new(Body::from_stream(ReceiverStream::new(rx)));
     set_audio_headers(&mut response, format);
     Ok(response)

@@ -28,6 +28,10 @@ struct CheckState {
 
 pub fn router(app: AppState) -> Router {
     let config = app.config.clone();
+    super::finish(routes(app), &config)
+}
+
+pub(super) fn routes(app: AppState) -> Router {
     let state = CheckState {
         app,
         verdicts: Cache::builder()
@@ -35,13 +39,12 @@ pub fn router(app: AppState) -> Router {
             .time_to_live(CHECK_TTL)
             .build(),
     };
-    super::finish(
+    super::limited(
         Router::new()
             .route("/token/check", post(check))
             .route("/v1/token/check", post(check))
             .with_state(state),
         64 * 1024,
-        &config,
     )
 }
 

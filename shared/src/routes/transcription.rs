@@ -20,14 +20,18 @@ use crate::error::ApiError;
 use crate::openai::audio::{TranscriptFormat, TranscriptionFields};
 
 pub fn router(state: AppState) -> Router {
+    let config = state.config.clone();
+    super::finish(routes(state), &config)
+}
+
+pub(super) fn routes(state: AppState) -> Router {
     let max_body = state.config.max_request_bytes;
-    super::finish(
+    super::limited(
         Router::new()
             .route("/v1/audio/transcriptions", post(transcriptions))
             .route("/audio/transcriptions", post(transcriptions))
-            .with_state(state.clone()),
+            .with_state(state),
         max_body,
-        &state.config,
     )
 }
 
