@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: setup, lint, unit tests, then the
-# end-to-end tests (simulator + `cargo lambda watch` + the official OpenAI SDKs).
+# end-to-end tests (simulator + `cargo lambda watch`, then the self-hosted
+# server, + the official OpenAI SDKs).
 #
 # `scripts/test.sh -k abandoned` (any pytest arguments): only those Python
 # end-to-end tests, without lint, unit tests or the npm suite, for iterating.
@@ -30,10 +31,10 @@ log "build functions and simulator"
 cargo build --workspace --bins --locked
 
 mkdir -p "$E2E_DIR"
-pids=()
+pids=() deployment_pids=()
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  pkill -f "$ROOT/target/debug/(chat-completions|models|token-check|token-liveness|audio-speech|audio-transcriptions)" 2>/dev/null || true
+  for p in "${pids[@]}" "${deployment_pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  pkill -f "$ROOT/target/debug/(chat-completions|models|token-check|token-liveness|audio-speech|audio-transcriptions|server)" 2>/dev/null || true
 }
 trap cleanup EXIT
 
@@ -52,12 +53,14 @@ log "start moto (local Secrets Manager) on :$MOTO_PORT"
 pids+=($!)
 wait_http "$MOTO_URL/moto-api/" 60
 # Record every AWS call, so tests can count GetSecretValue per function.
-curl -s -X POST "$MOTO_URL/moto-api/recorder/reset-recording" >/dev/null
 curl -s -X POST "$MOTO_URL/moto-api/recorder/start-recording" >/dev/null
 
-# One `cargo lambda watch` per deployment shape. Values with commas must go
-# through --env-file (--env-var splits at commas).
-start_watch() { # name port [KEY=VALUE...]: defaults, each overridable
+# Each deployment shape (settings, a port) is served either by `cargo lambda
+# watch` (GATEWAY_KIND=watch: the function binaries, one process per route,
+# as on Lambda) or by the self-hosted `server` binary (GATEWAY_KIND=server:
+# every route in one process). The same end-to-end tests run against both.
+# Values with commas must go through --env-file (--env-var splits at commas).
+deploy() { # name port [KEY=VALUE...]: defaults, each overridable
   local name=$1 port=$2 kv
   shift 2
   local -A given=()
@@ -72,50 +75,81 @@ start_watch() { # name port [KEY=VALUE...]: defaults, each overridable
     done
     printf '%s\n' "$@"
   } >"$E2E_DIR/$name.env"
-  log "start cargo lambda watch ($name) on :$port"
-  cargo lambda watch --ignore-changes --disable-cors -A 127.0.0.1 -P "$port" --env-file "$E2E_DIR/$name.env" \
-    >"$E2E_DIR/lambda-$name.log" 2>&1 &
-  pids+=($!)
+  if [[ $GATEWAY_KIND == server ]]; then
+    log "start the server ($name) on :$port"
+    (set -a && source "$E2E_DIR/$name.env" && LISTEN_ADDR="127.0.0.1:$port" exec "$ROOT/target/debug/server") \
+      >"$E2E_DIR/server-$name.log" 2>&1 &
+  else
+    log "start cargo lambda watch ($name) on :$port"
+    cargo lambda watch --ignore-changes --disable-cors -A 127.0.0.1 -P "$port" --env-file "$E2E_DIR/$name.env" \
+      >"$E2E_DIR/lambda-$name.log" 2>&1 &
+  fi
+  deployment_pids+=($!)
 }
-start_watch header "$LAMBDA_PORT"
-start_watch secret 9001 TOKENS_SECRET_ID=e2e/tokens TOKEN_STATUS_SECRET_ID=e2e/token-status STATUS_CACHE_TTL_SECONDS=1
-start_watch alldead 9002 TOKENS_SECRET_ID=e2e/tokens-all-dead ALLOW_HEADER_TOKENS=true
-start_watch nokeys 9003 TOKENS_SECRET_ID=e2e/tokens-no-keys
-# Header mode on the MiniMax Agent upstream: short polls and timeouts for the
-# tests, in the defaults' ratios (the first-byte and idle timeouts shorter than
-# the agent's own no-progress timeout, which must own the wait).
-start_watch agent 9004 UPSTREAM=minimax-agent AGENT_BASE_URL="$AGENT_SIM_URL" AGENT_POLL_INTERVAL_MS=200 \
-  AGENT_POLL_TIMEOUT_MS=3000 AGENT_DELETE_RETRY_MS=1000 AGENT_DELETE_TRIES=8 \
-  UPSTREAM_IDLE_TIMEOUT_MS=1500 UPSTREAM_FIRST_BYTE_TIMEOUT_MS=1500
-# Files by URL from the tests' own loopback server: private addresses allowed
-# here only (the header deployment keeps the rule, for the refusal tests).
-# It also replaces the first two OpenAI voices (REPLACE_AUDIO_MODEL).
-start_watch files 9005 FILE_URL_ALLOW_PRIVATE=true FILE_MAX_BYTES=1048576 \
-  REPLACE_AUDIO_MODEL=JayChou_hailuo,Daniel_hailuo
-for port in "$LAMBDA_PORT" 9001 9002 9003 9004 9005; do wait_http "http://127.0.0.1:$port/" 120; done
-# The emulator starts a function on its first request: warm them before any
-# test clock starts, on paths that read no secret.
-for path in /v1/models /v1/chat/completions /lambda-url/token-check/warm-up \
-  /lambda-url/audio-speech/warm-up /lambda-url/audio-transcriptions/warm-up; do
-  curl -s -o /dev/null --max-time 300 "$GATEWAY_URL$path" || true
-done
-for port in 9001 9002 9003 9004 9005; do
-  for fn in chat-completions models token-check audio-speech audio-transcriptions; do
-    curl -s -o /dev/null --max-time 300 "http://127.0.0.1:$port/lambda-url/$fn/warm-up" || true
+
+start_deployments() {
+  deploy header "$LAMBDA_PORT"
+  deploy secret 9001 TOKENS_SECRET_ID=e2e/tokens TOKEN_STATUS_SECRET_ID=e2e/token-status STATUS_CACHE_TTL_SECONDS=1
+  deploy alldead 9002 TOKENS_SECRET_ID=e2e/tokens-all-dead ALLOW_HEADER_TOKENS=true
+  deploy nokeys 9003 TOKENS_SECRET_ID=e2e/tokens-no-keys
+  # Header mode on the MiniMax Agent upstream: short polls and timeouts for the
+  # tests, in the defaults' ratios (the first-byte and idle timeouts shorter than
+  # the agent's own no-progress timeout, which must own the wait).
+  deploy agent 9004 UPSTREAM=minimax-agent AGENT_BASE_URL="$AGENT_SIM_URL" AGENT_POLL_INTERVAL_MS=200 \
+    AGENT_POLL_TIMEOUT_MS=3000 AGENT_DELETE_RETRY_MS=1000 AGENT_DELETE_TRIES=8 \
+    UPSTREAM_IDLE_TIMEOUT_MS=1500 UPSTREAM_FIRST_BYTE_TIMEOUT_MS=1500
+  # Files by URL from the tests' own loopback server: private addresses allowed
+  # here only (the header deployment keeps the rule, for the refusal tests).
+  # It also replaces the first two OpenAI voices (REPLACE_AUDIO_MODEL).
+  deploy files 9005 FILE_URL_ALLOW_PRIVATE=true FILE_MAX_BYTES=1048576 \
+    REPLACE_AUDIO_MODEL=JayChou_hailuo,Daniel_hailuo
+  for port in "$LAMBDA_PORT" 9001 9002 9003 9004 9005; do wait_http "http://127.0.0.1:$port/" 120; done
+  [[ $GATEWAY_KIND == watch ]] || return 0
+  # The emulator starts a function on its first request: warm them before any
+  # test clock starts, on paths that read no secret.
+  for path in /v1/models /v1/chat/completions /lambda-url/token-check/warm-up \
+    /lambda-url/audio-speech/warm-up /lambda-url/audio-transcriptions/warm-up; do
+    curl -s -o /dev/null --max-time 300 "$GATEWAY_URL$path" || true
   done
-done
+  for port in 9001 9002 9003 9004 9005; do
+    for fn in chat-completions models token-check audio-speech audio-transcriptions; do
+      curl -s -o /dev/null --max-time 300 "http://127.0.0.1:$port/lambda-url/$fn/warm-up" || true
+    done
+  done
+}
+
+stop_deployments() {
+  for p in "${deployment_pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  pkill -f "$ROOT/target/debug/(chat-completions|models|token-check|token-liveness|audio-speech|audio-transcriptions)" 2>/dev/null || true
+  for p in "${deployment_pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  deployment_pids=()
+  # The ports are free again before the next kind starts.
+  for port in "$LAMBDA_PORT" 9001 9002 9003 9004 9005; do
+    for ((i = 0; i < 120; i++)); do curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$port/" || break; sleep 0.25; done
+  done
+}
 
 log "audio fixtures (espeak-ng, ffmpeg)"
 export AUDIO_DIR="$E2E_DIR/audio"
 "$ROOT/tests/e2e/audio/make.sh" "$AUDIO_DIR"
 
+# Both kinds in a full run; a focused run (`-k …`) uses the emulator unless
+# GATEWAY_KINDS says otherwise (`GATEWAY_KINDS=server scripts/test.sh -k x`).
+if ((${#focus[@]} == 0)); then kinds=${GATEWAY_KINDS:-watch server}; else kinds=${GATEWAY_KINDS:-watch}; fi
 status=0
-log "end-to-end tests: openai (Python)"
-"$VENV/bin/python" -m pytest -q tests/e2e/python "${focus[@]}" || status=1
-if ((${#focus[@]} == 0)); then
-  log "end-to-end tests: openai (npm)"
-  (cd tests/e2e/node && GATEWAY_URL="$GATEWAY_URL" SIM_URL="$SIM_URL" AUDIO_DIR="$AUDIO_DIR" node --test --test-concurrency=1 ./*.test.mjs) || status=1
-fi
+for GATEWAY_KIND in $kinds; do
+  export GATEWAY_KIND
+  # Each kind's AWS calls are counted on their own.
+  curl -s -X POST "$MOTO_URL/moto-api/recorder/reset-recording" >/dev/null
+  start_deployments
+  log "end-to-end tests against $GATEWAY_KIND: openai (Python)"
+  "$VENV/bin/python" -m pytest -q tests/e2e/python "${focus[@]}" || status=1
+  if ((${#focus[@]} == 0)); then
+    log "end-to-end tests against $GATEWAY_KIND: openai (npm)"
+    (cd tests/e2e/node && GATEWAY_URL="$GATEWAY_URL" SIM_URL="$SIM_URL" AUDIO_DIR="$AUDIO_DIR" node --test --test-concurrency=1 ./*.test.mjs) || status=1
+  fi
+  stop_deployments
+done
 
 log "logs must not contain any token or API key"
 if grep -Eo '(tok|sk)-e2e-[A-Za-z0-9_-]+' "$E2E_DIR"/*.log | head -5 | grep .; then

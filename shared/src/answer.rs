@@ -104,6 +104,14 @@ where
     let mut last_error: Option<UpstreamError> = None;
     let mut next = 0usize;
     while !candidates.is_empty() {
+        if crate::caller::is_gone() {
+            tracing::info!(
+                "the caller went away while waiting for an account: nothing sent upstream"
+            );
+            return Err(ApiError::Unavailable(
+                "The caller went away before an account was free.".into(),
+            ));
+        }
         let returned = pool.leases.returned();
         tokio::pin!(returned);
         returned.as_mut().enable();
@@ -131,6 +139,7 @@ where
             tokio::select! {
                 _ = returned => {}
                 _ = sleep_until(wake) => {}
+                _ = crate::caller::gone() => {}
             }
             continue;
         };

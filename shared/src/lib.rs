@@ -79,12 +79,15 @@
 //! - `server.rs`: the self-hosted server: every route (`routes::all`) on one
 //!   port, tokens from the header or `TOKENS_FILE` (`credentials/document.rs`),
 //!   the liveness check on a timer in-process.
+//! - `caller.rs`: whether a request's caller is still there (a server
+//!   drops the handler), so that a request still waiting for an account stops.
 //! - `settings.rs`, `redact.rs`, `text.rs`: leaves that import nothing of ours
 //!   (the settings reader, fingerprints, character-safe cuts).
 //! - `testing.rs` (tests only): a scripted upstream for in-process tests.
 
 mod answer;
 mod audio;
+mod caller;
 mod config;
 mod credentials;
 mod error;

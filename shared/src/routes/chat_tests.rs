@@ -128,6 +128,36 @@ async fn more_requests_than_accounts_are_all_answered_without_a_refused_turn() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_caller_gone_while_waiting_for_an_account_never_takes_it() {
+    // One account, answering for 2 s; a second request waits for it, and its
+    // caller goes (a server drops the handler) before the account is free.
+    let fake = FakeUpstream::answering(ANSWER, Duration::from_millis(500));
+    let app = router(state(&fake, Config::default()));
+    let first = tokio::spawn({
+        let app = app.clone();
+        async move { content_of(&frames(send(&app, "tok-a", ask(true)).await).await) }
+    });
+    while fake.record(|r| r.chats.len()) == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let second = tokio::spawn({
+        let app = app.clone();
+        async move { send(&app, "tok-a", ask(false)).await.status() }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !second.is_finished(),
+        "the second request waits for the account"
+    );
+    second.abort();
+    assert_eq!(first.await.unwrap(), ANSWER);
+    // Long after the account is free again, the second turn was never sent.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(fake.record(|r| r.chats.len()), 1);
+    assert_eq!(fake.record(|r| r.deleted.len()), 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_account_busy_elsewhere_is_asked_again_after_pauses_not_hammered() {
     let fake = FakeUpstream::answering(ANSWER, Duration::from_millis(10));
     let start = Instant::now();

@@ -77,10 +77,14 @@ pub(crate) fn tasks_running() -> usize {
 /// Run a request's work in its own task: if the caller's connection drops
 /// (a local server cancels the handler then), the task still finishes and
 /// cleans up upstream (deletes the conversation, gives the account back).
+/// Until it has an account, though, a request whose caller has gone stops
+/// (`caller.rs`): the handler being dropped cancels the token.
 pub(crate) async fn in_own_task(
     work: impl std::future::Future<Output = Result<Response, ApiError>> + Send + 'static,
 ) -> Result<Response, ApiError> {
-    spawn(work)
+    let gone = tokio_util::sync::CancellationToken::new();
+    let _cancel_when_dropped = gone.clone().drop_guard();
+    spawn(crate::caller::scope(gone, work))
         .await
         .map_err(|e| ApiError::Internal(format!("the request handler failed: {e}")))?
 }

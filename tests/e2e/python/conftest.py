@@ -1,7 +1,10 @@
 """Fixtures for the end-to-end tests.
 
 The servers are started by scripts/test.sh: the Hailuo simulator (SIM_URL) and
-`cargo lambda watch` (GATEWAY_URL) running the real function binaries. Every
+the gateway (GATEWAY_URL), which is either `cargo lambda watch` running the
+real function binaries (GATEWAY_KIND=watch) or the self-hosted `server` binary
+with every route in one process (GATEWAY_KIND=server); the same tests run
+against both, the few that are about one of them marked so. Every
 test gets fresh tokens, a reset simulator, and afterwards a check that the
 simulator saw no protocol violation and that no conversation was left behind.
 """
@@ -18,6 +21,19 @@ import pytest
 GATEWAY_URL = os.environ.get("GATEWAY_URL", "http://127.0.0.1:9000")
 SIM_URL = os.environ.get("SIM_URL", "http://127.0.0.1:18080")
 AGENT_SIM_URL = os.environ.get("AGENT_SIM_URL", "http://127.0.0.1:18081")
+GATEWAY_KIND = os.environ.get("GATEWAY_KIND", "watch")
+ON_SERVER = GATEWAY_KIND == "server"
+
+# Tests of the Lambda emulator's own paths and tools (function URLs by name,
+# `cargo lambda invoke`), or of one function process per route.
+emulator_only = pytest.mark.skipif(ON_SERVER, reason="about the Lambda functions under cargo lambda watch")
+server_only = pytest.mark.skipif(not ON_SERVER, reason="about the self-hosted server")
+
+
+def function_path(function: str, path: str) -> str:
+    """`path` on one function's URL: the emulator's `/lambda-url/<function>`
+    prefix, or the path itself on the server (one URL for every route)."""
+    return path if ON_SERVER else f"/lambda-url/{function}{path}"
 
 
 def fingerprint(token: str) -> str:

@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import GATEWAY_URL, fingerprint
+from conftest import GATEWAY_URL, ON_SERVER, emulator_only, fingerprint, function_path
 
 
 def ask(client, text="你好", **kw):
@@ -211,7 +211,7 @@ def test_malformed_requests_are_bad_request(sim, client_for, new_token, http):
 
 
 def test_unknown_path_wrong_method_and_too_large(sim, http):
-    r = http.get("/lambda-url/chat-completions/v1/nothing-here")
+    r = http.get(function_path("chat-completions", "/v1/nothing-here"))
     assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_url"
     r = http.get("/v1/chat/completions")
     assert r.status_code == 405 and r.json()["error"]["type"] == "invalid_request_error"
@@ -317,6 +317,7 @@ def test_client_disconnect_mid_stream_still_deletes(sim, client_for, new_token):
     assert conv["client_went_away"] and not conv["completed"]
 
 
+@emulator_only
 def test_chat_function_url_alone_is_a_complete_base_url(sim, http):
     # Clients list models before chatting; the chat function answers that too.
     r = http.get("/lambda-url/chat-completions/v1/models")
@@ -348,9 +349,9 @@ def test_failure_mid_stream_raw_frames_end_with_error_then_done(sim, http, new_t
 def test_paths_without_the_v1_prefix(sim, http, new_token):
     auth = {"Authorization": f"Bearer {new_token()}"}
     body = {"model": "hailuo", "messages": [{"role": "user", "content": "no prefix"}]}
-    r = http.post("/lambda-url/chat-completions/chat/completions", json=body, headers=auth)
+    r = http.post(function_path("chat-completions", "/chat/completions"), json=body, headers=auth)
     assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"]
-    assert http.get("/lambda-url/models/models").json()["object"] == "list"
+    assert http.get(function_path("models", "/models")).json()["object"] == "list"
 
 
 def test_the_simulator_refuses_what_breaks_the_protocol(http):
@@ -381,7 +382,8 @@ def test_the_simulator_refuses_what_breaks_the_protocol(http):
 
 
 def chat_processes() -> set[int]:
-    """The PIDs of every chat-completions function process the emulators run."""
+    """The PIDs of every process that answers chat: the chat-completions
+    function processes the emulators run, or the servers."""
     pids = set()
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -391,7 +393,7 @@ def chat_processes() -> set[int]:
                 argv0 = f.read().split(b"\0")[0]
         except OSError:
             continue
-        if argv0.endswith(b"/chat-completions"):
+        if argv0.endswith(b"/server" if ON_SERVER else b"/chat-completions"):
             pids.add(int(entry))
     return pids
 
@@ -403,7 +405,7 @@ def test_abandoned_requests_at_every_phase_do_not_take_the_function_down(sim, ne
     conversation is deleted."""
     sim.settings(pace_ms=30)
     before = chat_processes()
-    assert before, "the emulator runs chat-completions processes"
+    assert before, "chat-completions processes (or servers) are running"
     body = lambda stream: {  # noqa: E731
         "model": "hailuo",
         "stream": stream,
@@ -469,7 +471,8 @@ def test_more_concurrent_requests_than_accounts_all_succeed(sim, client_for, new
     for t in threads:
         t.join(120)
     assert errors == [] and len(results) == 6
-    assert len(sim.conversations()) == 6
+    conversations = [(c["token_fp"], c["turns"][0]["prompt"][:40] if c["turns"] else "") for c in sim.conversations()]
+    assert len(conversations) == 6, conversations
 
 
 def test_browser_clients_get_cors_through_the_function_url(sim, http, new_token):

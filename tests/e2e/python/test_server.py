@@ -1,0 +1,192 @@
+"""The self-hosted server's own behaviour, on server processes each test
+starts (the rest of the suite runs against the server too, from the same
+tests as the functions): `PORT`, `TOKENS_FILE` with the in-process liveness
+check, rotating by editing the file, and a graceful SIGTERM."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import httpx
+import openai
+import pytest
+
+from conftest import SIM_URL, fingerprint, server_only
+
+pytestmark = server_only
+
+ROOT = os.environ.get("ROOT", ".")
+E2E_DIR = os.environ.get("E2E_DIR", ".e2e")
+SERVER = os.path.join(ROOT, "target", "debug", "server")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A server process with its own settings; its log in E2E_DIR (grepped for leaks)."""
+
+    def __init__(self, name: str, **settings: str):
+        # With PORT (and no LISTEN_ADDR), the server binds 0.0.0.0:$PORT.
+        self.port = int(settings["PORT"]) if "PORT" in settings else free_port()
+        self.log_path = os.path.join(E2E_DIR, f"server-{name}.log")
+        env = {
+            "PATH": os.environ["PATH"],
+            "HAILUO_BASE_URL": SIM_URL,
+            "RUST_LOG": "info",
+            "LISTEN_ADDR": f"127.0.0.1:{self.port}",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+        env.update(settings)
+        self.log = open(self.log_path, "w")
+        self.process = subprocess.Popen([SERVER], env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.wait_ready()
+
+    def wait_ready(self, timeout=30.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.text()
+            try:
+                httpx.get(f"{self.url}/v1/models", timeout=1)
+                return
+            except httpx.TransportError:
+                time.sleep(0.05)
+        raise AssertionError(f"the server did not start: {self.text()}")
+
+    def text(self) -> str:
+        self.log.flush()
+        return open(self.log_path, encoding="utf-8", errors="replace").read()
+
+    def lines(self) -> list[dict]:
+        out = []
+        for line in self.text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+        return out
+
+    def wait_log(self, message: str, count=1, timeout=20.0) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [l for l in self.lines() if l.get("fields", {}).get("message") == message]
+            if len(found) >= count:
+                return found
+            time.sleep(0.05)
+        raise AssertionError(f"no {message!r} in the log: {self.text()[-3000:]}")
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self.log.close()
+
+
+@pytest.fixture
+def servers():
+    started = []
+
+    def start(name, **settings):
+        s = Server(name, **settings)
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        s.stop()
+
+
+def chat(base: str, key: str, text="你好", **kw):
+    c = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0, timeout=60)
+    return c.chat.completions.create(model="hailuo", messages=[{"role": "user", "content": text}], **kw)
+
+
+def test_port_is_the_paas_convention(sim, servers, new_token):
+    port = free_port()
+    s = servers("port", PORT=str(port), LISTEN_ADDR="")
+    assert any(l.get("fields", {}).get("addr") == f"0.0.0.0:{port}" for l in s.lines()), s.text()
+    assert chat(s.url, new_token()).choices[0].message.content
+
+
+def test_tokens_file_with_the_liveness_timer_and_rotation_by_editing_it(sim, servers, new_token, tmp_path):
+    live, dead, later = new_token("file-live"), new_token("file-dead"), new_token("file-later")
+    key, new_key = "sk-e2e-file-key", "sk-e2e-file-key-two"
+    sim.expire(dead)
+    path = tmp_path / "tokens.json"
+    path.write_text(json.dumps({"tokens": [live, dead], "api_keys": [key]}))
+    s = servers("tokens-file", TOKENS_FILE=str(path), LIVENESS_INTERVAL_SECONDS="1")
+    done = s.wait_log("liveness check done")
+    assert (done[0]["fields"]["live"], done[0]["fields"]["dead"]) == (1, 1)
+
+    # The verdict is used at once: the dead token is never sent a chat, not
+    # even the one failure the pool would otherwise need to learn it.
+    for i in range(4):
+        assert chat(s.url, key, f"question {i}").choices[0].message.content
+    chats = [c for c in sim.state()["calls"] if c["path"] == "/v4/api/chat/msg"]
+    assert [c["token_fp"] for c in chats] == [fingerprint(live)] * 4
+    with pytest.raises(openai.AuthenticationError):
+        chat(s.url, "sk-e2e-wrong")
+    with pytest.raises(openai.AuthenticationError):
+        chat(s.url, live)  # tokens in the header are not let in without ALLOW_HEADER_TOKENS
+
+    # Rotation is editing the file: a new key and a new token, no restart.
+    path.write_text(json.dumps({"tokens": [later], "api_keys": [new_key]}))
+    assert chat(s.url, new_key, "after the edit").choices[0].message.content
+    with pytest.raises(openai.AuthenticationError):
+        chat(s.url, key)
+    chats = [c for c in sim.state()["calls"] if c["path"] == "/v4/api/chat/msg"]
+    assert chats[-1]["token_fp"] == fingerprint(later)
+    # The timer checks the file as it is now.
+    s.wait_log("liveness check done", count=len(s.wait_log("liveness check done")) + 1)
+    checked = [l["fields"]["token"] for l in s.lines() if l.get("fields", {}).get("message") == "token checked"]
+    assert fingerprint(later) in checked
+    text = s.text()
+    assert not any(t in text for t in (live, dead, later, key, new_key)), "fingerprints only in the log"
+
+
+def test_sigterm_lets_streams_finish_and_deletes_every_conversation(sim, servers, new_token):
+    s = servers("sigterm")
+    sim.settings(pace_ms=30)
+    body = {"model": "hailuo", "stream": True, "messages": [{"role": "user", "content": "a story [sim:len=600]"}]}
+
+    def open_stream(token):
+        client = httpx.Client(timeout=60)
+        request = client.build_request(
+            "POST", f"{s.url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {token}"}
+        )
+        return client, client.send(request, stream=True)
+
+    staying_client, staying = open_stream(new_token("stays"))
+    leaving_client, leaving = open_stream(new_token("leaves"))
+    chunks = staying.iter_lines()
+    assert next(chunks).startswith("data: ")
+    next(leaving.iter_lines())
+    leaving.close()
+    leaving_client.close()
+
+    s.process.send_signal(signal.SIGTERM)
+    s.wait_log("stopping: no new connections; waiting for the requests in flight")
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{s.url}/v1/models", timeout=2)
+    frames = [l[6:] for l in chunks if l.startswith("data: ")]
+    staying_client.close()
+    assert frames[-1] == "[DONE]"
+    text = "".join(
+        (json.loads(f)["choices"] or [{}])[0].get("delta", {}).get("content") or "" for f in frames[:-1]
+    )
+    assert len(text) > 100, text
+
+    assert s.process.wait(30) == 0, s.text()[-3000:]
+    s.wait_log("stopped")
+    # Both conversations were deleted before the process ended: the one of the
+    # caller who left too (assert_clean checks it again, with no grace period).
+    state = sim.state()
+    assert len(state["conversations"]) == 2 and all(c["deleted"] for c in state["conversations"]), state
+    assert not state["busy"]
