@@ -14,6 +14,9 @@ command -v node >/dev/null || need_apt+=(nodejs npm)
 command -v cmake >/dev/null || need_apt+=(cmake)
 command -v ffmpeg >/dev/null || need_apt+=(ffmpeg)
 command -v espeak-ng >/dev/null || need_apt+=(espeak-ng)
+# nghttpx and openssl: the TLS + HTTP/2 front the transport test puts before the simulator.
+command -v nghttpx >/dev/null || need_apt+=(nghttp2-proxy)
+command -v openssl >/dev/null || need_apt+=(openssl)
 if ((${#need_apt[@]})); then
   log "apt-get install ${need_apt[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
@@ -21,6 +24,8 @@ fi
 
 if command -v rustup >/dev/null; then
   rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+  # The self-hosted server's static build (the binary the Dockerfile ships).
+  rustup target list --installed | grep -q '^x86_64-unknown-linux-musl$' || rustup target add x86_64-unknown-linux-musl
 fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   log "cargo install cargo-nextest"

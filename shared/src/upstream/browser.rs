@@ -61,12 +61,39 @@ pub struct Fingerprint<'a> {
 
 /// The client an adapter keeps for its lifetime. HTTP/2 is negotiated by ALPN
 /// over TLS (rustls); plain http stays HTTP/1.1.
-pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
+///
+/// Proxies come from the environment (`HTTPS_PROXY`, `HTTP_PROXY`,
+/// `ALL_PROXY`, `NO_PROXY`, as reqwest reads them). The trusted roots are
+/// the bundled Mozilla set, plus every certificate in `SSL_CERT_FILE` (a PEM
+/// bundle) when it is set: a TLS-intercepting corporate proxy's CA, or a
+/// test CA. A file that cannot be read or holds no certificate is an error at
+/// start-up, not a silent fall-back to the bundled roots.
+pub fn http_client() -> Result<reqwest::Client, BoxError> {
+    let mut builder = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         .pool_idle_timeout(Duration::from_secs(60))
-        .tcp_nodelay(true)
-        .build()
+        .tcp_nodelay(true);
+    for root in extra_roots(std::env::var_os("SSL_CERT_FILE"))? {
+        builder = builder.add_root_certificate(root);
+    }
+    Ok(builder.build()?)
+}
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn extra_roots(path: Option<std::ffi::OsString>) -> Result<Vec<reqwest::Certificate>, BoxError> {
+    let Some(path) = path.filter(|p| !p.is_empty()) else {
+        return Ok(vec![]);
+    };
+    let shown = std::path::Path::new(&path).display().to_string();
+    let pem =
+        std::fs::read(&path).map_err(|e| format!("SSL_CERT_FILE {shown} cannot be read: {e}"))?;
+    let roots = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| format!("SSL_CERT_FILE {shown} is not a PEM bundle: {e}"))?;
+    if roots.is_empty() {
+        return Err(format!("SSL_CERT_FILE {shown} holds no certificate").into());
+    }
+    Ok(roots)
 }
 
 /// Set a header; a value that cannot be sent is left out.
@@ -189,6 +216,48 @@ pub async fn read_capped(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A self-signed test CA (EC P-256), only ever parsed here.
+    const TEST_CA: &str = "-----BEGIN CERTIFICATE-----
+MIIBmjCCAT+gAwIBAgIUbwhUrcZwoWiKsvdEXUMUzxoRoPAwCgYIKoZIzj0EAwIw
+ITEfMB0GA1UEAwwWaGFpbHVvLWdhdGV3YXkgdGVzdCBDQTAgFw0yNjExMjYwNzEz
+MzVaGA8yMTI2MTEwMjA3MTMzNVowITEfMB0GA1UEAwwWaGFpbHVvLWdhdGV3YXkg
+dGVzdCBDQTBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABOQEz4HNxXPBhGphcBxp
+UCdEDugH4lrXDMnlaHNG5uP9P3mCByTVIIIZLVxXlOmqucJ/Szc1Pk17PsTeJGMW
+5wajUzBRMB0GA1UdDgQWBBTx8jVON6JYt00vuDL7TgL5/zqhCDAfBgNVHSMEGDAW
+gBTx8jVON6JYt00vuDL7TgL5/zqhCDAPBgNVHRMBAf8EBTADAQH/MAoGCCqGSM49
+BAMCA0kAMEYCIQCLvlZgee7jPG7PLhwn/kpERg+DZxFmBLhGsC2ItVa2/gIhAJxD
+wfYkUfH7hfRxHPm9UCBPntdPtPFYeuvPRvShIIhd
+-----END CERTIFICATE-----";
+
+    #[test]
+    fn ssl_cert_file_adds_its_roots_and_a_bad_one_is_an_error() {
+        assert!(extra_roots(None).unwrap().is_empty());
+        assert!(extra_roots(Some("".into())).unwrap().is_empty());
+        let dir = std::env::temp_dir().join(format!("gw-roots-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("ca.pem");
+        std::fs::write(&good, format!("{TEST_CA}\n{TEST_CA}\n")).unwrap();
+        assert_eq!(extra_roots(Some(good.into_os_string())).unwrap().len(), 2);
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let error = extra_roots(Some(empty.into_os_string()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("empty.pem") && error.contains("no certificate"),
+            "{error}"
+        );
+        let missing = dir.join("missing.pem");
+        let error = extra_roots(Some(missing.into_os_string()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("missing.pem") && error.contains("cannot be read"),
+            "{error}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn token_is_sensitive_and_unsendable_tokens_are_invalid() {

@@ -20,7 +20,8 @@ pytestmark = server_only
 
 ROOT = os.environ.get("ROOT", ".")
 E2E_DIR = os.environ.get("E2E_DIR", ".e2e")
-SERVER = os.path.join(ROOT, "target", "debug", "server")
+# The static (musl) build scripts/test.sh makes, as the Dockerfile ships it.
+SERVER = os.environ.get("SERVER_BIN") or os.path.join(ROOT, "target", "debug", "server")
 
 
 def free_port() -> int:
@@ -190,3 +191,82 @@ def test_sigterm_lets_streams_finish_and_deletes_every_conversation(sim, servers
     state = sim.state()
     assert len(state["conversations"]) == 2 and all(c["deleted"] for c in state["conversations"]), state
     assert not state["busy"]
+
+
+# The real upstreams speak HTTP/2 over TLS ---------------------------------
+
+
+def openssl(*args, cwd):
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def tls_front(tmp_path_factory):
+    """nghttpx terminating TLS (h2 or http/1.1 by ALPN) before the simulator,
+    with a certificate for localhost from a CA made here; its access log
+    records the protocol each request arrived in."""
+    d = tmp_path_factory.mktemp("tls")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+            "-subj", "/CN=hailuo-gateway e2e CA", cwd=d)
+    openssl("req", *ec, "-keyout", "leaf.key", "-out", "leaf.csr", "-subj", "/CN=localhost", cwd=d)
+    (d / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "leaf.pem", "-days", "2", "-extfile", "san.ext", cwd=d)
+    port = free_port()
+    sim_host, sim_port = SIM_URL.removeprefix("http://").split(":")
+    log = d / "access.log"
+    front = subprocess.Popen(
+        ["nghttpx", f"--frontend={'127.0.0.1'},{port}", f"--backend={sim_host},{sim_port}",
+         "--workers=1", "--no-ocsp", "--no-via", f"--accesslog-file={log}",
+         "--accesslog-format=$alpn $method $path $status", f"--errorlog-file={d / 'error.log'}",
+         str(d / "leaf.key"), str(d / "leaf.pem")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 20
+    while True:
+        assert front.poll() is None, (d / "error.log").read_text()
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "nghttpx did not start"
+            time.sleep(0.05)
+    yield {"url": f"https://localhost:{port}", "ca": str(d / "ca.pem"), "log": log}
+    front.terminate()
+    front.wait(10)
+
+
+def test_the_upstream_is_reached_over_tls_with_h2_trusting_ssl_cert_file(sim, servers, new_token, tls_front):
+    s = servers("tls", HAILUO_BASE_URL=tls_front["url"], SSL_CERT_FILE=tls_front["ca"])
+    c = openai.OpenAI(base_url=f"{s.url}/v1", api_key=new_token("tls"), max_retries=0, timeout=60)
+    sim.settings(pace_ms=5)
+    stream = c.chat.completions.create(
+        model="hailuo", stream=True, messages=[{"role": "user", "content": "over TLS [sim:len=300]"}]
+    )
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    assert text.startswith("海螺模拟器") and len(text.encode()) >= 290, text  # len=300 is in bytes
+    sim.assert_clean()
+    lines = tls_front["log"].read_text().splitlines()
+    chats = [l for l in lines if " /v4/api/chat/msg" in l]
+    assert chats and all(l.startswith("h2 POST") and l.endswith(" 200") for l in chats), lines
+    assert lines and all(l.startswith("h2 ") for l in lines), "every call negotiated HTTP/2"
+    # Deleting the conversation went the same way.
+    assert any("/delete" in l or "DELETE" in l for l in lines), lines
+
+
+def test_without_the_ca_the_upstream_is_refused_and_a_bad_ssl_cert_file_stops_the_start(sim, servers, new_token, tls_front, tmp_path):
+    s = servers("tls-untrusted", HAILUO_BASE_URL=tls_front["url"])
+    r = httpx.post(
+        f"{s.url}/v1/chat/completions",
+        json={"model": "hailuo", "messages": [{"role": "user", "content": "x"}]},
+        headers={"Authorization": f"Bearer {new_token('tls')}"},
+        timeout=60,
+    )
+    assert r.status_code == 502, r.text
+    assert sim.state()["calls"] == [], "nothing reached the upstream through an untrusted certificate"
+    bad = tmp_path / "not-a-ca.pem"
+    bad.write_text("not a certificate\n")
+    env = {"PATH": os.environ["PATH"], "SSL_CERT_FILE": str(bad), "LISTEN_ADDR": f"127.0.0.1:{free_port()}"}
+    out = subprocess.run([SERVER], env=env, capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0 and "SSL_CERT_FILE" in out.stdout + out.stderr, out

@@ -35,7 +35,7 @@ pub struct AgentClient {
 }
 
 impl AgentClient {
-    pub fn new(config: AgentConfig) -> Result<Self, reqwest::Error> {
+    pub fn new(config: AgentConfig) -> Result<Self, crate::upstream::browser::BoxError> {
         Ok(Self {
             http: http_client()?,
             config: Arc::new(config),

@@ -34,7 +34,7 @@ pub struct HailuoClient {
 }
 
 impl HailuoClient {
-    pub fn new(config: HailuoConfig) -> Result<Self, reqwest::Error> {
+    pub fn new(config: HailuoConfig) -> Result<Self, crate::upstream::browser::BoxError> {
         Ok(Self {
             http: http_client()?,
             config: Arc::new(config),
