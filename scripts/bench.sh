@@ -4,10 +4,17 @@
 #   scripts/bench.sh lambda [args]       the same, through the Lambda emulator (`cargo lambda watch`)
 #   scripts/bench.sh memory              what one request costs in memory (request-memory)
 #   scripts/bench.sh audio               the transcription function's transcoder (audio-bench)
+#   scripts/bench.sh startup             each Lambda bootstrap's size and start → ready (lambda-startup)
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
 case ${1:-} in
+startup)
+  "$ROOT/scripts/setup.sh" >/dev/null
+  cargo lambda build --release --x86-64 --locked $(printf -- '-p %s ' $(ls "$ROOT/functions"))
+  cargo build --release --locked -p chat-bench --bin lambda-startup
+  exec "$ROOT/target/release/lambda-startup" --lambda-dir "$ROOT/target/lambda" "${@:2}"
+  ;;
 audio)
   cargo build --release --locked -p audio-transcriptions -p chat-bench
   "$ROOT/scripts/setup.sh" >/dev/null

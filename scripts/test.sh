@@ -30,11 +30,36 @@ fi
 log "build functions and simulator"
 cargo build --workspace --bins --locked
 
+if ((${#focus[@]} == 0)); then
+  # What `sam build` does (BuildMethod rust-cargolambda), for the host
+  # architecture: every function for Lambda, release, with zig as the C
+  # compiler (libopus and LAME are built from source).
+  log "Lambda builds: cargo lambda build --release --x86-64"
+  cargo lambda build --release --x86-64 --locked $(printf -- '-p %s ' $(ls "$ROOT/functions"))
+  for fn in "$ROOT"/functions/*/; do
+    boot="$ROOT/target/lambda/$(basename "$fn")/bootstrap"
+    [[ -x $boot ]] || { echo "no Lambda bootstrap for $(basename "$fn")" >&2; exit 1; }
+    awk -v n="$(basename "$fn")" -v b="$(stat -c %s "$boot")" 'BEGIN { printf "%-22s %5.1f MB\n", n, b / 1048576 }'
+  done
+fi
+# The self-hosted server, static (musl), as the Dockerfile ships it: the
+# server kind of the end-to-end run uses this binary.
+log "static server: cargo lambda build --target x86_64-unknown-linux-musl --bin server"
+cargo lambda build --target x86_64-unknown-linux-musl --bin server --locked --lambda-dir "$ROOT/target/static"
+mkdir -p "$ROOT/target/static/bin"
+install -m 755 "$ROOT/target/static/server/bootstrap" "$ROOT/target/static/bin/server"
+export SERVER_BIN="$ROOT/target/static/bin/server"
+if ldd "$SERVER_BIN" 2>&1 | grep -q '=>'; then
+  echo "$SERVER_BIN is not static: $(ldd "$SERVER_BIN")" >&2
+  exit 1
+fi
+
 mkdir -p "$E2E_DIR"
 pids=() deployment_pids=()
 cleanup() {
   for p in "${pids[@]}" "${deployment_pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  pkill -f "$ROOT/target/debug/(chat-completions|models|token-check|token-liveness|audio-speech|audio-transcriptions|server)" 2>/dev/null || true
+  pkill -f "$ROOT/target/debug/(chat-completions|models|token-check|token-liveness|audio-speech|audio-transcriptions)" 2>/dev/null || true
+  pkill -f "$ROOT/target/.*/server$" 2>/dev/null || true
 }
 trap cleanup EXIT
 
@@ -77,7 +102,7 @@ deploy() { # name port [KEY=VALUE...]: defaults, each overridable
   } >"$E2E_DIR/$name.env"
   if [[ $GATEWAY_KIND == server ]]; then
     log "start the server ($name) on :$port"
-    (set -a && source "$E2E_DIR/$name.env" && LISTEN_ADDR="127.0.0.1:$port" exec "$ROOT/target/debug/server") \
+    (set -a && source "$E2E_DIR/$name.env" && LISTEN_ADDR="127.0.0.1:$port" exec "$SERVER_BIN") \
       >"$E2E_DIR/server-$name.log" 2>&1 &
   else
     log "start cargo lambda watch ($name) on :$port"

@@ -1,0 +1,23 @@
+# The self-hosted server as a container: a static (musl) binary built on
+# Alpine, copied into a distroless image (CA certificates, no shell, non-root).
+#   docker build -t hailuo-gateway .
+#   docker run -p 8080:8080 --stop-timeout 120 hailuo-gateway
+# CI cannot run Docker; it builds the same static musl binary and runs the
+# end-to-end suite against it (README, "Self-hosting").
+
+FROM rust:1-alpine AS build
+# C toolchain for the bundled C libraries: libopus (cmake), LAME (autotools),
+# aws-lc (cmake, perl).
+RUN apk add --no-cache build-base cmake perl linux-headers
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked -p server \
+ && cp target/release/server /server
+
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /server /server
+# Listen on 0.0.0.0:$PORT; SIGTERM drains requests in flight (SHUTDOWN_TIMEOUT_SECONDS).
+ENV PORT=8080
+EXPOSE 8080
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["/server"]
