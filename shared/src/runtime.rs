@@ -2,14 +2,15 @@
 //! server with a graceful shutdown (the functions outside Lambda, and the
 //! self-hosted `server` with every route).
 
+use std::future::IntoFuture;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::Request;
-use std::future::IntoFuture;
-
 use axum::Router;
+
+use crate::settings::Lookup;
 
 /// JSON logs to stdout (CloudWatch), filtered by `RUST_LOG` (default `info`).
 pub fn init_tracing() {
@@ -49,23 +50,12 @@ pub async fn run(router: Router, delivery: Delivery) -> Result<(), lambda_http::
 /// Where a local server listens: `LISTEN_ADDR`, else `0.0.0.0:$PORT` (the
 /// PaaS convention: Render, Railway, Fly, Heroku set `PORT`), else
 /// `127.0.0.1:8080`.
-fn listen_addr(get: impl Fn(&str) -> Option<String>) -> String {
-    let set = |k: &str| get(k).filter(|v| !v.trim().is_empty());
-    match (set("LISTEN_ADDR"), set("PORT")) {
+fn listen_addr(env: &Lookup) -> String {
+    match (env.value("LISTEN_ADDR"), env.value("PORT")) {
         (Some(addr), _) => addr,
-        (None, Some(port)) => format!("0.0.0.0:{}", port.trim()),
+        (None, Some(port)) => format!("0.0.0.0:{port}"),
         (None, None) => "127.0.0.1:8080".into(),
     }
-}
-
-/// The longest a shutdown waits for requests in flight,
-/// `SHUTDOWN_TIMEOUT_SECONDS` (120).
-fn shutdown_timeout() -> Duration {
-    let seconds = std::env::var("SHUTDOWN_TIMEOUT_SECONDS")
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(120);
-    Duration::from_secs(seconds)
 }
 
 /// SIGTERM (docker stop, systemd, a PaaS) or Ctrl-C.
@@ -100,11 +90,15 @@ pub(crate) async fn serve_until(
     router: Router,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), lambda_http::Error> {
-    let addr = listen_addr(|k| std::env::var(k).ok());
+    let get = |k: &str| std::env::var(k).ok();
+    let env = Lookup::new(&get);
+    let addr = listen_addr(&env);
+    // The longest a shutdown waits for requests in flight.
+    let timeout = Duration::from_secs(env.number("SHUTDOWN_TIMEOUT_SECONDS", 120));
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    serve_on(listener, router, stop, shutdown_timeout()).await
+    serve_on(listener, router, stop, timeout).await
 }
 
 async fn serve_on(
@@ -133,30 +127,26 @@ async fn serve_on(
     let server = axum::serve(listener, router)
         .with_graceful_shutdown(stopping.clone().cancelled_owned())
         .into_future();
+    // Connections closed, the tasks of callers that went away may still be
+    // cleaning up upstream: both within one `timeout` from the signal.
+    let served_and_drained = async {
+        server.await?;
+        crate::routes::drain().await;
+        Ok::<_, std::io::Error>(())
+    };
     let grace = async {
         stopping.cancelled().await;
         tokio::time::sleep(timeout).await;
     };
     tokio::select! {
-        served = server => served?,
+        done = served_and_drained => done?,
         _ = grace => {
             tracing::warn!(
                 in_flight = crate::routes::tasks_running(),
-                "shutdown timeout: connections still open are cut"
+                "shutdown timeout: requests still in flight are cut"
             );
             return Ok(());
         }
-    }
-    // Connections are closed; tasks of callers that went away may still be
-    // cleaning up upstream.
-    if tokio::time::timeout(timeout, crate::routes::drain())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            in_flight = crate::routes::tasks_running(),
-            "shutdown timeout: request tasks still running are stopped"
-        );
     }
     tracing::info!("stopped");
     Ok(())
@@ -294,12 +284,13 @@ mod tests {
     #[test]
     fn listen_addr_prefers_listen_addr_then_port() {
         let from = |pairs: &'static [(&'static str, &'static str)]| {
-            listen_addr(move |k| {
+            let get = move |k: &str| {
                 pairs
                     .iter()
                     .find(|(n, _)| *n == k)
                     .map(|(_, v)| v.to_string())
-            })
+            };
+            listen_addr(&Lookup::new(&get))
         };
         assert_eq!(from(&[]), "127.0.0.1:8080");
         assert_eq!(from(&[("PORT", "10000")]), "0.0.0.0:10000");

@@ -44,7 +44,8 @@ fn liveness_interval(config: &Config) -> Option<Duration> {
         .then_some(period)
 }
 
-/// Check every token of the file now, then every `every`. A failed run is
+/// Check every token of the file now, then every `every` (nothing, and at
+/// once, for credentials without a local tokens file). A failed run is
 /// logged and tried again at the next tick; a run is never skipped for a
 /// slow one (ticks that fall during a run are dropped, not queued).
 pub(crate) async fn check_on_a_timer(
@@ -53,9 +54,6 @@ pub(crate) async fn check_on_a_timer(
     credentials: Arc<Credentials>,
     every: Duration,
 ) {
-    let Some(_) = credentials.local_liveness() else {
-        return;
-    };
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
