@@ -110,7 +110,7 @@ pub mod upstream;
 use std::sync::Arc;
 
 pub use config::Config;
-pub use credentials::secret::aws_config;
+pub use credentials::secrets_manager::SecretsManager;
 pub use liveness::{check_all, emf_line};
 pub use routes::AppState;
 pub use runtime::{init_tracing, run, serve, Delivery};
@@ -134,7 +134,7 @@ pub fn upstream_from_config(
 }
 
 /// State built from the environment, once per execution environment.
-/// `function` names the function in the AWS SDK's user agent.
+/// `function` names the function in the user agent of its Secrets Manager calls.
 pub async fn state_from_env(function: &str) -> Result<AppState, lambda_http::Error> {
     let config = Arc::new(Config::from_env());
     let upstream = upstream_from_config(&config)?;

@@ -5,13 +5,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use aws_sdk_secretsmanager::primitives::{DateTime, DateTimeFormat};
 use futures_util::StreamExt;
 use serde_json::json;
 
 use crate::config::Config;
 use crate::credentials::document::{Document, Latest};
 use crate::credentials::secret::{StatusDocument, TokenStatus, TokensDocument};
+use crate::credentials::secrets_manager::SecretsManager;
 use crate::redact::fingerprint;
 use crate::upstream::{Upstream, UpstreamError};
 
@@ -33,25 +33,17 @@ pub enum LivenessError {
 }
 
 fn now_rfc3339() -> String {
+    use aws_smithy_types::date_time::{DateTime, Format};
     DateTime::from(std::time::SystemTime::now())
-        .fmt(DateTimeFormat::DateTime)
+        .fmt(Format::DateTime)
         .unwrap_or_default()
-}
-
-fn sdk_error<E: std::error::Error + 'static>(
-    e: &aws_sdk_secretsmanager::error::SdkError<E>,
-) -> String {
-    crate::text::clip(
-        &aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string(),
-        300,
-    )
 }
 
 /// Check every token and write the status document.
 pub async fn check_all(
     config: &Config,
     upstream: Arc<dyn Upstream>,
-    secrets: &aws_sdk_secretsmanager::Client,
+    secrets: &SecretsManager,
 ) -> Result<Report, LivenessError> {
     let tokens_id = config
         .tokens_secret_id
@@ -62,51 +54,37 @@ pub async fn check_all(
         .as_deref()
         .ok_or(LivenessError::NotConfigured("TOKEN_STATUS_SECRET_ID"))?;
     let text = secrets
-        .get_secret_value()
-        .secret_id(tokens_id)
-        .send()
+        .get_secret_value(tokens_id)
         .await
-        .map_err(|e| LivenessError::TokensUnreadable(sdk_error(&e)))?
+        .map_err(|e| LivenessError::TokensUnreadable(e.to_string()))?
         .secret_string
         .unwrap_or_default();
     let tokens = serde_json::from_str::<TokensDocument>(&text)
         .map_err(|_| LivenessError::TokensMalformed)?
         .tokens;
     // Verdicts of the last run, kept for tokens whose check fails this time.
-    let previous: HashMap<String, TokenStatus> =
-        match secrets.get_secret_value().secret_id(status_id).send().await {
-            Ok(out) => {
-                serde_json::from_str::<StatusDocument>(&out.secret_string.unwrap_or_default())
-                    .map(|d| d.tokens)
-                    .unwrap_or_default()
-            }
-            Err(_) => HashMap::new(),
-        };
+    let previous: HashMap<String, TokenStatus> = match secrets.get_secret_value(status_id).await {
+        Ok(out) => serde_json::from_str::<StatusDocument>(&out.secret_string.unwrap_or_default())
+            .map(|d| d.tokens)
+            .unwrap_or_default(),
+        Err(_) => HashMap::new(),
+    };
 
     let document = check_tokens(config, upstream, tokens, &previous).await;
     let body = serde_json::to_string(&document).unwrap_or_default();
-    match secrets
-        .put_secret_value()
-        .secret_id(status_id)
-        .secret_string(&body)
-        .send()
-        .await
-    {
-        Ok(_) => {}
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_resource_not_found_exception()) =>
-        {
+    match secrets.put_secret_value(status_id, &body).await {
+        Ok(()) => {}
+        Err(e) if e.is_not_found() => {
             secrets
-                .create_secret()
-                .name(status_id)
-                .description("Token liveness verdicts by fingerprint, written by token-liveness")
-                .secret_string(&body)
-                .send()
+                .create_secret(
+                    status_id,
+                    "Token liveness verdicts by fingerprint, written by token-liveness",
+                    &body,
+                )
                 .await
-                .map_err(|e| LivenessError::StatusUnwritable(sdk_error(&e)))?;
+                .map_err(|e| LivenessError::StatusUnwritable(e.to_string()))?;
         }
-        Err(e) => return Err(LivenessError::StatusUnwritable(sdk_error(&e))),
+        Err(e) => return Err(LivenessError::StatusUnwritable(e.to_string())),
     }
     Ok(Report { document })
 }

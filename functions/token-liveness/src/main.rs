@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use hailuo_gateway::{aws_config, check_all, emf_line, init_tracing, upstream_from_config, Config};
+use hailuo_gateway::{
+    check_all, emf_line, init_tracing, upstream_from_config, Config, SecretsManager,
+};
 use lambda_http::lambda_runtime::{self, service_fn, LambdaEvent};
 use serde_json::{json, Value};
 
@@ -12,7 +14,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     init_tracing();
     let config = Arc::new(Config::from_env());
     let upstream = upstream_from_config(&config)?;
-    let secrets = aws_sdk_secretsmanager::Client::new(&aws_config("token-liveness").await);
+    let secrets = SecretsManager::from_env("token-liveness");
     let check = |_event: Value| {
         let (config, upstream, secrets) = (config.clone(), upstream.clone(), secrets.clone());
         async move {

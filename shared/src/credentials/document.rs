@@ -20,8 +20,8 @@ use super::secret::{CachedDocument, SecretError};
 const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
 
 pub enum Document<T> {
-    /// Secrets Manager through the caching client (the Lambda functions).
-    Secret(CachedDocument<T>),
+    /// Secrets Manager, cached (the Lambda functions).
+    Secret(Box<CachedDocument<T>>),
     /// A JSON file (the self-hosted server's `TOKENS_FILE`).
     File(FileDocument<T>),
     /// Held in memory: the status the server's liveness timer writes.

@@ -9,6 +9,7 @@
 pub mod document;
 pub mod pool;
 pub mod secret;
+pub mod secrets_manager;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -190,32 +191,19 @@ impl Credentials {
                 &config.api_key_prefix,
             ));
         };
-        let sdk = secret::aws_config(app_name).await;
-        let client = secret::caching_client(
-            aws_sdk_secretsmanager::Client::new(&sdk),
-            config.secret_cache_ttl,
-        )
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-        let tokens = Document::Secret(CachedDocument::new(
+        let client = secrets_manager::SecretsManager::from_env(app_name);
+        let tokens = Document::Secret(Box::new(CachedDocument::new(
             client.clone(),
             tokens_id,
             config.secret_cache_ttl,
-        ));
-        let status = match &config.token_status_secret_id {
-            Some(id) => {
-                let status_client = secret::caching_client(
-                    aws_sdk_secretsmanager::Client::new(&sdk),
-                    config.status_cache_ttl,
-                )
-                .map_err(|e| ApiError::Internal(e.to_string()))?;
-                Some(Document::Secret(CachedDocument::new(
-                    status_client,
-                    id.clone(),
-                    config.status_cache_ttl,
-                )))
-            }
-            None => None,
-        };
+        )));
+        let status = config.token_status_secret_id.as_ref().map(|id| {
+            Document::Secret(Box::new(CachedDocument::new(
+                client,
+                id.clone(),
+                config.status_cache_ttl,
+            )))
+        });
         let mode = Mode::Secret(Box::new(SecretMode {
             tokens,
             status,

@@ -2,23 +2,23 @@
 //! gateway's API keys) and the token status document the liveness function
 //! writes.
 //!
-//! Reads go through AWS's caching client (`aws_secretsmanager_caching`): after
-//! its TTL it re-checks the version with `DescribeSecret` and calls
-//! `GetSecretValue` only when the secret changed, so an execution environment
-//! makes at most one `GetSecretValue` per secret per TTL. `CachedDocument` adds
-//! what that client leaves out: the parsed value, serving the last good value
-//! when a refresh fails (logged), one refresh at a time, and remembering for a
-//! TTL that a secret does not exist.
+//! Reads follow what AWS's caching client does: within a TTL the held value
+//! is served; after it, `DescribeSecret` checks the version and
+//! `GetSecretValue` runs only when the secret changed, so an execution
+//! environment makes at most one `GetSecretValue` per secret per TTL unless
+//! the secret changes. `CachedDocument` also keeps the parsed value, serves the
+//! last good value when a refresh fails (logged), runs one refresh at a time,
+//! and remembers for a TTL that a secret does not exist.
 
 use std::collections::HashMap;
-use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_secretsmanager_caching::SecretsManagerCachingClient;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
+
+use super::secrets_manager::{AwsError, SecretsManager};
 
 /// `{"tokens": [...], "api_keys": [...]}`, cleaned as it is read: each list
 /// trimmed, without empty entries or duplicates. A single `"api_key": "..."`
@@ -97,45 +97,15 @@ pub enum SecretError {
     Malformed { id: String, message: String },
 }
 
-/// The AWS SDK configuration for this environment: region, credentials and
-/// `AWS_ENDPOINT_URL` from the environment, and an app name in the user agent
-/// so calls can be told apart per function.
-///
-/// Every call is bounded: a Secrets Manager call that hangs must not hang the
-/// requests waiting on it (1 s to connect, 3 s an attempt, 6 s in all).
-pub async fn aws_config(app_name: &str) -> aws_config::SdkConfig {
-    let timeouts = aws_config::timeout::TimeoutConfig::builder()
-        .connect_timeout(Duration::from_secs(1))
-        .operation_attempt_timeout(Duration::from_secs(3))
-        .operation_timeout(Duration::from_secs(6))
-        .build();
-    let mut loader =
-        aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts);
-    if let Ok(name) = aws_config::AppName::new(app_name.to_string()) {
-        loader = loader.app_name(name);
-    }
-    loader.load().await
-}
-
-pub fn caching_client(
-    client: aws_sdk_secretsmanager::Client,
-    ttl: Duration,
-) -> Result<Arc<SecretsManagerCachingClient>, SecretError> {
-    SecretsManagerCachingClient::new(client, NonZeroUsize::new(16).expect("non-zero"), ttl, true)
-        .map(Arc::new)
-        .map_err(|e| SecretError::Unreadable {
-            id: "(cache)".into(),
-            message: e.to_string(),
-        })
-}
-
 struct Held<T> {
     version: Option<String>,
     value: Arc<T>,
+    /// When the version was last confirmed with Secrets Manager.
+    checked: Instant,
 }
 
 pub struct CachedDocument<T> {
-    client: Arc<SecretsManagerCachingClient>,
+    client: SecretsManager,
     id: String,
     ttl: Duration,
     held: Mutex<(Option<Held<T>>, Option<Instant>)>,
@@ -145,11 +115,7 @@ pub struct CachedDocument<T> {
 }
 
 impl<T: DeserializeOwned + Send + Sync + 'static> CachedDocument<T> {
-    pub fn new(
-        client: Arc<SecretsManagerCachingClient>,
-        id: impl Into<String>,
-        ttl: Duration,
-    ) -> Self {
+    pub fn new(client: SecretsManager, id: impl Into<String>, ttl: Duration) -> Self {
         Self {
             client,
             id: id.into(),
@@ -188,15 +154,20 @@ impl<T: DeserializeOwned + Send + Sync + 'static> CachedDocument<T> {
         if missing_until.is_some_and(|t| Instant::now() < t) {
             return Err(SecretError::NotFound(self.id.clone()));
         }
-        let fetched = self
-            .client
-            .get_secret_value(&self.id, None, None, false)
-            .await;
+        if let Some(h) = held.as_ref().filter(|h| h.checked.elapsed() < self.ttl) {
+            return Ok(h.value.clone());
+        }
+        let fetched = self.fetch(held.as_ref()).await;
         let output = match fetched {
-            Ok(output) => output,
+            Ok(Fetched::Unchanged) => {
+                let h = held.as_mut().expect("unchanged only when a value is held");
+                h.checked = Instant::now();
+                return Ok(h.value.clone());
+            }
+            Ok(Fetched::New(output)) => output,
             Err(e) => {
-                let message = error_text(e.as_ref());
-                if is_not_found(e.as_ref()) {
+                let message = e.to_string();
+                if e.is_not_found() {
                     *missing_until = Some(Instant::now() + self.ttl);
                     *held = None;
                     self.remember(None);
@@ -204,7 +175,9 @@ impl<T: DeserializeOwned + Send + Sync + 'static> CachedDocument<T> {
                 }
                 return match held {
                     Some(h) => {
+                        // Tried again after a TTL, not by every request.
                         tracing::warn!(secret = %self.id, error = %message, "secret refresh failed; serving the cached value");
+                        h.checked = Instant::now();
                         Ok(h.value.clone())
                     }
                     None => Err(SecretError::Unreadable {
@@ -215,12 +188,6 @@ impl<T: DeserializeOwned + Send + Sync + 'static> CachedDocument<T> {
             }
         };
         *missing_until = None;
-        if let Some(h) = held
-            .as_ref()
-            .filter(|h| h.version.is_some() && h.version == output.version_id)
-        {
-            return Ok(h.value.clone());
-        }
         let text = output.secret_string.unwrap_or_default();
         match serde_json::from_str::<T>(&text) {
             Ok(value) => {
@@ -228,6 +195,7 @@ impl<T: DeserializeOwned + Send + Sync + 'static> CachedDocument<T> {
                 *held = Some(Held {
                     version: output.version_id,
                     value: value.clone(),
+                    checked: Instant::now(),
                 });
                 self.remember(Some(value.clone()));
                 Ok(value)
@@ -241,6 +209,7 @@ impl<T: DeserializeOwned + Send + Sync + 'static> CachedDocument<T> {
                 match held {
                     Some(h) => {
                         tracing::warn!(secret = %self.id, error = %error, "new secret version is malformed; serving the cached value");
+                        h.checked = Instant::now();
                         Ok(h.value.clone())
                     }
                     None => Err(error),
@@ -250,27 +219,26 @@ impl<T: DeserializeOwned + Send + Sync + 'static> CachedDocument<T> {
     }
 }
 
-/// Whether the caching client's error says the secret does not exist, read
-/// from the SDK's error types (its `GetSecretValue` or `DescribeSecret`).
-fn is_not_found(e: &(dyn std::error::Error + 'static)) -> bool {
-    use aws_sdk_secretsmanager::error::SdkError;
-    use aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretError;
-    use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
-    if let Some(e) = e.downcast_ref::<SdkError<GetSecretValueError>>() {
-        return e
-            .as_service_error()
-            .is_some_and(GetSecretValueError::is_resource_not_found_exception);
-    }
-    if let Some(e) = e.downcast_ref::<SdkError<DescribeSecretError>>() {
-        return e
-            .as_service_error()
-            .is_some_and(DescribeSecretError::is_resource_not_found_exception);
-    }
-    false
+enum Fetched {
+    /// The held version is still the current one.
+    Unchanged,
+    New(super::secrets_manager::SecretValue),
 }
 
-fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
-    crate::text::clip(&format!("{e:?}"), 300)
+impl<T> CachedDocument<T> {
+    /// With a value held, `DescribeSecret` first: the value is read again
+    /// only when its version changed.
+    async fn fetch(&self, held: Option<&Held<T>>) -> Result<Fetched, AwsError> {
+        if let Some(version) = held.and_then(|h| h.version.as_deref()) {
+            if self.client.current_version(&self.id).await?.as_deref() == Some(version) {
+                return Ok(Fetched::Unchanged);
+            }
+        }
+        self.client
+            .get_secret_value(&self.id)
+            .await
+            .map(Fetched::New)
+    }
 }
 
 #[cfg(test)]
@@ -295,6 +263,8 @@ mod tests {
             /// How long each answer takes, and how many are being answered.
             pub delay: std::time::Duration,
             pub in_flight: usize,
+            /// The next this many calls are throttled.
+            pub throttle: usize,
         }
 
         pub type Shared = Arc<Mutex<Secret>>;
@@ -328,6 +298,13 @@ mod tests {
                 )
                     .into_response()
             };
+            if s.throttle > 0 {
+                s.throttle -= 1;
+                return reply(
+                    StatusCode::BAD_REQUEST,
+                    json!({"__type": "ThrottlingException", "message": "Rate exceeded"}),
+                );
+            }
             if id == "missing" {
                 return reply(
                     StatusCode::BAD_REQUEST,
@@ -377,21 +354,15 @@ mod tests {
         }
     }
 
-    fn client(url: &str) -> aws_sdk_secretsmanager::Client {
-        use aws_sdk_secretsmanager::config::{Credentials, Region};
-        let conf = aws_sdk_secretsmanager::Config::builder()
-            .behavior_version_latest()
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new(
-                "testing",
-                "testing",
-                None,
-                None,
-                "unit-test",
-            ))
-            .endpoint_url(url)
-            .build();
-        aws_sdk_secretsmanager::Client::from_conf(conf)
+    fn client(url: &str) -> SecretsManager {
+        let url = url.to_string();
+        let get = move |k: &str| match k {
+            "AWS_REGION" => Some("us-east-1".to_string()),
+            "AWS_ACCESS_KEY_ID" | "AWS_SECRET_ACCESS_KEY" => Some("testing".to_string()),
+            "AWS_ENDPOINT_URL" => Some(url.clone()),
+            _ => None,
+        };
+        SecretsManager::from_lookup(&crate::settings::Lookup::new(&get), "unit-test")
     }
 
     #[tokio::test]
@@ -403,8 +374,7 @@ mod tests {
         })
         .await;
         let ttl = Duration::from_millis(300);
-        let doc: CachedDocument<TokensDocument> =
-            CachedDocument::new(caching_client(client(&url), ttl).unwrap(), "tokens", ttl);
+        let doc: CachedDocument<TokensDocument> = CachedDocument::new(client(&url), "tokens", ttl);
         let counts = || {
             let s = fake.lock().unwrap();
             (s.gets, s.describes)
@@ -464,11 +434,8 @@ mod tests {
         })
         .await;
         let ttl = Duration::from_millis(100);
-        let doc: Arc<CachedDocument<TokensDocument>> = Arc::new(CachedDocument::new(
-            caching_client(client(&url), ttl).unwrap(),
-            "tokens",
-            ttl,
-        ));
+        let doc: Arc<CachedDocument<TokensDocument>> =
+            Arc::new(CachedDocument::new(client(&url), "tokens", ttl));
         doc.get().await.unwrap();
         fake.lock().unwrap().delay = Duration::from_secs(2);
         tokio::time::sleep(ttl * 2).await;
@@ -496,7 +463,7 @@ mod tests {
         })
         .await;
         let ttl = Duration::from_secs(60);
-        let cache = caching_client(client(&url), ttl).unwrap();
+        let cache = client(&url);
         let missing: CachedDocument<StatusDocument> =
             CachedDocument::new(cache.clone(), "missing", ttl);
         assert!(matches!(missing.get().await, Err(SecretError::NotFound(_))));
@@ -508,6 +475,32 @@ mod tests {
         let e = denied.get().await.unwrap_err();
         assert!(matches!(e, SecretError::Unreadable { .. }), "{e}");
         assert_eq!(fake.lock().unwrap().gets, 0);
+    }
+
+    #[tokio::test]
+    async fn throttled_calls_are_retried_twice_then_reported() {
+        let (url, fake) = fake::start(fake::Secret {
+            value: r#"{"tokens":["t1"]}"#.into(),
+            version: "v1".into(),
+            throttle: 2,
+            ..Default::default()
+        })
+        .await;
+        let ttl = Duration::from_secs(60);
+        let doc: CachedDocument<TokensDocument> = CachedDocument::new(client(&url), "tokens", ttl);
+        assert_eq!(doc.get().await.unwrap().tokens, vec!["t1"], "third attempt");
+        assert_eq!(fake.lock().unwrap().gets, 1);
+
+        fake.lock().unwrap().throttle = 3;
+        let other: CachedDocument<TokensDocument> =
+            CachedDocument::new(client(&url), "tokens", ttl);
+        let e = other.get().await.unwrap_err();
+        assert!(
+            matches!(&e, SecretError::Unreadable { message, .. } if message.contains("ThrottlingException")),
+            "{e}"
+        );
+        assert_eq!(fake.lock().unwrap().throttle, 0, "three attempts in all");
+        assert_eq!(fake.lock().unwrap().gets, 1);
     }
 
     #[test]
