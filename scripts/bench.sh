@@ -5,10 +5,18 @@
 #   scripts/bench.sh memory              what one request costs in memory (request-memory)
 #   scripts/bench.sh audio               the transcription function's transcoder (audio-bench)
 #   scripts/bench.sh startup             each Lambda bootstrap's size and start → ready (lambda-startup)
+#   scripts/bench.sh load                100/300/1,000 concurrent streams through the server (server-load)
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
 case ${1:-} in
+load)
+  cargo build --release --locked -p server -p chat-bench --bin server --bin server-load
+  # Three sockets a stream in the bench's process (client, simulator's both
+  # ends), two in the server's.
+  [ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -ge 8192 ] || ulimit -n "$(ulimit -Hn)"
+  exec "$ROOT/target/release/server-load" --server-bin "$ROOT/target/release/server" "${@:2}"
+  ;;
 startup)
   "$ROOT/scripts/setup.sh" >/dev/null
   cargo lambda build --release --x86-64 --locked $(printf -- '-p %s ' $(ls "$ROOT/functions"))

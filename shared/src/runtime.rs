@@ -10,19 +10,34 @@ use std::time::Duration;
 use axum::extract::Request;
 use axum::Router;
 
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
 use crate::settings::Lookup;
 
 /// JSON logs to stdout (CloudWatch), filtered by `RUST_LOG` (default `info`).
+///
+/// `RUST_LOG` takes levels and targets (`info`, `warn,hailuo_gateway=debug`),
+/// read by `Targets` rather than `EnvFilter`: span and field filters are not
+/// worth the regex engine they would link into every bootstrap. A value that
+/// does not parse leaves the default.
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .json()
-        .with_env_filter(filter)
         .with_current_span(false)
         .with_ansi(false)
         .with_target(false)
+        .finish()
+        .with(log_filter(std::env::var("RUST_LOG").ok().as_deref()))
         .try_init();
+}
+
+fn log_filter(setting: Option<&str>) -> tracing_subscriber::filter::Targets {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    setting
+        .filter(|s| !s.trim().is_empty())
+        .and_then(|s| s.trim().parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -204,6 +219,20 @@ mod tests {
     /// SIGTERM while two answers stream: the one whose caller stays gets its
     /// whole answer, the one whose caller left is still deleted upstream, and
     /// the server returns only after both.
+    #[test]
+    fn rust_log_takes_levels_and_targets_and_falls_back_to_info() {
+        use tracing::Level;
+        let info = log_filter(None);
+        assert!(info.would_enable("hailuo_gateway", &Level::INFO));
+        assert!(!info.would_enable("hailuo_gateway", &Level::DEBUG));
+        let mixed = log_filter(Some("warn,hailuo_gateway::answer=debug"));
+        assert!(mixed.would_enable("hailuo_gateway::answer", &Level::DEBUG));
+        assert!(!mixed.would_enable("hailuo_gateway::routes", &Level::INFO));
+        assert!(mixed.would_enable("hailuo_gateway::routes", &Level::WARN));
+        let broken = log_filter(Some("=garbage=[{"));
+        assert!(broken.would_enable("x", &Level::INFO) && !broken.would_enable("x", &Level::DEBUG));
+    }
+
     #[tokio::test]
     async fn a_shutdown_lets_streams_finish_and_cleans_up_for_callers_gone() {
         let fake = FakeUpstream::answering("unused", Duration::ZERO)

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use hailuo_gateway::settings::Lookup;
 use hailuo_gateway::upstream::hailuo::{HailuoClient, HailuoConfig};
-use hailuo_gateway::upstream::{ChatTurn, Upstream, UpstreamEvent};
+use hailuo_gateway::upstream::{ChatTurn, Upstream};
 use hailuo_simulator::state::State;
 use hailuo_simulator::Shared;
 
@@ -60,22 +60,8 @@ async fn direct_run(sim: &Shared, client: &HailuoClient, prompt: &str) -> Run {
         prompt: prompt.into(),
         ..ChatTurn::default()
     };
-    let mut events = client.chat("bench-direct", &turn).await.expect("chat");
-    let mut received = Vec::new();
-    let mut have = 0;
-    let mut chat_id = String::new();
-    while let Some(event) = events.next().await {
-        match event.expect("event") {
-            UpstreamEvent::Conversation { chat_id: id, .. } => chat_id = id,
-            UpstreamEvent::Delta(d) => {
-                have += d.len();
-                received.push((Instant::now(), have));
-            }
-            UpstreamEvent::End => break,
-            _ => {}
-        }
-    }
-    drop(events);
+    let events = client.chat("bench-direct", &turn).await.expect("chat");
+    let (chat_id, received) = chat_bench::read_upstream(events).await.expect("events");
     client
         .delete_conversation("bench-direct", &chat_id)
         .await

@@ -16,12 +16,7 @@
 
 use chat_bench::status_kib;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-use hailuo_simulator::state::State;
-use hailuo_simulator::Shared;
 
 /// User + system CPU seconds of a process so far.
 fn cpu_seconds(pid: u32) -> f64 {
@@ -32,15 +27,6 @@ fn cpu_seconds(pid: u32) -> f64 {
     let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
     // Linux reports in USER_HZ, 100 on every mainstream configuration.
     ticks as f64 / 100.0
-}
-
-struct Function(Child);
-
-impl Drop for Function {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 async fn transcribe(http: &reqwest::Client, url: &str, name: &str, bytes: Vec<u8>) -> String {
@@ -77,14 +63,7 @@ async fn main() {
             other => panic!("unknown argument {other}"),
         }
     }
-    let sim: Shared = Arc::new(Mutex::new(State::default()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sim_url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(hailuo_simulator::serve(
-        listener,
-        sim.clone(),
-        hailuo_simulator::Protocol::Hailuo,
-    ));
+    let (sim, sim_url) = chat_bench::start_simulator(Default::default()).await;
     let warm = std::fs::read(clips.join("warm.wav")).expect("warm.wav in the clips directory");
     let mut names: Vec<String> = std::fs::read_dir(&clips)
         .unwrap()
@@ -104,22 +83,8 @@ async fn main() {
         let bytes = std::fs::read(clips.join(name)).unwrap();
         let (mut cpu, mut peak, mut audio) = (Vec::new(), 0.0f64, 0.0);
         for _ in 0..runs {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let child = Command::new(&gateway_bin)
-                .env("HAILUO_BASE_URL", &sim_url)
-                .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-                .env("RUST_LOG", "warn")
-                .env_remove("AWS_LAMBDA_RUNTIME_API")
-                .env_remove("MAX_REQUEST_BYTES")
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {gateway_bin}: {e}"));
-            let function = Function(child);
-            let pid = function.0.id();
+            let function = chat_bench::Started::gateway(&gateway_bin, &sim_url, &[]);
+            let (pid, port) = (function.pid(), function.port);
             let url = format!("http://127.0.0.1:{port}/v1/audio/transcriptions");
             let started = Instant::now();
             while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {

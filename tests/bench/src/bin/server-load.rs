@@ -1,0 +1,290 @@
+//! `server-load [--server-bin target/release/server] [--levels 100,300,1000]
+//!              [--seconds 15] [--pace-ms 100] [--chunk-bytes 50] [--answer-bytes 2000]`
+//!
+//! Holds N streamed chats open at once against the self-hosted `server` (its
+//! own process, header mode, one token per stream so no stream waits for a
+//! busy account), the Hailuo simulator in this process, for `--seconds` per
+//! level: each of N workers streams an answer to its `[DONE]`, checks it, and
+//! starts the next. A stream that is not a 200, carries an error chunk, ends
+//! without `[DONE]` or is short of the answer's bytes is an error.
+//!
+//! Per-chunk latency is the time from the simulator sending a piece of text to
+//! this process holding it (the simulator records each send on the same
+//! clock). The same load is also run straight through the upstream client,
+//! without the server: that is the load generator's and the simulator's own
+//! share of the latency at that concurrency (its ceiling), so what the server
+//! adds is the difference. The server's RSS is read from `/proc` (peak:
+//! `VmHWM`, reset before each level through `clear_refs`).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chat_bench::{status_kib, Started};
+use futures_util::StreamExt;
+use hailuo_gateway::settings::Lookup;
+use hailuo_gateway::upstream::hailuo::{HailuoClient, HailuoConfig};
+use hailuo_gateway::upstream::{ChatTurn, Upstream};
+use hailuo_simulator::state::Settings;
+use hailuo_simulator::Shared;
+
+/// One finished stream: the conversation and when each piece arrived.
+struct Stream {
+    chat_id: String,
+    received: Vec<(Instant, usize)>,
+}
+
+#[derive(Default)]
+struct Tally {
+    streams: Vec<Stream>,
+    errors: Vec<String>,
+}
+
+async fn through_server(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    prompt: &str,
+    answer_bytes: usize,
+) -> Result<Stream, String> {
+    let body = serde_json::json!({"model": "hailuo", "stream": true,
+        "messages": [{"role": "user", "content": prompt}]});
+    let response = http
+        .post(url)
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| format!("request: {e}"))?;
+    if !response.status().is_success() {
+        return Err(format!("status {}", response.status()));
+    }
+    let mut bytes = response.bytes_stream();
+    let mut buffer = Vec::new();
+    let mut received = Vec::new();
+    let mut have = 0;
+    let mut chat_id = String::new();
+    while let Some(piece) = bytes.next().await {
+        let now = Instant::now();
+        buffer.extend_from_slice(&piece.map_err(|e| format!("body: {e}"))?);
+        while let Some(pos) = buffer.windows(2).position(|w| w == b"\n\n") {
+            let frame: Vec<u8> = buffer.drain(..pos + 2).collect();
+            let data = std::str::from_utf8(&frame)
+                .map_err(|_| "frame is not UTF-8".to_string())?
+                .trim()
+                .trim_start_matches("data: ");
+            if data == "[DONE]" {
+                if have < answer_bytes {
+                    return Err(format!("[DONE] after {have} of {answer_bytes} bytes"));
+                }
+                return Ok(Stream { chat_id, received });
+            }
+            let chunk: serde_json::Value =
+                serde_json::from_str(data).map_err(|e| format!("chunk: {e}"))?;
+            if chunk.get("error").is_some() {
+                return Err(format!("error chunk: {}", chunk["error"]["message"]));
+            }
+            if chat_id.is_empty() {
+                if let Some(id) = chunk["id"].as_str() {
+                    chat_id = id.trim_start_matches("chatcmpl-").to_string();
+                }
+            }
+            if let Some(text) = chunk["choices"][0]["delta"]["content"].as_str() {
+                if !text.is_empty() {
+                    have += text.len();
+                    received.push((now, have));
+                }
+            }
+        }
+    }
+    Err(format!("stream ended without [DONE] after {have} bytes"))
+}
+
+async fn direct(client: &HailuoClient, token: &str, prompt: &str) -> Result<Stream, String> {
+    let turn = ChatTurn {
+        prompt: prompt.into(),
+        ..ChatTurn::default()
+    };
+    let events = client.chat(token, &turn).await.map_err(|e| e.to_string())?;
+    let (chat_id, received) = chat_bench::read_upstream(events).await?;
+    client
+        .delete_conversation(token, &chat_id)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Stream { chat_id, received })
+}
+
+/// Latencies of every chunk of every stream, in seconds, sorted.
+fn latencies(sim: &Shared, streams: &[Stream]) -> Vec<f64> {
+    let s = sim.lock().unwrap();
+    let by_id: std::collections::HashMap<&str, _> = s
+        .conversations
+        .iter()
+        .map(|c| (c.chat_id.as_str(), c))
+        .collect();
+    let mut all = Vec::new();
+    for stream in streams {
+        let Some(conv) = by_id.get(stream.chat_id.as_str()) else {
+            continue;
+        };
+        for (at, have) in &stream.received {
+            if let Some((sent, _)) = conv.sent.iter().find(|(_, whole)| whole >= have) {
+                all.push(at.saturating_duration_since(*sent).as_secs_f64());
+            }
+        }
+    }
+    all.sort_by(f64::total_cmp);
+    all
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// N workers, each streaming answers back to back until the deadline.
+async fn hold<F, Fut>(n: usize, seconds: u64, one: F) -> Tally
+where
+    F: Fn(usize, usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<Stream, String>> + Send,
+{
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut workers = Vec::new();
+    for worker in 0..n {
+        let (one, tally) = (one.clone(), tally.clone());
+        workers.push(tokio::spawn(async move {
+            let mut round = 0;
+            while Instant::now() < deadline {
+                let result = one(worker, round).await;
+                let mut t = tally.lock().unwrap();
+                match result {
+                    Ok(stream) => t.streams.push(stream),
+                    Err(e) => t.errors.push(e),
+                }
+                round += 1;
+            }
+        }));
+    }
+    for w in workers {
+        w.await.expect("worker");
+    }
+    Arc::try_unwrap(tally)
+        .ok()
+        .expect("workers done")
+        .into_inner()
+        .unwrap()
+}
+
+#[tokio::main]
+async fn main() {
+    let mut server_bin = "target/release/server".to_string();
+    let mut levels = vec![100usize, 300, 1000];
+    let mut seconds = 15u64;
+    let mut pace_ms = 100u64;
+    let mut chunk_bytes = 50usize;
+    let mut answer_bytes = 2000usize;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut value = || args.next().expect("a value after the flag");
+        match a.as_str() {
+            "--server-bin" => server_bin = value(),
+            "--levels" => {
+                levels = value()
+                    .split(',')
+                    .map(|l| l.parse().expect("levels"))
+                    .collect()
+            }
+            "--seconds" => seconds = value().parse().unwrap(),
+            "--pace-ms" => pace_ms = value().parse().unwrap(),
+            "--chunk-bytes" => chunk_bytes = value().parse().unwrap(),
+            "--answer-bytes" => answer_bytes = value().parse().unwrap(),
+            other => panic!("unknown argument {other}"),
+        }
+    }
+
+    let (sim, sim_url) = chat_bench::start_simulator(Settings {
+        pace_ms,
+        chunk_bytes,
+        heartbeat_every: 20,
+        ..Settings::default()
+    })
+    .await;
+
+    let server = Started::gateway(&server_bin, &sim_url, &[]);
+    let (pid, port) = (server.pid(), server.port);
+    let url = format!("http://127.0.0.1:{port}/v1/chat/completions");
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(usize::MAX)
+        .tcp_nodelay(true)
+        .build()
+        .unwrap();
+    for _ in 0..600 {
+        if http.get(&url).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sim_base = sim_url.clone();
+    let config = HailuoConfig::from_lookup(&Lookup::new(&move |k| {
+        (k == "HAILUO_BASE_URL").then(|| sim_base.clone())
+    }));
+    let upstream = Arc::new(HailuoClient::new(config).unwrap());
+    let prompt = format!("load [sim:len={answer_bytes}]");
+    let idle = status_kib(pid, "VmRSS:");
+
+    println!(
+        "server-load: answers of {answer_bytes} bytes in {chunk_bytes}-byte events {pace_ms} ms apart, \
+         {seconds} s per level, server idle RSS {:.1} MB\n",
+        idle as f64 / 1024.0
+    );
+    println!("| concurrent streams | path | streams done | errors | chunks | per-chunk p50 | per-chunk p99 | server peak RSS |");
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|");
+    let ms = |s: f64| format!("{:.2} ms", s * 1000.0);
+    let mut failed = false;
+    for &n in &levels {
+        // The generator's own ceiling: the same streams without the server.
+        let (client, p) = (upstream.clone(), prompt.clone());
+        let base = hold(n, seconds, move |w, _| {
+            let (client, p) = (client.clone(), p.clone());
+            async move { direct(&client, &format!("direct-{w}"), &p).await }
+        })
+        .await;
+        let base_lat = latencies(&sim, &base.streams);
+        println!(
+            "| {n} | upstream client alone | {} | {} | {} | {} | {} | — |",
+            base.streams.len(),
+            base.errors.len(),
+            base_lat.len(),
+            ms(percentile(&base_lat, 0.5)),
+            ms(percentile(&base_lat, 0.99)),
+        );
+
+        let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+        let (http2, url2, p) = (http.clone(), url.clone(), prompt.clone());
+        let through = hold(n, seconds, move |w, _| {
+            let (http, url, p) = (http2.clone(), url2.clone(), p.clone());
+            async move { through_server(&http, &url, &format!("load-{w}"), &p, answer_bytes).await }
+        })
+        .await;
+        let peak = status_kib(pid, "VmHWM:");
+        let lat = latencies(&sim, &through.streams);
+        println!(
+            "| {n} | through the server | {} | **{}** | {} | {} | **{}** | **{:.1} MB** |",
+            through.streams.len(),
+            through.errors.len(),
+            lat.len(),
+            ms(percentile(&lat, 0.5)),
+            ms(percentile(&lat, 0.99)),
+            peak as f64 / 1024.0
+        );
+        for e in through.errors.iter().chain(&base.errors).take(5) {
+            eprintln!("  error at {n}: {e}");
+        }
+        failed |= !through.errors.is_empty() || through.streams.is_empty();
+    }
+    if failed {
+        std::process::exit(1);
+    }
+}
