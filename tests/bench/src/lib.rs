@@ -84,10 +84,8 @@ pub async fn read_upstream(
 pub async fn start_simulator(
     settings: hailuo_simulator::state::Settings,
 ) -> (hailuo_simulator::Shared, String) {
-    let state = hailuo_simulator::state::State {
-        settings,
-        ..Default::default()
-    };
+    let mut state = hailuo_simulator::state::State::default();
+    state.settings = settings;
     let sim: hailuo_simulator::Shared = std::sync::Arc::new(std::sync::Mutex::new(state));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

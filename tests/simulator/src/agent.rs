@@ -411,7 +411,7 @@ async fn send_msg(
         None => {
             let id = (358_861_733_337_088u64 + s.next_id).to_string();
             s.next_id += 1;
-            s.conversations.push(Conversation::new(&id, &v.token));
+            s.add_conversation(Conversation::new(&id, &v.token));
             id
         }
     };

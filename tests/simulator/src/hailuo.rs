@@ -537,8 +537,7 @@ impl Opening {
     fn record(self, st: &Shared, chat_id: &str) {
         let mut s = st.lock().unwrap();
         if self.is_new {
-            s.conversations
-                .push(Conversation::new(chat_id, &self.token));
+            s.add_conversation(Conversation::new(chat_id, &self.token));
         }
         if let Some(c) = s.conversation_mut(chat_id) {
             c.completed = false;

@@ -174,7 +174,12 @@ pub struct State {
     pub devices: HashMap<String, Vec<(String, String)>>,
     pub expired: HashSet<String>,
     pub busy: HashSet<String>,
+    /// In the order they were opened; add through `add_conversation`.
     pub conversations: Vec<Conversation>,
+    /// chat id → position in `conversations`: every streamed event looks its
+    /// conversation up under the one lock, so a scan would make the
+    /// simulator the bottleneck of a load test with thousands of them.
+    pub(crate) conversation_index: HashMap<String, usize>,
     pub violations: Vec<Violation>,
     pub calls: Vec<Call>,
     pub faults: VecDeque<Fault>,
@@ -253,7 +258,14 @@ impl State {
     }
 
     pub fn conversation_mut(&mut self, chat_id: &str) -> Option<&mut Conversation> {
-        self.conversations.iter_mut().find(|c| c.chat_id == chat_id)
+        let i = *self.conversation_index.get(chat_id)?;
+        self.conversations.get_mut(i)
+    }
+
+    pub fn add_conversation(&mut self, conversation: Conversation) {
+        self.conversation_index
+            .insert(conversation.chat_id.clone(), self.conversations.len());
+        self.conversations.push(conversation);
     }
 
     pub fn snapshot(&self) -> serde_json::Value {

@@ -531,7 +531,7 @@ pub async fn phone_msg(
         thinking: String::new(),
         files: vec![],
     });
-    s.conversations.push(conversation);
+    s.add_conversation(conversation);
     s.voice.transcriptions.push(Transcription {
         token_fp: fingerprint(&token),
         chat_id: chat_id.clone(),
