@@ -5,7 +5,8 @@
 //! own process, header mode, one token per stream so no stream waits for a
 //! busy account), the Hailuo simulator in this process, for `--seconds` per
 //! level: each of N workers streams an answer to its `[DONE]`, checks it, and
-//! starts the next. A stream that is not a 200, carries an error chunk, ends
+//! starts the next (the workers' starts spread over one event interval). A
+//! stream that is not a 200, carries an error chunk, ends
 //! without `[DONE]` or is short of the answer's bytes is an error.
 //!
 //! Per-chunk latency is the time from the simulator sending a piece of text to
@@ -143,8 +144,11 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-/// N workers, each streaming answers back to back until the deadline.
-async fn hold<F, Fut>(n: usize, seconds: u64, one: F) -> Tally
+/// N workers, each streaming answers back to back until the deadline. Their
+/// starts are spread over `stagger` (one event interval): started together,
+/// every stream would get its events in the same instant, a burst of N every
+/// interval that no real crowd of callers makes.
+async fn hold<F, Fut>(n: usize, seconds: u64, stagger: Duration, one: F) -> Tally
 where
     F: Fn(usize, usize) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = Result<Stream, String>> + Send,
@@ -154,7 +158,9 @@ where
     let mut workers = Vec::new();
     for worker in 0..n {
         let (one, tally) = (one.clone(), tally.clone());
+        let offset = stagger * worker as u32 / n as u32;
         workers.push(tokio::spawn(async move {
+            tokio::time::sleep(offset).await;
             let mut round = 0;
             while Instant::now() < deadline {
                 let result = one(worker, round).await;
@@ -246,7 +252,8 @@ async fn main() {
     for &n in &levels {
         // The generator's own ceiling: the same streams without the server.
         let (client, p) = (upstream.clone(), prompt.clone());
-        let base = hold(n, seconds, move |w, _| {
+        let stagger = Duration::from_millis(pace_ms);
+        let base = hold(n, seconds, stagger, move |w, _| {
             let (client, p) = (client.clone(), p.clone());
             async move { direct(&client, &format!("direct-{w}"), &p).await }
         })
@@ -263,7 +270,7 @@ async fn main() {
 
         let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
         let (http2, url2, p) = (http.clone(), url.clone(), prompt.clone());
-        let through = hold(n, seconds, move |w, _| {
+        let through = hold(n, seconds, stagger, move |w, _| {
             let (http, url, p) = (http2.clone(), url2.clone(), p.clone());
             async move { through_server(&http, &url, &format!("load-{w}"), &p, answer_bytes).await }
         })
