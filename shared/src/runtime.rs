@@ -28,15 +28,15 @@ pub fn init_tracing() {
         .with_ansi(false)
         .with_target(false)
         .finish()
-        .with(log_filter(std::env::var("RUST_LOG").ok().as_deref()))
+        .with(log_filter(Lookup::env().value("RUST_LOG")))
         .try_init();
 }
 
-fn log_filter(setting: Option<&str>) -> tracing_subscriber::filter::Targets {
+/// `RUST_LOG` as `Lookup` reads it (trimmed, blank is unset).
+fn log_filter(setting: Option<String>) -> tracing_subscriber::filter::Targets {
     use tracing_subscriber::filter::{LevelFilter, Targets};
     setting
-        .filter(|s| !s.trim().is_empty())
-        .and_then(|s| s.trim().parse::<Targets>().ok())
+        .and_then(|s| s.parse::<Targets>().ok())
         .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO))
 }
 
@@ -105,8 +105,7 @@ pub(crate) async fn serve_until(
     router: Router,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), lambda_http::Error> {
-    let get = |k: &str| std::env::var(k).ok();
-    let env = Lookup::new(&get);
+    let env = Lookup::env();
     let addr = listen_addr(&env);
     // The longest a shutdown waits for requests in flight.
     let timeout = Duration::from_secs(env.number("SHUTDOWN_TIMEOUT_SECONDS", 120));
@@ -219,20 +218,6 @@ mod tests {
     /// SIGTERM while two answers stream: the one whose caller stays gets its
     /// whole answer, the one whose caller left is still deleted upstream, and
     /// the server returns only after both.
-    #[test]
-    fn rust_log_takes_levels_and_targets_and_falls_back_to_info() {
-        use tracing::Level;
-        let info = log_filter(None);
-        assert!(info.would_enable("hailuo_gateway", &Level::INFO));
-        assert!(!info.would_enable("hailuo_gateway", &Level::DEBUG));
-        let mixed = log_filter(Some("warn,hailuo_gateway::answer=debug"));
-        assert!(mixed.would_enable("hailuo_gateway::answer", &Level::DEBUG));
-        assert!(!mixed.would_enable("hailuo_gateway::routes", &Level::INFO));
-        assert!(mixed.would_enable("hailuo_gateway::routes", &Level::WARN));
-        let broken = log_filter(Some("=garbage=[{"));
-        assert!(broken.would_enable("x", &Level::INFO) && !broken.would_enable("x", &Level::DEBUG));
-    }
-
     #[tokio::test]
     async fn a_shutdown_lets_streams_finish_and_cleans_up_for_callers_gone() {
         let fake = FakeUpstream::answering("unused", Duration::ZERO)
@@ -331,5 +316,19 @@ mod tests {
             from(&[("PORT", " "), ("LISTEN_ADDR", "")]),
             "127.0.0.1:8080"
         );
+    }
+
+    #[test]
+    fn rust_log_takes_levels_and_targets_and_falls_back_to_info() {
+        use tracing::Level;
+        let info = log_filter(None);
+        assert!(info.would_enable("hailuo_gateway", &Level::INFO));
+        assert!(!info.would_enable("hailuo_gateway", &Level::DEBUG));
+        let mixed = log_filter(Some("warn,hailuo_gateway::answer=debug".into()));
+        assert!(mixed.would_enable("hailuo_gateway::answer", &Level::DEBUG));
+        assert!(!mixed.would_enable("hailuo_gateway::routes", &Level::INFO));
+        assert!(mixed.would_enable("hailuo_gateway::routes", &Level::WARN));
+        let broken = log_filter(Some("=garbage=[{".into()));
+        assert!(broken.would_enable("x", &Level::INFO) && !broken.would_enable("x", &Level::DEBUG));
     }
 }

@@ -8,6 +8,17 @@ use std::time::Duration;
 /// to the default.
 pub struct Lookup<'a>(&'a dyn Fn(&str) -> Option<String>);
 
+fn process_env(key: &str) -> Option<String> {
+    std::env::var(key).ok()
+}
+
+impl Lookup<'static> {
+    /// The process environment.
+    pub fn env() -> Self {
+        Self(&process_env)
+    }
+}
+
 impl<'a> Lookup<'a> {
     pub fn new(get: &'a dyn Fn(&str) -> Option<String>) -> Self {
         Self(get)

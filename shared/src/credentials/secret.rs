@@ -157,13 +157,9 @@ impl<T: DeserializeOwned + Send + Sync + 'static> CachedDocument<T> {
         if let Some(h) = held.as_ref().filter(|h| h.checked.elapsed() < self.ttl) {
             return Ok(h.value.clone());
         }
-        let fetched = self.fetch(held.as_ref()).await;
+        let fetched = self.fetch(held.as_mut()).await;
         let output = match fetched {
-            Ok(Fetched::Unchanged) => {
-                let h = held.as_mut().expect("unchanged only when a value is held");
-                h.checked = Instant::now();
-                return Ok(h.value.clone());
-            }
+            Ok(Fetched::Unchanged(value)) => return Ok(value),
             Ok(Fetched::New(output)) => output,
             Err(e) => {
                 let message = e.to_string();
@@ -219,19 +215,20 @@ impl<T: DeserializeOwned + Send + Sync + 'static> CachedDocument<T> {
     }
 }
 
-enum Fetched {
-    /// The held version is still the current one.
-    Unchanged,
+enum Fetched<T> {
+    /// The held version is still the current one (now marked as checked).
+    Unchanged(Arc<T>),
     New(super::secrets_manager::SecretValue),
 }
 
 impl<T> CachedDocument<T> {
     /// With a value held, `DescribeSecret` first: the value is read again
     /// only when its version changed.
-    async fn fetch(&self, held: Option<&Held<T>>) -> Result<Fetched, AwsError> {
-        if let Some(version) = held.and_then(|h| h.version.as_deref()) {
-            if self.client.current_version(&self.id).await?.as_deref() == Some(version) {
-                return Ok(Fetched::Unchanged);
+    async fn fetch(&self, held: Option<&mut Held<T>>) -> Result<Fetched<T>, AwsError> {
+        if let Some(h) = held.filter(|h| h.version.is_some()) {
+            if self.client.current_version(&self.id).await? == h.version {
+                h.checked = Instant::now();
+                return Ok(Fetched::Unchanged(h.value.clone()));
             }
         }
         self.client

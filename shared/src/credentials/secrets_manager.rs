@@ -101,18 +101,25 @@ impl std::fmt::Debug for Keys {
     }
 }
 
+/// Where calls go and what signs them.
+#[derive(Clone, Debug)]
+struct Target {
+    endpoint: String,
+    region: String,
+    keys: Keys,
+}
+
 #[derive(Clone)]
 pub struct SecretsManager {
     http: reqwest::Client,
     /// `Err` says what the environment lacks; every call returns it.
-    setup: Result<(String, String, Keys), String>,
+    setup: Result<Target, String>,
 }
 
 impl SecretsManager {
     /// From the process environment.
     pub fn from_env(app_name: &str) -> Self {
-        let get = |k: &str| std::env::var(k).ok();
-        Self::from_lookup(&Lookup::new(&get), app_name)
+        Self::from_lookup(&Lookup::env(), app_name)
     }
 
     /// Region from `AWS_REGION` (Lambda sets it) or `AWS_DEFAULT_REGION`; the
@@ -156,7 +163,11 @@ impl SecretsManager {
                     .value("AWS_ENDPOINT_URL_SECRETS_MANAGER")
                     .or_else(|| env.value("AWS_ENDPOINT_URL"))
                     .unwrap_or_else(|| default_endpoint(&region));
-                Ok((endpoint, region, keys))
+                Ok(Target {
+                    endpoint,
+                    region,
+                    keys,
+                })
             }
         };
         Self { http, setup }
@@ -208,7 +219,7 @@ impl SecretsManager {
         operation: &str,
         input: Value,
     ) -> Result<T, AwsError> {
-        let (endpoint, region, keys) = self
+        let target = self
             .setup
             .as_ref()
             .map_err(|e| AwsError::Setup(e.clone()))?;
@@ -217,7 +228,7 @@ impl SecretsManager {
             let mut attempt = 0;
             loop {
                 attempt += 1;
-                match self.attempt(endpoint, region, keys, operation, &body).await {
+                match self.attempt(target, operation, &body).await {
                     Err(e) if e.is_retryable() && attempt < ATTEMPTS => {
                         let ceiling = 100u64 << attempt;
                         let pause = rand::random_range(ceiling / 2..=ceiling);
@@ -239,19 +250,17 @@ impl SecretsManager {
 
     async fn attempt(
         &self,
-        endpoint: &str,
-        region: &str,
-        keys: &Keys,
+        target: &Target,
         operation: &str,
         body: &str,
     ) -> Result<String, AwsError> {
-        let target = format!("secretsmanager.{operation}");
+        let amz_target = format!("secretsmanager.{operation}");
         let headers = [
             ("content-type", "application/x-amz-json-1.1"),
-            ("x-amz-target", target.as_str()),
+            ("x-amz-target", amz_target.as_str()),
         ];
-        let signed = sign(endpoint, region, keys, &headers, body.as_bytes())?;
-        let mut request = self.http.post(endpoint).body(body.to_string());
+        let signed = sign(target, &headers, body.as_bytes())?;
+        let mut request = self.http.post(&target.endpoint).body(body.to_string());
         for (name, value) in headers
             .iter()
             .copied()
@@ -287,12 +296,11 @@ fn default_endpoint(region: &str) -> String {
 /// The SigV4 headers for one request (`authorization`, `x-amz-date`, and
 /// `x-amz-security-token` with temporary credentials).
 fn sign(
-    endpoint: &str,
-    region: &str,
-    keys: &Keys,
+    target: &Target,
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Result<Vec<(String, String)>, AwsError> {
+    let keys = &target.keys;
     use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
     let fail = |e: &dyn std::fmt::Display| {
         AwsError::Setup(format!("the request could not be signed: {e}"))
@@ -307,7 +315,7 @@ fn sign(
     .into();
     let params = aws_sigv4::sign::v4::SigningParams::builder()
         .identity(&identity)
-        .region(region)
+        .region(&target.region)
         .name("secretsmanager")
         .time(SystemTime::now())
         .settings(SigningSettings::default())
@@ -316,7 +324,7 @@ fn sign(
         .into();
     let request = SignableRequest::new(
         "POST",
-        endpoint,
+        &target.endpoint,
         headers.iter().copied(),
         SignableBody::Bytes(body),
     )
@@ -370,9 +378,7 @@ mod tests {
         let with = |extra: &[(&'static str, &'static str)]| {
             let mut all = base.to_vec();
             all.extend_from_slice(extra);
-            env(&all)
-                .setup
-                .map(|(endpoint, region, _)| (endpoint, region))
+            env(&all).setup.map(|t| (t.endpoint, t.region))
         };
         assert_eq!(
             with(&[("AWS_REGION", "eu-west-1")]).unwrap(),
@@ -418,22 +424,20 @@ mod tests {
 
     #[test]
     fn requests_are_signed_with_the_session_token() {
-        let keys = Keys {
-            access_key_id: "AKIDEXAMPLE".into(),
-            secret_access_key: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into(),
-            session_token: Some("session".into()),
+        let target = Target {
+            endpoint: "https://secretsmanager.us-east-1.amazonaws.com".into(),
+            region: "us-east-1".into(),
+            keys: Keys {
+                access_key_id: "AKIDEXAMPLE".into(),
+                secret_access_key: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into(),
+                session_token: Some("session".into()),
+            },
         };
         let headers = [("x-amz-target", "secretsmanager.GetSecretValue")];
-        let signed: std::collections::HashMap<_, _> = sign(
-            "https://secretsmanager.us-east-1.amazonaws.com",
-            "us-east-1",
-            &keys,
-            &headers,
-            b"{}",
-        )
-        .unwrap()
-        .into_iter()
-        .collect();
+        let signed: std::collections::HashMap<_, _> = sign(&target, &headers, b"{}")
+            .unwrap()
+            .into_iter()
+            .collect();
         let auth = &signed["authorization"];
         assert!(
             auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
