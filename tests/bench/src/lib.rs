@@ -46,6 +46,19 @@ impl Started {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Once its port accepts connections (30 s at most).
+    pub fn wait_until_up(self) -> Self {
+        let started = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "the gateway did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        self
+    }
 }
 
 impl Drop for Started {
@@ -79,15 +92,16 @@ pub async fn read_upstream(
     Ok((chat_id, received))
 }
 
-/// The Hailuo simulator on a free loopback port in this process: its state
-/// (settings, and what it sent when) and its base URL.
+/// The Hailuo simulator in this process on `addr` (`127.0.0.1:0`: a free
+/// port): its state (settings, and what it sent when) and its base URL.
 pub async fn start_simulator(
+    addr: &str,
     settings: hailuo_simulator::state::Settings,
 ) -> (hailuo_simulator::Shared, String) {
     let mut state = hailuo_simulator::state::State::default();
     state.settings = settings;
     let sim: hailuo_simulator::Shared = std::sync::Arc::new(std::sync::Mutex::new(state));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(hailuo_simulator::serve(
         listener,
@@ -95,4 +109,79 @@ pub async fn start_simulator(
         hailuo_simulator::Protocol::Hailuo,
     ));
     (sim, url)
+}
+
+/// The `p` quantile of sorted values (NaN when there are none).
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Seconds from the simulator sending text (`sent`: when, and the answer's
+/// length then) to the client holding it, for each received piece.
+pub fn latencies(
+    sent: &[(std::time::Instant, usize)],
+    received: &[(std::time::Instant, usize)],
+) -> Vec<f64> {
+    received
+        .iter()
+        .map(|(at, have)| {
+            let (sent, _) = sent
+                .iter()
+                .find(|(_, whole)| whole >= have)
+                .expect("sent event");
+            at.saturating_duration_since(*sent).as_secs_f64()
+        })
+        .collect()
+}
+
+/// A streamed chat answer read to `[DONE]`: the conversation (from the chunk
+/// id) and when each piece of content arrived with the answer's length so
+/// far. An error chunk, a chunk that is not JSON, or an end without `[DONE]`
+/// is an error.
+pub async fn read_chat_stream(
+    response: reqwest::Response,
+) -> Result<(String, Vec<(std::time::Instant, usize)>), String> {
+    use futures_util::StreamExt;
+    if !response.status().is_success() {
+        return Err(format!("status {}", response.status()));
+    }
+    let mut bytes = response.bytes_stream();
+    let mut buffer = Vec::new();
+    let mut received = Vec::new();
+    let mut have = 0;
+    let mut chat_id = String::new();
+    while let Some(piece) = bytes.next().await {
+        let now = std::time::Instant::now();
+        buffer.extend_from_slice(&piece.map_err(|e| format!("body: {e}"))?);
+        while let Some(pos) = buffer.windows(2).position(|w| w == b"\n\n") {
+            let frame: Vec<u8> = buffer.drain(..pos + 2).collect();
+            let data = std::str::from_utf8(&frame)
+                .map_err(|_| "frame is not UTF-8".to_string())?
+                .trim()
+                .trim_start_matches("data: ");
+            if data == "[DONE]" {
+                return Ok((chat_id, received));
+            }
+            let chunk: serde_json::Value =
+                serde_json::from_str(data).map_err(|e| format!("chunk: {e}"))?;
+            if chunk.get("error").is_some() {
+                return Err(format!("error chunk: {}", chunk["error"]["message"]));
+            }
+            if chat_id.is_empty() {
+                if let Some(id) = chunk["id"].as_str() {
+                    chat_id = id.trim_start_matches("chatcmpl-").to_string();
+                }
+            }
+            if let Some(text) = chunk["choices"][0]["delta"]["content"].as_str() {
+                if !text.is_empty() {
+                    have += text.len();
+                    received.push((now, have));
+                }
+            }
+        }
+    }
+    Err(format!("stream ended without [DONE] after {have} bytes"))
 }

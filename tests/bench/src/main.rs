@@ -16,16 +16,14 @@
 //! reports time to first byte and the function's peak RSS (VmHWM) while
 //! streaming.
 
-use chat_bench::status_kib;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use chat_bench::{percentile, status_kib, Started};
+use std::time::Instant;
 
 use futures_util::StreamExt;
 use hailuo_gateway::settings::Lookup;
 use hailuo_gateway::upstream::hailuo::{HailuoClient, HailuoConfig};
 use hailuo_gateway::upstream::{ChatTurn, Upstream};
-use hailuo_simulator::state::State;
+use hailuo_simulator::state::Settings;
 use hailuo_simulator::Shared;
 
 struct Run {
@@ -36,22 +34,8 @@ struct Run {
 
 fn latencies_for(sim: &Shared, chat_id: &str, received: &[(Instant, usize)]) -> Vec<f64> {
     let s = sim.lock().unwrap();
-    let conv = s
-        .conversations
-        .iter()
-        .find(|c| c.chat_id == chat_id)
-        .expect("conversation recorded");
-    received
-        .iter()
-        .map(|(at, have)| {
-            let (sent, _) = conv
-                .sent
-                .iter()
-                .find(|(_, whole)| whole >= have)
-                .expect("sent event");
-            at.saturating_duration_since(*sent).as_secs_f64()
-        })
-        .collect()
+    let conv = s.conversation(chat_id).expect("conversation recorded");
+    chat_bench::latencies(&conv.sent, received)
 }
 
 async fn direct_run(sim: &Shared, client: &HailuoClient, prompt: &str) -> Run {
@@ -99,51 +83,14 @@ async fn gateway_run(
         .send()
         .await
         .expect("request");
-    assert!(response.status().is_success(), "{}", response.status());
-    let mut bytes = response.bytes_stream();
-    let mut buffer = Vec::new();
-    let mut received = Vec::new();
-    let mut have = 0;
-    let mut chat_id = String::new();
-    'read: while let Some(piece) = bytes.next().await {
-        let now = Instant::now();
-        buffer.extend_from_slice(&piece.expect("body"));
-        while let Some(pos) = buffer.windows(2).position(|w| w == b"\n\n") {
-            let frame: Vec<u8> = buffer.drain(..pos + 2).collect();
-            let data = std::str::from_utf8(&frame)
-                .unwrap()
-                .trim()
-                .trim_start_matches("data: ");
-            if data == "[DONE]" {
-                break 'read;
-            }
-            let chunk: serde_json::Value = serde_json::from_str(data).expect("chunk");
-            if chat_id.is_empty() {
-                chat_id = chunk["id"]
-                    .as_str()
-                    .unwrap()
-                    .trim_start_matches("chatcmpl-")
-                    .to_string();
-            }
-            if let Some(text) = chunk["choices"][0]["delta"]["content"]
-                .as_str()
-                .filter(|t| !t.is_empty())
-            {
-                have += text.len();
-                received.push((now, have));
-            }
-        }
-    }
+    let (chat_id, received) = chat_bench::read_chat_stream(response)
+        .await
+        .expect("a whole answer");
     let ttfb = received[0].0.duration_since(start).as_secs_f64();
     Run {
         latencies: latencies_for(sim, &chat_id, &received),
         ttfb,
     }
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
 }
 
 fn summarize(runs: &[Run]) -> (f64, f64, f64, usize) {
@@ -160,14 +107,6 @@ fn summarize(runs: &[Run]) -> (f64, f64, f64, usize) {
         percentile(&ttfb, 0.5),
         all.len(),
     )
-}
-
-struct Gateway(Child);
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-    }
 }
 
 /// A 20 MB PDF served from loopback, fetched, uploaded to the simulator's
@@ -276,54 +215,33 @@ async fn main() {
         }
     }
 
-    let sim: Shared = Arc::new(Mutex::new(State::default()));
-    {
-        let mut s = sim.lock().unwrap();
-        s.settings.pace_ms = 1;
-        s.settings.chunk_bytes = 100;
-        s.settings.heartbeat_every = 20;
-    }
-    let listener = tokio::net::TcpListener::bind(&sim_addr).await.unwrap();
-    let sim_url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(hailuo_simulator::serve(
-        listener,
-        sim.clone(),
-        hailuo_simulator::Protocol::Hailuo,
-    ));
+    let (sim, sim_url) = chat_bench::start_simulator(
+        &sim_addr,
+        Settings {
+            pace_ms: 1,
+            chunk_bytes: 100,
+            heartbeat_every: 20,
+            ..Settings::default()
+        },
+    )
+    .await;
 
-    let (url, pid, _guard) = match gateway_url {
-        Some(url) => (url, None, None),
+    let (url, gateway) = match gateway_url {
+        Some(url) => (url, None),
         None => {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let child = Command::new(&gateway_bin)
-                .env("HAILUO_BASE_URL", &sim_url)
-                .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-                .env("RUST_LOG", "warn")
-                // The file benchmark serves its PDF from loopback.
-                .env("FILE_URL_ALLOW_PRIVATE", "true")
-                .env_remove("AWS_LAMBDA_RUNTIME_API")
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {gateway_bin}: {e} (build it with `cargo build --release -p chat-completions`)"));
-            let pid = child.id();
-            (
-                format!("http://127.0.0.1:{port}/v1/chat/completions"),
-                Some(pid),
-                Some(Gateway(child)),
+            // The file benchmark serves its PDF from loopback.
+            let started = Started::gateway(
+                &gateway_bin,
+                &sim_url,
+                &[("FILE_URL_ALLOW_PRIVATE", "true")],
             )
+            .wait_until_up();
+            let url = format!("http://127.0.0.1:{}/v1/chat/completions", started.port);
+            (url, Some(started))
         }
     };
+    let pid = gateway.as_ref().map(Started::pid);
     let http = reqwest::Client::new();
-    for _ in 0..600 {
-        if http.get(&url).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let idle_rss = pid.map(|pid| status_kib(pid, "VmRSS:"));
 
     let sim_base = sim_url.clone();

@@ -257,6 +257,11 @@ impl State {
         }
     }
 
+    pub fn conversation(&self, chat_id: &str) -> Option<&Conversation> {
+        self.conversations
+            .get(*self.conversation_index.get(chat_id)?)
+    }
+
     pub fn conversation_mut(&mut self, chat_id: &str) -> Option<&mut Conversation> {
         let i = *self.conversation_index.get(chat_id)?;
         self.conversations.get_mut(i)

@@ -16,7 +16,6 @@
 
 use chat_bench::status_kib;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
 /// User + system CPU seconds of a process so far.
 fn cpu_seconds(pid: u32) -> f64 {
@@ -63,7 +62,7 @@ async fn main() {
             other => panic!("unknown argument {other}"),
         }
     }
-    let (sim, sim_url) = chat_bench::start_simulator(Default::default()).await;
+    let (sim, sim_url) = chat_bench::start_simulator("127.0.0.1:0", Default::default()).await;
     let warm = std::fs::read(clips.join("warm.wav")).expect("warm.wav in the clips directory");
     let mut names: Vec<String> = std::fs::read_dir(&clips)
         .unwrap()
@@ -83,14 +82,10 @@ async fn main() {
         let bytes = std::fs::read(clips.join(name)).unwrap();
         let (mut cpu, mut peak, mut audio) = (Vec::new(), 0.0f64, 0.0);
         for _ in 0..runs {
-            let function = chat_bench::Started::gateway(&gateway_bin, &sim_url, &[]);
+            let function =
+                chat_bench::Started::gateway(&gateway_bin, &sim_url, &[]).wait_until_up();
             let (pid, port) = (function.pid(), function.port);
             let url = format!("http://127.0.0.1:{port}/v1/audio/transcriptions");
-            let started = Instant::now();
-            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(started.elapsed() < Duration::from_secs(30), "no start");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
             transcribe(&http, &url, "warm.wav", warm.clone()).await;
             std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("reset VmHWM");
             let before = cpu_seconds(pid);

@@ -10,11 +10,10 @@
 //! a 502 after the same parsing, flattening and upload form a real answer
 //! needs. The bound checked is growth < 3 × body + 20 MB.
 
-use chat_bench::status_kib;
+use chat_bench::{status_kib, Started};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const LIMIT: usize = 6 * 1024 * 1024;
 
@@ -82,49 +81,22 @@ fn request(messages: &[String], padding_item: &str, size: usize) -> Vec<u8> {
     body.into_bytes()
 }
 
-struct Gateway(Child, u16);
-
-impl Gateway {
-    /// The function on a free port, its upstream a closed port, warmed up.
-    fn start(bin: &str) -> Self {
-        let free_port = || {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        };
-        let (port, closed) = (free_port(), free_port());
-        let child = Command::new(bin)
-            .env("HAILUO_BASE_URL", format!("http://127.0.0.1:{closed}"))
-            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-            .env("UPSTREAM_RETRY_BACKOFF_MS", "1")
-            .env("RUST_LOG", "error")
-            .env_remove("AWS_LAMBDA_RUNTIME_API")
-            .env_remove("MAX_REQUEST_BYTES")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
-        let gateway = Gateway(child, port);
-        let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "the function did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        // The first request builds the HTTP client's pools and the like.
-        post(port, &request(&[message("warm")], "", 0));
-        gateway
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// The function on a free port, its upstream a closed port, warmed up.
+fn start(bin: &str) -> Started {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let gateway = Started::gateway(
+        bin,
+        &format!("http://127.0.0.1:{closed}"),
+        &[("UPSTREAM_RETRY_BACKOFF_MS", "1"), ("RUST_LOG", "error")],
+    )
+    .wait_until_up();
+    // The first request builds the HTTP client's pools and the like.
+    post(gateway.port, &request(&[message("warm")], "", 0));
+    gateway
 }
 
 fn main() {
@@ -197,11 +169,11 @@ fn main() {
     println!("|---|---|---|---|---|---|---|---|");
     let mut all_within = true;
     for (name, body) in &cases {
-        let gateway = Gateway::start(&gateway_bin);
-        let pid = gateway.0.id();
+        let gateway = start(&gateway_bin);
+        let pid = gateway.pid();
         std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("reset VmHWM");
         let before = status_kib(pid, "VmRSS:");
-        let status = post(gateway.1, body);
+        let status = post(gateway.port, body);
         let peak = status_kib(pid, "VmHWM:").saturating_sub(before) as f64 / 1024.0;
         let after = status_kib(pid, "VmRSS:") as f64 / 1024.0;
         let mb = body.len() as f64 / 1_048_576.0;

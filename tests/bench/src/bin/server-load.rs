@@ -20,8 +20,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chat_bench::{status_kib, Started};
-use futures_util::StreamExt;
+use chat_bench::{percentile, status_kib, Started};
 use hailuo_gateway::settings::Lookup;
 use hailuo_gateway::upstream::hailuo::{HailuoClient, HailuoConfig};
 use hailuo_gateway::upstream::{ChatTurn, Upstream};
@@ -56,48 +55,12 @@ async fn through_server(
         .send()
         .await
         .map_err(|e| format!("request: {e}"))?;
-    if !response.status().is_success() {
-        return Err(format!("status {}", response.status()));
+    let (chat_id, received) = chat_bench::read_chat_stream(response).await?;
+    let have = received.last().map_or(0, |(_, have)| *have);
+    if have < answer_bytes {
+        return Err(format!("[DONE] after {have} of {answer_bytes} bytes"));
     }
-    let mut bytes = response.bytes_stream();
-    let mut buffer = Vec::new();
-    let mut received = Vec::new();
-    let mut have = 0;
-    let mut chat_id = String::new();
-    while let Some(piece) = bytes.next().await {
-        let now = Instant::now();
-        buffer.extend_from_slice(&piece.map_err(|e| format!("body: {e}"))?);
-        while let Some(pos) = buffer.windows(2).position(|w| w == b"\n\n") {
-            let frame: Vec<u8> = buffer.drain(..pos + 2).collect();
-            let data = std::str::from_utf8(&frame)
-                .map_err(|_| "frame is not UTF-8".to_string())?
-                .trim()
-                .trim_start_matches("data: ");
-            if data == "[DONE]" {
-                if have < answer_bytes {
-                    return Err(format!("[DONE] after {have} of {answer_bytes} bytes"));
-                }
-                return Ok(Stream { chat_id, received });
-            }
-            let chunk: serde_json::Value =
-                serde_json::from_str(data).map_err(|e| format!("chunk: {e}"))?;
-            if chunk.get("error").is_some() {
-                return Err(format!("error chunk: {}", chunk["error"]["message"]));
-            }
-            if chat_id.is_empty() {
-                if let Some(id) = chunk["id"].as_str() {
-                    chat_id = id.trim_start_matches("chatcmpl-").to_string();
-                }
-            }
-            if let Some(text) = chunk["choices"][0]["delta"]["content"].as_str() {
-                if !text.is_empty() {
-                    have += text.len();
-                    received.push((now, have));
-                }
-            }
-        }
-    }
-    Err(format!("stream ended without [DONE] after {have} bytes"))
+    Ok(Stream { chat_id, received })
 }
 
 async fn direct(client: &HailuoClient, token: &str, prompt: &str) -> Result<Stream, String> {
@@ -115,33 +78,17 @@ async fn direct(client: &HailuoClient, token: &str, prompt: &str) -> Result<Stre
 }
 
 /// Latencies of every chunk of every stream, in seconds, sorted.
-fn latencies(sim: &Shared, streams: &[Stream]) -> Vec<f64> {
+fn all_latencies(sim: &Shared, streams: &[Stream]) -> Vec<f64> {
     let s = sim.lock().unwrap();
-    let by_id: std::collections::HashMap<&str, _> = s
-        .conversations
-        .iter()
-        .map(|c| (c.chat_id.as_str(), c))
-        .collect();
     let mut all = Vec::new();
     for stream in streams {
-        let Some(conv) = by_id.get(stream.chat_id.as_str()) else {
-            continue;
-        };
-        for (at, have) in &stream.received {
-            if let Some((sent, _)) = conv.sent.iter().find(|(_, whole)| whole >= have) {
-                all.push(at.saturating_duration_since(*sent).as_secs_f64());
-            }
-        }
+        let conv = s
+            .conversation(&stream.chat_id)
+            .expect("conversation recorded");
+        all.extend(chat_bench::latencies(&conv.sent, &stream.received));
     }
     all.sort_by(f64::total_cmp);
     all
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 /// N workers, each streaming answers back to back until the deadline. Their
@@ -210,15 +157,18 @@ async fn main() {
         }
     }
 
-    let (sim, sim_url) = chat_bench::start_simulator(Settings {
-        pace_ms,
-        chunk_bytes,
-        heartbeat_every: 20,
-        ..Settings::default()
-    })
+    let (sim, sim_url) = chat_bench::start_simulator(
+        "127.0.0.1:0",
+        Settings {
+            pace_ms,
+            chunk_bytes,
+            heartbeat_every: 20,
+            ..Settings::default()
+        },
+    )
     .await;
 
-    let server = Started::gateway(&server_bin, &sim_url, &[]);
+    let server = Started::gateway(&server_bin, &sim_url, &[]).wait_until_up();
     let (pid, port) = (server.pid(), server.port);
     let url = format!("http://127.0.0.1:{port}/v1/chat/completions");
     let http = reqwest::Client::builder()
@@ -226,12 +176,6 @@ async fn main() {
         .tcp_nodelay(true)
         .build()
         .unwrap();
-    for _ in 0..600 {
-        if http.get(&url).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let sim_base = sim_url.clone();
     let config = HailuoConfig::from_lookup(&Lookup::new(&move |k| {
         (k == "HAILUO_BASE_URL").then(|| sim_base.clone())
@@ -258,7 +202,7 @@ async fn main() {
             async move { direct(&client, &format!("direct-{w}"), &p).await }
         })
         .await;
-        let base_lat = latencies(&sim, &base.streams);
+        let base_lat = all_latencies(&sim, &base.streams);
         println!(
             "| {n} | upstream client alone | {} | {} | {} | {} | {} | — |",
             base.streams.len(),
@@ -276,7 +220,7 @@ async fn main() {
         })
         .await;
         let peak = status_kib(pid, "VmHWM:");
-        let lat = latencies(&sim, &through.streams);
+        let lat = all_latencies(&sim, &through.streams);
         println!(
             "| {n} | through the server | {} | **{}** | {} | {} | **{}** | **{:.1} MB** |",
             through.streams.len(),
