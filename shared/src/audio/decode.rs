@@ -1,4 +1,4 @@
-//! Any accepted audio file → f32 samples, one packet at a time.
+//! An audio file → f32 samples, one packet at a time.
 //!
 //! symphonia finds the container from the bytes (its probe reads the magic
 //! numbers; no hint from the file name is given, so a text file named
@@ -6,6 +6,13 @@
 //! libopus decodes through `symphonia-adapter-libopus`. Broken packets in an
 //! otherwise good file are skipped, as players do; a file where most
 //! packets are broken is corrupt.
+//!
+//! What a decoding accepts is a `Formats` value, built once: every format
+//! for a caller's file (`ANY`), mp3 alone for the parts of a synthesis
+//! (`MP3`). The registries are built in code, not taken from symphonia's
+//! defaults, so the speech function, which only ever reads mp3, links no
+//! other demuxer or decoder (and no libopus): about half a megabyte of its
+//! bootstrap.
 
 use std::io::Cursor;
 use std::sync::LazyLock;
@@ -16,18 +23,59 @@ use symphonia::core::errors::Error as SymphoniaError;
 use symphonia::core::formats::FormatOptions;
 use symphonia::core::io::{MediaSourceStream, MediaSourceStreamOptions};
 use symphonia::core::meta::MetadataOptions;
-use symphonia::core::probe::Hint;
+use symphonia::core::probe::{Hint, Probe};
+use symphonia::default::{codecs, formats};
 
 use super::AudioError;
 
-/// What the transcription route accepts, for messages.
-const ACCEPTED: &str = "wav, mp3, m4a (AAC), ogg (Vorbis or Opus), flac, webm (Opus)";
+/// The containers and codecs a decoding accepts, and their names for messages.
+pub(crate) struct Formats {
+    probe: Probe,
+    codecs: CodecRegistry,
+    accepted: &'static str,
+}
 
-static CODECS: LazyLock<CodecRegistry> = LazyLock::new(|| {
-    let mut registry = CodecRegistry::new();
-    symphonia::default::register_enabled_codecs(&mut registry);
-    registry.register_all::<symphonia_adapter_libopus::OpusDecoder>();
-    registry
+impl Formats {
+    fn new(accepted: &'static str) -> Self {
+        let mut probe = Probe::default();
+        // ID3v2 tags ahead of the audio (mp3 files carry them).
+        probe.register_all::<symphonia_metadata::id3v2::Id3v2Reader>();
+        Formats {
+            probe,
+            codecs: CodecRegistry::new(),
+            accepted,
+        }
+    }
+}
+
+/// Every file the transcription route accepts.
+pub(crate) static ANY: LazyLock<Formats> = LazyLock::new(|| {
+    let mut f = Formats::new("wav, mp3, m4a (AAC), ogg (Vorbis or Opus), flac, webm (Opus)");
+    // symphonia's own order (`register_enabled_formats`): the probe tries
+    // markers in it, and ADTS and MPEG audio both start with a sync word.
+    f.probe.register_all::<formats::AdtsReader>();
+    f.probe.register_all::<formats::FlacReader>();
+    f.probe.register_all::<formats::IsoMp4Reader>();
+    f.probe.register_all::<formats::MpaReader>();
+    f.probe.register_all::<formats::WavReader>();
+    f.probe.register_all::<formats::OggReader>();
+    f.probe.register_all::<formats::MkvReader>();
+    f.codecs.register_all::<codecs::AacDecoder>();
+    f.codecs.register_all::<codecs::FlacDecoder>();
+    f.codecs.register_all::<codecs::MpaDecoder>();
+    f.codecs.register_all::<codecs::PcmDecoder>();
+    f.codecs.register_all::<codecs::VorbisDecoder>();
+    f.codecs
+        .register_all::<symphonia_adapter_libopus::OpusDecoder>();
+    f
+});
+
+/// The mp3 parts of a synthesis.
+pub(crate) static MP3: LazyLock<Formats> = LazyLock::new(|| {
+    let mut f = Formats::new("mp3");
+    f.probe.register_all::<formats::MpaReader>();
+    f.codecs.register_all::<codecs::MpaDecoder>();
+    f
 });
 
 /// Names what the bytes are, for messages: a MIME type from the magic
@@ -48,24 +96,28 @@ fn detect(bytes: &[u8]) -> String {
     if text { "text" } else { "unrecognized data" }.into()
 }
 
-/// Decode `bytes`, handing each packet's samples (interleaved, with their
-/// channel count and rate) to `sink`. Returns what the file was found to be
-/// (`audio/ogg (opus)`). The sink's errors stop decoding and are returned.
+/// Decode `bytes`, one of `formats`, handing each packet's samples
+/// (interleaved, with their channel count and rate) to `sink`. Returns what
+/// the file was found to be (`audio/ogg (opus)`). The sink's errors stop
+/// decoding and are returned.
 pub(crate) fn decode(
+    formats: &Formats,
     bytes: bytes::Bytes,
     mut sink: impl FnMut(&[f32], usize, u32) -> Result<(), AudioError>,
 ) -> Result<String, AudioError> {
     let detected = detect(&bytes);
     let unsupported = |why: String| {
         AudioError::Unsupported(format!(
-            "The file is not audio this service can read: its bytes are {detected}{why}. Accepted: {ACCEPTED}."
+            "The file is not audio this service can read: its bytes are {detected}{why}. Accepted: {}.",
+            formats.accepted
         ))
     };
     let source = MediaSourceStream::new(
         Box::new(Cursor::new(bytes)),
         MediaSourceStreamOptions::default(),
     );
-    let probed = symphonia::default::get_probe()
+    let probed = formats
+        .probe
         .format(
             &Hint::new(),
             source,
@@ -85,12 +137,14 @@ pub(crate) fn decode(
         .find(|t| t.codec_params.codec != CODEC_TYPE_NULL)
         .ok_or_else(|| unsupported(" with no audio track".into()))?;
     let track_id = track.id;
-    let codec = CODECS
+    let codec = formats
+        .codecs
         .get_codec(track.codec_params.codec)
         .map(|c| c.short_name)
         .unwrap_or("an unknown codec");
     let described = format!("{detected} ({codec})");
-    let mut decoder = CODECS
+    let mut decoder = formats
+        .codecs
         .make(&track.codec_params, &DecoderOptions::default())
         .map_err(|_| {
             unsupported(format!(

@@ -55,7 +55,7 @@ pub(crate) fn transcode_to_mp3(bytes: bytes::Bytes, max_seconds: u32) -> Result<
     let mut encoder: Option<mp3::Encoder> = None;
     let mut frames = 0u64;
     let mut rate = 0u32;
-    let detected = decode::decode(bytes, |samples, channels, sample_rate| {
+    let detected = decode::decode(&decode::ANY, bytes, |samples, channels, sample_rate| {
         let encoder = match &mut encoder {
             Some(e) => e,
             None => {

@@ -16,7 +16,7 @@ pub(crate) const PCM_RATE: u32 = 24_000;
 pub(crate) fn mp3_to_pcm16(mp3: bytes::Bytes) -> Result<Vec<u8>, AudioError> {
     let mut mono = Vec::new();
     let mut rate = 0;
-    decode::decode(mp3, |samples, channels, sample_rate| {
+    decode::decode(&decode::MP3, mp3, |samples, channels, sample_rate| {
         rate = sample_rate;
         let scale = 1.0 / channels as f32;
         mono.extend(

@@ -63,7 +63,7 @@ fn wav_becomes_mp3_of_the_same_length() {
         );
         // And the mp3 decodes back to about 2 s at 44.1 kHz, stereo.
         let mut frames = 0;
-        let detected = decode::decode(mp3.bytes.into(), |s, ch, r| {
+        let detected = decode::decode(&decode::ANY, mp3.bytes.into(), |s, ch, r| {
             assert_eq!((ch, r), (2, 44_100));
             frames += s.len() / ch;
             Ok(())
@@ -139,4 +139,28 @@ fn mp3_parts_become_24k_pcm_and_wav() {
     assert_eq!(&h[0..4], b"RIFF");
     assert_eq!(u32::from_le_bytes(h[4..8].try_into().unwrap()), 4836);
     assert_eq!(u32::from_le_bytes(h[24..28].try_into().unwrap()), 24_000);
+}
+
+#[test]
+fn a_synthesis_part_is_read_as_mp3_only() {
+    // The mp3 formats read an mp3 (with an ID3v2 tag ahead of it, as
+    // downloaded files carry) and nothing else: a wav is refused, named.
+    let mut tagged = b"ID3\x04\x00\x00\x00\x00\x00\x0a".to_vec();
+    tagged.extend_from_slice(&[0; 10]);
+    tagged.extend_from_slice(&tone_mp3(1.0, 24_000));
+    let (mut frames, mut rate) = (0, 0);
+    let detected = decode::decode(&decode::MP3, tagged.into(), |s, ch, r| {
+        (frames, rate) = (frames + s.len() / ch, r);
+        Ok(())
+    })
+    .unwrap();
+    assert!(detected.contains("mp3"), "{detected}");
+    let seconds = frames as f64 / f64::from(rate);
+    assert!((0.95..1.1).contains(&seconds), "{seconds}");
+    let wav = tone_wav(1.0, 24_000, 1);
+    let e = decode::decode(&decode::MP3, wav.into(), |_, _, _| Ok(())).unwrap_err();
+    assert!(
+        matches!(&e, AudioError::Corrupt(m) | AudioError::Unsupported(m) if m.contains("wav")),
+        "{e:?}"
+    );
 }

@@ -58,11 +58,15 @@ fn fake() -> FakeUpstream {
 /// The duration of an mp3, decoded by the same decoder.
 fn mp3_seconds(mp3: &[u8]) -> f64 {
     let (mut frames, mut rate) = (0usize, 0u32);
-    crate::audio::decode::decode(mp3.to_vec().into(), |s, ch, r| {
-        frames += s.len() / ch;
-        rate = r;
-        Ok(())
-    })
+    crate::audio::decode::decode(
+        &crate::audio::decode::ANY,
+        mp3.to_vec().into(),
+        |s, ch, r| {
+            frames += s.len() / ch;
+            rate = r;
+            Ok(())
+        },
+    )
     .unwrap();
     assert_eq!(rate, 44_100, "the voice call's mp3 is 44.1 kHz");
     frames as f64 / f64::from(rate)
