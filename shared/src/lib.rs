@@ -116,15 +116,33 @@ pub use routes::AppState;
 pub use runtime::{init_tracing, run, serve, Delivery};
 pub use server::run_server;
 
-/// The upstream this deployment talks to (`UPSTREAM`).
-pub fn upstream_from_config(
-    config: &Arc<Config>,
-) -> Result<Arc<dyn upstream::Upstream>, lambda_http::Error> {
+/// How a function that speaks gets Hailuo's voice: a function pointer,
+/// passed only by `voice_state_from_env`, so that the `Voice`
+/// implementation is linked into the functions that speak and no other.
+type WithVoice = fn(Arc<upstream::hailuo::HailuoClient>) -> Arc<dyn upstream::Voice>;
+
+/// An upstream, and its voice when it has one and it was asked for.
+type Upstreams = (
+    Arc<dyn upstream::Upstream>,
+    Option<Arc<dyn upstream::Voice>>,
+);
+
+/// The upstream this deployment talks to (`UPSTREAM`), and its voice if
+/// `with_voice` asks for it and the upstream has one (Hailuo).
+fn upstreams(
+    config: &Config,
+    with_voice: Option<WithVoice>,
+) -> Result<Upstreams, lambda_http::Error> {
     Ok(match config.upstream.as_str() {
-        "hailuo" => Arc::new(upstream::hailuo::HailuoClient::new(config.hailuo.clone())?),
-        "minimax-agent" | "agent" => {
-            Arc::new(upstream::agent::AgentClient::new(config.agent.clone())?)
+        "hailuo" => {
+            let client = Arc::new(upstream::hailuo::HailuoClient::new(config.hailuo.clone())?);
+            let voice = with_voice.map(|voice| voice(client.clone()));
+            (client, voice)
         }
+        "minimax-agent" | "agent" => (
+            Arc::new(upstream::agent::AgentClient::new(config.agent.clone())?),
+            None,
+        ),
         other => {
             return Err(
                 format!("UPSTREAM must be `hailuo` or `minimax-agent`, not {other:?}").into(),
@@ -133,16 +151,38 @@ pub fn upstream_from_config(
     })
 }
 
-/// State built from the environment, once per execution environment.
-/// `function` names the function in the user agent of its Secrets Manager calls.
+/// The upstream this deployment talks to (`UPSTREAM`), without its voice.
+pub fn upstream_from_config(
+    config: &Config,
+) -> Result<Arc<dyn upstream::Upstream>, lambda_http::Error> {
+    Ok(upstreams(config, None)?.0)
+}
+
+/// State built from the environment, once per execution environment, for
+/// the functions that do not speak. `function` names the function in the
+/// user agent of its Secrets Manager calls.
 pub async fn state_from_env(function: &str) -> Result<AppState, lambda_http::Error> {
+    state_with(function, None).await
+}
+
+/// `state_from_env` with the upstream's voice: the speech and transcription
+/// functions and the server.
+pub async fn voice_state_from_env(function: &str) -> Result<AppState, lambda_http::Error> {
+    state_with(function, Some(|client| client)).await
+}
+
+async fn state_with(
+    function: &str,
+    with_voice: Option<WithVoice>,
+) -> Result<AppState, lambda_http::Error> {
     let config = Arc::new(Config::from_env());
-    let upstream = upstream_from_config(&config)?;
+    let (upstream, voice) = upstreams(&config, with_voice)?;
     let credentials = Arc::new(credentials::Credentials::from_env(&config, function).await?);
     let fetcher = files::fetch::Fetcher::from_config(&config)?;
     Ok(AppState {
         config,
         upstream,
+        voice,
         credentials,
         fetcher,
     })

@@ -18,7 +18,7 @@ use crate::upstream::Upstream;
 /// Build the state from the environment, start the liveness timer if there
 /// is a tokens file, and serve until SIGTERM (graceful, see `runtime::serve`).
 pub async fn run_server() -> Result<(), lambda_http::Error> {
-    let state = crate::state_from_env("server").await?;
+    let state = crate::voice_state_from_env("server").await?;
     match (&state.config.tokens_file, &state.config.tokens_secret_id) {
         (_, Some(_)) => tracing::info!("secret mode: tokens and API keys from Secrets Manager"),
         (Some(path), None) => {
@@ -111,6 +111,7 @@ mod tests {
             fetcher: crate::files::fetch::Fetcher::from_config(&config).unwrap(),
             config: Arc::new(config),
             upstream: Arc::new(fake.clone()),
+            voice: fake.voice(),
             credentials: Arc::new(credentials),
         }
     }

@@ -15,7 +15,7 @@ use crate::answer::{on_an_account, Answer, Failed, Pool};
 use crate::config::Config;
 use crate::credentials::TokenSet;
 use crate::error::ApiError;
-use crate::upstream::{ChatTurn, Upstream, UpstreamError, UpstreamEvent};
+use crate::upstream::{ChatTurn, Upstream, UpstreamError, UpstreamEvent, Voice};
 
 /// OpenAI's six classic voices, in the order `REPLACE_AUDIO_MODEL` replaces them.
 pub(crate) const OPENAI_VOICES: [&str; 6] = ["alloy", "echo", "fable", "onyx", "nova", "shimmer"];
@@ -84,7 +84,7 @@ pub(crate) fn repeat_prompt(text: &str) -> String {
 /// A synthesis ready to download: its parts, and the repeat turn's answer
 /// that holds the account and the conversation to delete.
 pub(crate) struct Synthesis {
-    upstream: Arc<dyn Upstream>,
+    voice: Arc<dyn Voice>,
     answer: Answer,
     pub parts: Vec<String>,
 }
@@ -95,6 +95,7 @@ impl Synthesis {
     /// would; a synthesis that timed out is not asked again elsewhere (a 504).
     pub(crate) async fn open(
         upstream: Arc<dyn Upstream>,
+        speech: Arc<dyn Voice>,
         config: &Config,
         set: &TokenSet,
         pool: Pool<'_>,
@@ -107,11 +108,11 @@ impl Synthesis {
         };
         let turn = &turn;
         let (mut synthesis, lease) = on_an_account(&upstream, config, set, pool, false, |token| {
-            let upstream = upstream.clone();
+            let (upstream, speech) = (upstream.clone(), speech.clone());
             async move {
                 let answer =
                     Answer::open_once(upstream.clone(), config, token, turn, false).await?;
-                Self::speak(upstream, answer, voice).await
+                Self::speak(upstream, speech, answer, voice).await
             }
         })
         .await?;
@@ -122,6 +123,7 @@ impl Synthesis {
     /// Read the repeat turn to its end, then have its message spoken.
     async fn speak(
         upstream: Arc<dyn Upstream>,
+        speech: Arc<dyn Voice>,
         mut answer: Answer,
         voice: &str,
     ) -> Result<Synthesis, Failed> {
@@ -153,9 +155,9 @@ impl Synthesis {
             voice,
             "synthesizing"
         );
-        match upstream.synthesize(&token, &message_id, voice).await {
+        match speech.synthesize(&token, &message_id, voice).await {
             Ok(parts) => Ok(Synthesis {
-                upstream,
+                voice: speech,
                 answer,
                 parts,
             }),
@@ -177,8 +179,8 @@ impl Synthesis {
         index: usize,
     ) -> impl std::future::Future<Output = Result<bytes::Bytes, UpstreamError>> + Send + 'static
     {
-        let (upstream, url) = (self.upstream.clone(), self.parts[index].clone());
-        async move { upstream.download_part(&url).await }
+        let (voice, url) = (self.voice.clone(), self.parts[index].clone());
+        async move { voice.download_part(&url).await }
     }
 
     /// Delete the repeat turn's conversation and give the account back.
@@ -191,15 +193,16 @@ impl Synthesis {
 /// one answer, like a chat: the account is held for it).
 pub(crate) async fn transcribe(
     upstream: Arc<dyn Upstream>,
+    voice: Arc<dyn Voice>,
     config: &Config,
     set: &TokenSet,
     pool: Pool<'_>,
     mp3: bytes::Bytes,
 ) -> Result<String, ApiError> {
     let mp3 = &mp3;
-    let upstream = &upstream;
+    let (upstream, voice) = (&upstream, &voice);
     let (text, _lease) = on_an_account(upstream, config, set, pool, false, |token| async move {
-        upstream
+        voice
             .transcribe(&token, mp3.clone())
             .await
             .map_err(|error| Failed {

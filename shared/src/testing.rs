@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::credentials::Credentials;
 use crate::redact::fingerprint;
 use crate::routes::AppState;
-use crate::upstream::{ChatTurn, EventStream, Upstream, UpstreamError, UpstreamEvent};
+use crate::upstream::{ChatTurn, EventStream, Upstream, UpstreamError, UpstreamEvent, Voice};
 
 /// One step of a scripted answer.
 #[derive(Clone, Debug)]
@@ -112,7 +112,7 @@ pub struct Record {
 
 /// How the fake speaks: the parts of every synthesis, and scripted failures.
 #[derive(Clone, Debug, Default)]
-pub struct Voice {
+pub struct VoiceScript {
     /// The mp3 parts every synthesis gives (URL `part<i>`).
     pub parts: Vec<bytes::Bytes>,
     /// Downloading this part fails.
@@ -132,7 +132,7 @@ struct Inner {
     dead: HashSet<String>,
     record: Record,
     next_chat: u64,
-    voice: Voice,
+    voice: VoiceScript,
     mute: bool,
 }
 
@@ -166,9 +166,16 @@ impl FakeUpstream {
     }
 
     /// How syntheses and voice calls go.
-    pub fn speaking(self, voice: Voice) -> Self {
+    pub fn speaking(self, voice: VoiceScript) -> Self {
         self.inner.lock().unwrap().voice = voice;
         self
+    }
+
+    /// Its voice, as the state of a function that speaks has it (none when
+    /// muted, as an upstream without speech has none).
+    pub fn voice(&self) -> Option<Arc<dyn Voice>> {
+        let mute = self.inner.lock().unwrap().mute;
+        (!mute).then(|| Arc::new(self.clone()) as Arc<dyn Voice>)
     }
 
     /// An upstream without speech (as the agent's).
@@ -347,10 +354,30 @@ impl Upstream for FakeUpstream {
         .boxed())
     }
 
-    fn speaks(&self) -> bool {
-        !self.inner.lock().unwrap().mute
+    async fn delete_conversation(&self, _token: &str, chat_id: &str) -> Result<(), UpstreamError> {
+        self.inner.lock().unwrap().record.timeline.push("delete");
+        tokio::time::sleep(self.delete_takes).await;
+        self.inner
+            .lock()
+            .unwrap()
+            .record
+            .deleted
+            .push((chat_id.to_string(), Instant::now()));
+        Ok(())
     }
 
+    async fn is_live(&self, token: &str) -> Result<bool, UpstreamError> {
+        Ok(!self
+            .inner
+            .lock()
+            .unwrap()
+            .dead
+            .contains(&fingerprint(token)))
+    }
+}
+
+#[async_trait]
+impl Voice for FakeUpstream {
     async fn synthesize(
         &self,
         token: &str,
@@ -402,27 +429,6 @@ impl Upstream for FakeUpstream {
             .pop_front()
             .unwrap_or_else(|| Ok(format!("heard {size} bytes")))
     }
-
-    async fn delete_conversation(&self, _token: &str, chat_id: &str) -> Result<(), UpstreamError> {
-        self.inner.lock().unwrap().record.timeline.push("delete");
-        tokio::time::sleep(self.delete_takes).await;
-        self.inner
-            .lock()
-            .unwrap()
-            .record
-            .deleted
-            .push((chat_id.to_string(), Instant::now()));
-        Ok(())
-    }
-
-    async fn is_live(&self, token: &str) -> Result<bool, UpstreamError> {
-        Ok(!self
-            .inner
-            .lock()
-            .unwrap()
-            .dead
-            .contains(&fingerprint(token)))
-    }
 }
 
 /// The app as the functions build it, over `fake`, in header mode.
@@ -431,6 +437,7 @@ pub fn state(fake: &FakeUpstream, config: Config) -> AppState {
         fetcher: crate::files::fetch::Fetcher::from_config(&config).expect("a fetcher"),
         config: Arc::new(config),
         upstream: Arc::new(fake.clone()),
+        voice: fake.voice(),
         credentials: Arc::new(Credentials::header_mode()),
     }
 }

@@ -1,11 +1,11 @@
 //! POST /v1/audio/speech, with Lambda response streaming (the audio is sent
 //! as its parts arrive).
 
-use hailuo_gateway::{init_tracing, routes, run, state_from_env, Delivery};
+use hailuo_gateway::{init_tracing, routes, run, voice_state_from_env, Delivery};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     init_tracing();
-    let state = state_from_env("audio-speech").await?;
+    let state = voice_state_from_env("audio-speech").await?;
     run(routes::speech::router(state), Delivery::Streamed).await
 }

@@ -22,13 +22,16 @@ use axum::response::Response;
 use crate::config::Config;
 use crate::credentials::Credentials;
 use crate::error::ApiError;
-use crate::upstream::Upstream;
+use crate::upstream::{Upstream, Voice};
 
 /// What every handler borrows: built once per execution environment.
 #[derive(Clone)]
 pub struct AppState {
     pub(crate) config: Arc<Config>,
     pub(crate) upstream: Arc<dyn Upstream>,
+    /// The upstream's speech: in the functions that speak, on an upstream
+    /// that has it (`voice_state_from_env`); `None` elsewhere.
+    pub(crate) voice: Option<Arc<dyn Voice>>,
     pub(crate) credentials: Arc<Credentials>,
     /// Downloads of the files messages bring by URL.
     pub(crate) fetcher: crate::files::fetch::Fetcher,

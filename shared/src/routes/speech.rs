@@ -9,6 +9,8 @@
 //! `wav` is the exception: its header carries the length, so it is sent
 //! whole once every part is in.
 
+use std::sync::Arc;
+
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
@@ -25,6 +27,7 @@ use crate::audio::{self, AudioError};
 use crate::error::ApiError;
 use crate::openai::audio::{SpeechFormat, SpeechRequest};
 use crate::speech::{resolve_voice, Synthesis};
+use crate::upstream::Voice;
 
 pub fn router(state: AppState) -> Router {
     let config = state.config.clone();
@@ -50,10 +53,10 @@ async fn speech(
     super::in_own_task(speak(state, headers, body)).await
 }
 
-/// The upstream's speech has no voice for this deployment's upstream.
-pub(super) fn require_speech(state: &AppState) -> Result<(), ApiError> {
-    if state.upstream.speaks() {
-        return Ok(());
+/// The upstream's speech, or a 400 on a deployment whose upstream has none.
+pub(super) fn require_speech(state: &AppState) -> Result<Arc<dyn Voice>, ApiError> {
+    if let Some(voice) = &state.voice {
+        return Ok(voice.clone());
     }
     Err(ApiError::BadRequest {
         message: format!(
@@ -74,7 +77,7 @@ async fn speak(
     super::require_json(&headers)?;
     let body = body.map_err(|r| super::body_error(r, state.config.max_request_bytes))?;
     let request = SpeechRequest::parse(&body)?;
-    require_speech(&state)?;
+    let speech = require_speech(&state)?;
     let voice = resolve_voice(
         &request.model,
         &request.voice,
@@ -94,6 +97,7 @@ async fn speak(
     };
     let mut synthesis = Synthesis::open(
         state.upstream.clone(),
+        speech,
         &state.config,
         &tokens,
         pool,

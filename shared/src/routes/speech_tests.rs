@@ -14,7 +14,7 @@ use tower::ServiceExt;
 use super::router;
 use crate::audio::tests::tone_mp3;
 use crate::config::Config;
-use crate::testing::{error_message, state, FakeUpstream, Voice};
+use crate::testing::{error_message, state, FakeUpstream, VoiceScript};
 use crate::upstream::UpstreamError;
 
 fn speech_request(tokens: &str, body: Value) -> Request<Body> {
@@ -41,9 +41,9 @@ fn parts() -> Vec<bytes::Bytes> {
 }
 
 fn fake() -> FakeUpstream {
-    FakeUpstream::answering("复述的内容", Duration::from_millis(10)).speaking(Voice {
+    FakeUpstream::answering("复述的内容", Duration::from_millis(10)).speaking(VoiceScript {
         parts: parts(),
-        ..Voice::default()
+        ..VoiceScript::default()
     })
 }
 
@@ -160,13 +160,13 @@ async fn a_dead_token_fails_over_before_the_first_byte() {
 
 #[tokio::test(start_paused = true)]
 async fn a_synthesis_that_never_gets_ready_is_a_504_and_not_asked_again() {
-    let fake = FakeUpstream::answering("x", Duration::from_millis(10)).speaking(Voice {
+    let fake = FakeUpstream::answering("x", Duration::from_millis(10)).speaking(VoiceScript {
         parts: parts(),
         synthesis_failures: [UpstreamError::Timeout(
             "the speech was not ready after 30 s (HAILUO_TTS_TIMEOUT_MS)".into(),
         )]
         .into(),
-        ..Voice::default()
+        ..VoiceScript::default()
     });
     let app = router(state(&fake, Config::default()));
     let response = speak(
@@ -191,7 +191,7 @@ async fn a_synthesis_that_never_gets_ready_is_a_504_and_not_asked_again() {
 
 #[tokio::test(start_paused = true)]
 async fn a_part_failing_mid_stream_cuts_the_body_with_an_error() {
-    let fake = FakeUpstream::answering("x", Duration::from_millis(10)).speaking(Voice {
+    let fake = FakeUpstream::answering("x", Duration::from_millis(10)).speaking(VoiceScript {
         parts: parts(),
         failing_part: Some((
             1,
@@ -200,7 +200,7 @@ async fn a_part_failing_mid_stream_cuts_the_body_with_an_error() {
                 message: "a speech part could not be downloaded".into(),
             },
         )),
-        ..Voice::default()
+        ..VoiceScript::default()
     });
     let app = router(state(&fake, Config::default()));
     let response = speak(
@@ -217,10 +217,10 @@ async fn a_part_failing_mid_stream_cuts_the_body_with_an_error() {
     );
     fake.record(|r| assert_eq!(r.deleted.len(), 1));
     // The first part failing is still an error status.
-    let fake = FakeUpstream::answering("x", Duration::from_millis(10)).speaking(Voice {
+    let fake = FakeUpstream::answering("x", Duration::from_millis(10)).speaking(VoiceScript {
         parts: parts(),
         failing_part: Some((0, UpstreamError::Transport("reset".into()))),
-        ..Voice::default()
+        ..VoiceScript::default()
     });
     let app = router(state(&fake, Config::default()));
     let response = speak(

@@ -110,7 +110,7 @@ async fn transcribe(
     let (file, fields) = read_form(form, max).await?;
     let request = TranscriptionFields::parse(&fields)?;
     let file = file.ok_or_else(|| ApiError::missing("file"))?;
-    super::speech::require_speech(&state)?;
+    let voice = super::speech::require_speech(&state)?;
     let limit = state.config.transcription_max_seconds;
     let size = file.bytes.len();
     let mp3 = tokio::task::spawn_blocking(move || audio::transcode_to_mp3(file.bytes, limit))
@@ -139,6 +139,7 @@ async fn transcribe(
     };
     let text = crate::speech::transcribe(
         state.upstream.clone(),
+        voice,
         &state.config,
         &tokens,
         pool,

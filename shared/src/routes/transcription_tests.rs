@@ -12,7 +12,7 @@ use tower::ServiceExt;
 use super::router;
 use crate::audio::tests::tone_wav;
 use crate::config::Config;
-use crate::testing::{error_message, json, state, FakeUpstream, Voice};
+use crate::testing::{error_message, json, state, FakeUpstream, VoiceScript};
 
 const BOUNDARY: &str = "----sdk-boundary-7MA4YWxkTrZu0gW";
 
@@ -52,7 +52,7 @@ fn request(tokens: &str, body: Vec<u8>) -> Request<Body> {
 }
 
 fn fake() -> FakeUpstream {
-    FakeUpstream::answering("x", Duration::ZERO).speaking(Voice::default())
+    FakeUpstream::answering("x", Duration::ZERO).speaking(VoiceScript::default())
 }
 
 /// The duration of an mp3, decoded by the same decoder.
@@ -122,9 +122,9 @@ async fn a_wav_is_sent_as_mp3_and_its_transcript_comes_back() {
 
 #[tokio::test]
 async fn silence_is_an_empty_transcript_and_a_dead_token_fails_over() {
-    let fake = FakeUpstream::answering("x", Duration::ZERO).speaking(Voice {
+    let fake = FakeUpstream::answering("x", Duration::ZERO).speaking(VoiceScript {
         transcripts: [Ok(String::new())].into(),
-        ..Voice::default()
+        ..VoiceScript::default()
     });
     fake.kill("tok-dead");
     let app = router(state(&fake, Config::default()));

@@ -186,44 +186,6 @@ pub trait Upstream: Send + Sync + 'static {
         false
     }
 
-    /// Whether the upstream speaks and listens (`synthesize`, `transcribe`).
-    fn speaks(&self) -> bool {
-        false
-    }
-
-    /// Read the assistant message `message_id` aloud in `voice`: the URLs of
-    /// the audio's mp3 parts, in order. The voice is the account's setting
-    /// upstream, so callers hold the account for the whole call.
-    async fn synthesize(
-        &self,
-        _token: &str,
-        _message_id: &str,
-        _voice: &str,
-    ) -> Result<Vec<String>, UpstreamError> {
-        Err(UpstreamError::Unsupported(format!(
-            "the {} upstream has no speech synthesis",
-            self.name()
-        )))
-    }
-
-    /// One part of a synthesis (a URL `synthesize` gave).
-    async fn download_part(&self, _url: &str) -> Result<bytes::Bytes, UpstreamError> {
-        Err(UpstreamError::Unsupported(format!(
-            "the {} upstream has no speech synthesis",
-            self.name()
-        )))
-    }
-
-    /// Recognize the speech in an mp3 (empty text when there is none). The
-    /// conversation the voice call starts upstream is deleted before this
-    /// returns, whatever happened.
-    async fn transcribe(&self, _token: &str, _mp3: bytes::Bytes) -> Result<String, UpstreamError> {
-        Err(UpstreamError::Unsupported(format!(
-            "the {} upstream has no speech recognition",
-            self.name()
-        )))
-    }
-
     /// Send one turn; the stream yields the answer.
     async fn chat(&self, token: &str, turn: &ChatTurn) -> Result<EventStream, UpstreamError>;
 
@@ -253,6 +215,34 @@ pub trait Upstream: Send + Sync + 'static {
             _ => error,
         }
     }
+}
+
+/// Speech, on an upstream that has it (Hailuo's voices and voice calls).
+///
+/// Its own trait rather than optional methods of `Upstream`: a function gets
+/// a `Voice` only by asking for one (`voice_state_from_env`), so that the
+/// functions that never speak (chat, models, the token checks) link none of
+/// the synthesis or voice-call code, where a method of `Upstream` would be
+/// in every function through the trait object's vtable.
+#[async_trait]
+pub trait Voice: Send + Sync + 'static {
+    /// Read the assistant message `message_id` aloud in `voice`: the URLs of
+    /// the audio's mp3 parts, in order. The voice is the account's setting
+    /// upstream, so callers hold the account for the whole call.
+    async fn synthesize(
+        &self,
+        token: &str,
+        message_id: &str,
+        voice: &str,
+    ) -> Result<Vec<String>, UpstreamError>;
+
+    /// One part of a synthesis (a URL `synthesize` gave).
+    async fn download_part(&self, url: &str) -> Result<bytes::Bytes, UpstreamError>;
+
+    /// Recognize the speech in an mp3 (empty text when there is none). The
+    /// conversation the voice call starts upstream is deleted before this
+    /// returns, whatever happened.
+    async fn transcribe(&self, token: &str, mp3: bytes::Bytes) -> Result<String, UpstreamError>;
 }
 
 /// Neither protocol names a code for "this account is already answering"; the

@@ -21,7 +21,7 @@ use crate::upstream::device::{DeviceCache, DeviceIdentity};
 use crate::upstream::envelope::{clip, open_envelope};
 use crate::upstream::signing::{yy_chat_form, yy_json};
 use crate::upstream::{
-    user_info_verdict, ChatTurn, EventStream, Upstream, UpstreamError, UpstreamEvent,
+    user_info_verdict, ChatTurn, EventStream, Upstream, UpstreamError, UpstreamEvent, Voice,
 };
 
 const SENTRY_RELEASE: &str = "CI7N-1MjJnx5pru-bzzhR";
@@ -268,51 +268,6 @@ impl Upstream for HailuoClient {
         "Log in to hailuoai.com again and send the new `_token` from the browser's localStorage."
     }
 
-    fn speaks(&self) -> bool {
-        true
-    }
-
-    async fn synthesize(
-        &self,
-        token: &str,
-        message_id: &str,
-        voice: &str,
-    ) -> Result<Vec<String>, UpstreamError> {
-        self.set_voice_and_poll(token, message_id, voice).await
-    }
-
-    async fn download_part(&self, url: &str) -> Result<bytes::Bytes, UpstreamError> {
-        self.fetch_part(url).await
-    }
-
-    async fn transcribe(&self, token: &str, mp3: bytes::Bytes) -> Result<String, UpstreamError> {
-        let mut chat_id = None;
-        let limit = self.config.speech.asr_timeout;
-        let heard =
-            match tokio::time::timeout(limit, self.voice_call(token, mp3, &mut chat_id)).await {
-                Ok(heard) => heard,
-                Err(_) => Err(UpstreamError::Timeout(format!(
-                    "no transcript within {} s (HAILUO_ASR_TIMEOUT_MS)",
-                    limit.as_secs_f32()
-                ))),
-            };
-        // The voice call started a conversation: it goes, whatever was heard.
-        if let Some(chat_id) = chat_id {
-            match self.delete_conversation(token, &chat_id).await {
-                Ok(()) => {
-                    tracing::info!(token = %crate::redact::fingerprint(token), chat_id, "deleted the voice call's conversation")
-                }
-                Err(e) => {
-                    tracing::warn!(token = %crate::redact::fingerprint(token), chat_id, error = %e, "could not delete the voice call's conversation")
-                }
-            }
-        }
-        match heard {
-            Ok(text) => Ok(text),
-            Err(e) => Err(self.explain_failure(token, e).await),
-        }
-    }
-
     async fn chat(&self, token: &str, turn: &ChatTurn) -> Result<EventStream, UpstreamError> {
         let device = self.device(token).await?;
         let chat_id = turn.conversation_id.as_deref().unwrap_or("0");
@@ -380,6 +335,50 @@ impl Upstream for HailuoClient {
             .call(token, Method::GET, "/v1/api/user/info", None)
             .await;
         user_info_verdict(answer, &self.devices, token).await
+    }
+}
+
+#[async_trait]
+impl Voice for HailuoClient {
+    async fn synthesize(
+        &self,
+        token: &str,
+        message_id: &str,
+        voice: &str,
+    ) -> Result<Vec<String>, UpstreamError> {
+        self.set_voice_and_poll(token, message_id, voice).await
+    }
+
+    async fn download_part(&self, url: &str) -> Result<bytes::Bytes, UpstreamError> {
+        self.fetch_part(url).await
+    }
+
+    async fn transcribe(&self, token: &str, mp3: bytes::Bytes) -> Result<String, UpstreamError> {
+        let mut chat_id = None;
+        let limit = self.config.speech.asr_timeout;
+        let heard =
+            match tokio::time::timeout(limit, self.voice_call(token, mp3, &mut chat_id)).await {
+                Ok(heard) => heard,
+                Err(_) => Err(UpstreamError::Timeout(format!(
+                    "no transcript within {} s (HAILUO_ASR_TIMEOUT_MS)",
+                    limit.as_secs_f32()
+                ))),
+            };
+        // The voice call started a conversation: it goes, whatever was heard.
+        if let Some(chat_id) = chat_id {
+            match self.delete_conversation(token, &chat_id).await {
+                Ok(()) => {
+                    tracing::info!(token = %crate::redact::fingerprint(token), chat_id, "deleted the voice call's conversation")
+                }
+                Err(e) => {
+                    tracing::warn!(token = %crate::redact::fingerprint(token), chat_id, error = %e, "could not delete the voice call's conversation")
+                }
+            }
+        }
+        match heard {
+            Ok(text) => Ok(text),
+            Err(e) => Err(self.explain_failure(token, e).await),
+        }
     }
 }
 
