@@ -65,7 +65,8 @@
 //!   Manager documents), `pool.rs` (tokens seen dead, accounts in use).
 //! - `answer.rs`: one upstream answer: lease, open with retries, timeouts,
 //!   cleanup.
-//! - `upstream/`: the `Upstream` trait and its events; what both web
+//! - `upstream/`: the `Upstream` trait and its events, and `Voice` (speech,
+//!   Hailuo's only, for the functions that ask for it); what both web
 //!   protocols share (`browser.rs`: HTTP client, browser profile, signed calls,
 //!   registration; `signing.rs`, `envelope.rs`, `query_string.rs`,
 //!   `device.rs`, `cumulative.rs`); the adapters `hailuo/` and `agent/`
