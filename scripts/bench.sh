@@ -5,7 +5,8 @@
 #   scripts/bench.sh memory              what one request costs in memory (request-memory)
 #   scripts/bench.sh audio               the transcription function's transcoder (audio-bench)
 #   scripts/bench.sh startup             each Lambda bootstrap's size and start → ready (lambda-startup)
-#   scripts/bench.sh load                100/300/1,000 concurrent streams through the server (server-load)
+#   scripts/bench.sh load                100/300/1,000 concurrent streams through the server (server-load;
+#                                        --split-cores gives the server a CPU of its own)
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"

@@ -1,5 +1,6 @@
 //! `server-load [--server-bin target/release/server] [--levels 100,300,1000]
-//!              [--seconds 15] [--pace-ms 100] [--chunk-bytes 50] [--answer-bytes 2000]`
+//!              [--seconds 15] [--pace-ms 100] [--chunk-bytes 50] [--answer-bytes 2000]
+//!              [--split-cores]`
 //!
 //! Holds N streamed chats open at once against the self-hosted `server` (its
 //! own process, header mode, one token per stream so no stream waits for a
@@ -16,6 +17,10 @@
 //! share of the latency at that concurrency (its ceiling), so what the server
 //! adds is the difference. The server's RSS is read from `/proc` (peak:
 //! `VmHWM`, reset before each level through `clear_refs`).
+//!
+//! `--split-cores` gives the server the last CPU to itself and this process
+//! (the simulator and the clients) the others, with `taskset`: on a machine
+//! this small the generator's own tail otherwise hides the server's.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,6 +31,16 @@ use hailuo_gateway::upstream::hailuo::{HailuoClient, HailuoConfig};
 use hailuo_gateway::upstream::{ChatTurn, Upstream};
 use hailuo_simulator::state::Settings;
 use hailuo_simulator::Shared;
+
+/// Pin every thread of `pid` to `cpus` (a `taskset` list, `0-2`).
+fn pin(pid: u32, cpus: &str) {
+    let status = std::process::Command::new("taskset")
+        .args(["--all-tasks", "--cpu-list", "--pid", cpus, &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("taskset (util-linux) runs");
+    assert!(status.success(), "taskset {cpus} {pid} failed");
+}
 
 /// One finished stream: the conversation and when each piece arrived.
 struct Stream {
@@ -138,6 +153,7 @@ async fn main() {
     let mut pace_ms = 100u64;
     let mut chunk_bytes = 50usize;
     let mut answer_bytes = 2000usize;
+    let mut split_cores = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = || args.next().expect("a value after the flag");
@@ -153,6 +169,7 @@ async fn main() {
             "--pace-ms" => pace_ms = value().parse().unwrap(),
             "--chunk-bytes" => chunk_bytes = value().parse().unwrap(),
             "--answer-bytes" => answer_bytes = value().parse().unwrap(),
+            "--split-cores" => split_cores = true,
             other => panic!("unknown argument {other}"),
         }
     }
@@ -170,6 +187,18 @@ async fn main() {
 
     let server = Started::gateway(&server_bin, &sim_url, &[]).wait_until_up();
     let (pid, port) = (server.pid(), server.port);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let placement = if split_cores && cores >= 2 {
+        let last = cores - 1;
+        pin(pid, &last.to_string());
+        pin(std::process::id(), &format!("0-{}", last - 1));
+        format!(
+            "the server alone on CPU {last}, the generator on CPUs 0-{}",
+            last - 1
+        )
+    } else {
+        "the server and the generator sharing every CPU".to_string()
+    };
     let url = format!("http://127.0.0.1:{port}/v1/chat/completions");
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(usize::MAX)
@@ -186,7 +215,7 @@ async fn main() {
 
     println!(
         "server-load: answers of {answer_bytes} bytes in {chunk_bytes}-byte events {pace_ms} ms apart, \
-         {seconds} s per level, server idle RSS {:.1} MB\n",
+         {seconds} s per level, {placement}, server idle RSS {:.1} MB\n",
         idle as f64 / 1024.0
     );
     println!("| concurrent streams | path | streams done | errors | chunks | per-chunk p50 | per-chunk p99 | server peak RSS |");
