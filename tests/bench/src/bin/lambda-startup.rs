@@ -112,7 +112,7 @@ fn main() {
             }
             times.sort_by(f64::total_cmp);
             println!(
-                "| {function} | {:.1} MB | {mode} | {:.1} ms | {:.1} ms | {:.1} ms |",
+                "| {function} | {:.2} MiB ({size} bytes) | {mode} | {:.1} ms | {:.1} ms | {:.1} ms |",
                 size as f64 / 1_048_576.0,
                 percentile(&times, 0.5),
                 percentile(&times, 0.9),
