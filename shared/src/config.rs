@@ -82,11 +82,14 @@ impl Default for Config {
 
 impl Config {
     pub fn from_env() -> Self {
-        Self::from_lookup(|k| std::env::var(k).ok())
+        Self::from_settings(&Lookup::env())
     }
 
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Self {
-        let env = Lookup::new(&get);
+        Self::from_settings(&Lookup::new(&get))
+    }
+
+    fn from_settings(env: &Lookup) -> Self {
         let (text, num, ms) = (
             |k, d| env.text(k, d),
             |k, d| env.number(k, d),
@@ -94,8 +97,8 @@ impl Config {
         );
         Self {
             upstream: text("UPSTREAM", "hailuo").to_ascii_lowercase(),
-            hailuo: HailuoConfig::from_lookup(&env),
-            agent: AgentConfig::from_lookup(&env),
+            hailuo: HailuoConfig::from_lookup(env),
+            agent: AgentConfig::from_lookup(env),
             first_byte_timeout: ms("UPSTREAM_FIRST_BYTE_TIMEOUT_MS", 30_000),
             idle_timeout: ms("UPSTREAM_IDLE_TIMEOUT_MS", 60_000),
             total_timeout: ms("UPSTREAM_TOTAL_TIMEOUT_MS", 840_000),
