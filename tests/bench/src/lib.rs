@@ -11,6 +11,15 @@ pub fn status_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// A loopback port nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A gateway process started for a benchmark, killed when dropped.
 pub struct Started {
     pub child: std::process::Child,
@@ -21,11 +30,7 @@ impl Started {
     /// `bin` in local-server mode on a free loopback port, against the
     /// simulator at `sim_url`, logging warnings only; `env` is added.
     pub fn gateway(bin: &str, sim_url: &str, env: &[(&str, &str)]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let mut command = std::process::Command::new(bin);
         command
             .env("HAILUO_BASE_URL", sim_url)

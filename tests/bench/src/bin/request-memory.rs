@@ -83,11 +83,7 @@ fn request(messages: &[String], padding_item: &str, size: usize) -> Vec<u8> {
 
 /// The function on a free port, its upstream a closed port, warmed up.
 fn start(bin: &str) -> Started {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let closed = chat_bench::free_port();
     let gateway = Started::gateway(
         bin,
         &format!("http://127.0.0.1:{closed}"),
