@@ -34,7 +34,7 @@ use serde_json::{json, Value};
 use crate::error::ApiError;
 use crate::openai::chat::{ChatRequest, ResponseFormat, ToolCall, ToolChoice};
 use scan::{Scanner, Token};
-use schema::Schema;
+use schema::{PatternBudget, Refused, Schema};
 
 /// How an answer ends, in OpenAI's words.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,6 +81,7 @@ impl Plan {
     /// The schemas move out of the request (no second copy of them is kept).
     pub(crate) fn new(request: &mut ChatRequest) -> Result<Self, ApiError> {
         let mut offered = Vec::new();
+        let mut budget = PatternBudget::new();
         for (i, tool) in request.tools.iter_mut().enumerate() {
             let wanted = match &request.tool_choice {
                 ToolChoice::None => false,
@@ -93,6 +94,7 @@ impl Plan {
             let parameters = compile(
                 tool.parameters.take(),
                 &format!("tools[{i}].function.parameters"),
+                &mut budget,
             )?;
             offered.push(Offered {
                 name: tool.name.clone(),
@@ -104,7 +106,11 @@ impl Plan {
             ResponseFormat::Text => None,
             ResponseFormat::JsonObject => Some(JsonWanted { schema: None }),
             ResponseFormat::JsonSchema { schema, .. } => Some(JsonWanted {
-                schema: compile(schema.take(), "response_format.json_schema.schema")?,
+                schema: compile(
+                    schema.take(),
+                    "response_format.json_schema.schema",
+                    &mut budget,
+                )?,
             }),
         };
         let tool_history = request
@@ -316,13 +322,22 @@ impl Plan {
     }
 }
 
-/// A caller's schema compiled, if there is one; one that is not a schema is
-/// a 400 naming `param`.
-fn compile(source: Option<String>, param: &str) -> Result<Option<Schema>, ApiError> {
+/// A caller's schema compiled, if there is one, its patterns charged to
+/// the request's `budget`; one that is not a schema, or whose patterns do not
+/// fit, is a 400 naming `param`.
+fn compile(
+    source: Option<String>,
+    param: &str,
+    budget: &mut PatternBudget,
+) -> Result<Option<Schema>, ApiError> {
     source
         .map(|source| {
-            Schema::compile(&source).map_err(|e| {
-                ApiError::invalid(param, format!("`{param}` is not a valid JSON Schema: {e}."))
+            Schema::compile(&source, budget).map_err(|refused| {
+                let message = match refused {
+                    Refused::Invalid(e) => format!("`{param}` is not a valid JSON Schema: {e}."),
+                    Refused::Costly(e) => format!("`{param}`: {e}."),
+                };
+                ApiError::invalid(param, message)
             })
         })
         .transpose()

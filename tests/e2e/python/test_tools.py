@@ -238,3 +238,47 @@ def test_langchain_bind_tools_and_structured_output(sim, new_token):
     sim.replies('```json\n{"name": "Lyon", "population": 520000}\n```')
     city = llm.with_structured_output(City).invoke("Lyon?")
     assert city == City(name="Lyon", population=520000)
+
+
+def test_costly_patterns_are_a_400_and_everyday_ones_are_checked(upstream):
+    """A `pattern` is compiled into a regex: short to write, costly to hold
+    (`[\\w\\p{L}]{150}x` is about 8 MB). Past the request's budget (24 MiB) it is
+    a 400 naming the schema, before anything goes upstream; the function serves
+    on, and an everyday pattern is checked against the model's arguments."""
+    sim, client = upstream
+    costly = [
+        {
+            "type": "function",
+            "function": {
+                "name": f"t{i}",
+                "parameters": {
+                    "type": "object",
+                    "properties": {f"p{j}": {"type": "string", "pattern": f"[\\w\\p{{L}}]{{{150 + i * 4 + j}}}x"} for j in range(4)},
+                },
+            },
+        }
+        for i in range(64)
+    ]
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="hailuo", messages=[{"role": "user", "content": "x"}], tools=costly)
+    err = e.value.body
+    assert err["param"] == "tools[0].function.parameters" and err["type"] == "invalid_request_error", err
+    assert "[\\w\\p{L}]{151}x" in err["message"] and "MiB" in err["message"], err
+    assert sim.conversations() == []
+
+    code = {
+        "type": "function",
+        "function": {
+            "name": "find_flight",
+            "parameters": {
+                "type": "object",
+                "properties": {"code": {"type": "string", "pattern": "^[A-Z]{2}\\d{1,4}$"}},
+                "required": ["code"],
+            },
+        },
+    }
+    sim.replies(tool_call("find_flight", {"code": "af 1234"}), tool_call("find_flight", {"code": "AF1234"}))
+    _, calls, finish = ask(client, [{"role": "user", "content": "flight AF1234?"}], tools=[code])
+    assert finish == "tool_calls" and calls[0]["arguments"] == {"code": "AF1234"}
+    t = turns(sim)
+    assert len(t) == 2 and "^[A-Z]{2}" in t[1]["prompt"], t

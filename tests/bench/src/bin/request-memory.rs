@@ -45,15 +45,14 @@ fn message(content: &str) -> String {
     )
 }
 
-/// `tools` as large as accepted (512 KiB), of the costliest JSON per byte:
-/// enums of one-digit numbers (a JSON tree node, and validator entries, each).
-fn tools_request() -> Vec<u8> {
-    let per_tool = (512 << 10) / 128 - 120;
-    let tools: Vec<String> = (0..128)
-        .map(|i| {
+/// A request whose tools `t0`, `t1`, … take objects of these `properties`
+/// (the JSON text inside the braces).
+fn tools_body(properties: impl Iterator<Item = String>) -> Vec<u8> {
+    let tools: Vec<String> = properties
+        .enumerate()
+        .map(|(i, properties)| {
             format!(
-                r#"{{"type":"function","function":{{"name":"t{i}","parameters":{{"type":"object","properties":{{"x":{{"enum":[{}0]}}}}}}}}}}"#,
-                "0,".repeat(per_tool / 2)
+                r#"{{"type":"function","function":{{"name":"t{i}","parameters":{{"type":"object","properties":{{{properties}}}}}}}}}"#
             )
         })
         .collect();
@@ -63,6 +62,31 @@ fn tools_request() -> Vec<u8> {
         tools.join(",")
     )
     .into_bytes()
+}
+
+/// `tools` as large as accepted (512 KiB), of the costliest JSON per byte:
+/// enums of one-digit numbers (a JSON tree node, and validator entries, each).
+fn tools_request() -> Vec<u8> {
+    let per_tool = (512 << 10) / 128 - 120;
+    tools_body((0..128).map(|_| format!(r#""x":{{"enum":[{}0]}}"#, "0,".repeat(per_tool / 2))))
+}
+
+/// Tools whose `pattern`s are short to write and costly to compile: a
+/// bounded repeat of a large Unicode class is about 8 MB of regex program
+/// each, so 64 tools of 4 such properties, 22 KB of JSON, ask for 2 GB; the
+/// request's pattern budget (24 MiB) holds one.
+fn pattern_tools_request(tools: usize, per_tool: usize) -> Vec<u8> {
+    tools_body((0..tools).map(|i| {
+        let properties: Vec<String> = (0..per_tool)
+            .map(|j| {
+                format!(
+                    r#""p{j}":{{"type":"string","pattern":"[\\w\\p{{L}}]{{{}}}x"}}"#,
+                    150 + (i * per_tool + j) % 40
+                )
+            })
+            .collect();
+        properties.join(",")
+    }))
 }
 
 /// `{"model":"m","messages":[...],"padding":[...]}`, padded near `size`.
@@ -136,6 +160,14 @@ fn main() {
         (
             "128 tools, 512 KiB of schemas of tiny enums (the most accepted)",
             tools_request(),
+        ),
+        (
+            "tools: one with a costly pattern (the most accepted)",
+            pattern_tools_request(1, 1),
+        ),
+        (
+            "tools: 64 with 256 costly patterns (22 KB)",
+            pattern_tools_request(64, 4),
         ),
         (
             "one assistant tool call with 6 MB of arguments",
