@@ -81,6 +81,102 @@ pub fn http_client() -> Result<reqwest::Client, BoxError> {
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// `UPSTREAM_STREAMS_PER_CONNECTION` (64), the same for both upstreams.
+pub fn streams_per_connection(env: &Lookup<'_>) -> usize {
+    env.number("UPSTREAM_STREAMS_PER_CONNECTION", 64)
+        .clamp(1, 1_000) as usize
+}
+
+/// The most connections to one upstream origin (clients, each with its own
+/// pool); past them all, a request waits on the least busy.
+const MAX_CONNECTIONS: usize = 32;
+
+/// An adapter's clients, each its own connection per origin. hyper (under
+/// reqwest) keeps one HTTP/2 connection per origin and, once the server's
+/// `SETTINGS_MAX_CONCURRENT_STREAMS` are open on it, queues every further
+/// request behind them instead of opening a second (hyperium/hyper#2197).
+/// A Lambda environment carries one request at a time, but the self-hosted
+/// server carries hundreds: behind an upstream allowing 2 streams, a third
+/// chat got its first byte only when one of the first two ended. So a request
+/// takes the first client with fewer than `per_connection` requests in
+/// flight: a lone request (Lambda's) always reuses the first, warm
+/// connection, and a busy server opens more as it needs them. The upstreams'
+/// limit is not published (100 or 128 is usual for HTTP/2 servers), so the
+/// default stays under it; `UPSTREAM_STREAMS_PER_CONNECTION` sets it.
+pub struct Connections {
+    slots: Box<[Slot]>,
+    per_connection: usize,
+}
+
+struct Slot {
+    client: std::sync::OnceLock<reqwest::Client>,
+    in_flight: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// One request in flight on a connection, until dropped: held while its
+/// answer is read (for a stream, by the stream, [`InFlight::hold`]).
+pub struct InFlight(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl InFlight {
+    /// `stream`, holding this mark until it ends or is dropped.
+    pub fn hold<S: futures_util::Stream>(
+        self,
+        stream: S,
+    ) -> impl futures_util::Stream<Item = S::Item> {
+        use futures_util::StreamExt;
+        stream.map(move |item| {
+            self.keep();
+            item
+        })
+    }
+
+    fn keep(&self) {}
+}
+
+impl Connections {
+    /// The first client is built now, so a bad `SSL_CERT_FILE` stops the
+    /// start; the others when first needed, the same way.
+    pub fn new(per_connection: usize) -> Result<Self, BoxError> {
+        let first = http_client()?;
+        let slots = (0..MAX_CONNECTIONS)
+            .map(|i| Slot {
+                client: match i {
+                    0 => std::sync::OnceLock::from(first.clone()),
+                    _ => std::sync::OnceLock::new(),
+                },
+                in_flight: Default::default(),
+            })
+            .collect();
+        Ok(Self {
+            slots,
+            per_connection: per_connection.max(1),
+        })
+    }
+
+    /// A client for one request, and the mark that it is in flight.
+    pub fn take(&self) -> (reqwest::Client, InFlight) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let busy = |slot: &&Slot| slot.in_flight.load(Relaxed);
+        let slot = match self.slots.iter().find(|s| busy(s) < self.per_connection) {
+            Some(slot) => slot,
+            None => self.slots.iter().min_by_key(busy).unwrap_or(&self.slots[0]),
+        };
+        slot.in_flight.fetch_add(1, Relaxed);
+        let client = slot.client.get_or_init(|| {
+            // It was built once already, from the same settings.
+            http_client()
+                .unwrap_or_else(|_| self.slots[0].client.get().cloned().unwrap_or_default())
+        });
+        (client.clone(), InFlight(slot.in_flight.clone()))
+    }
+}
+
 fn extra_roots(path: Option<std::ffi::OsString>) -> Result<Vec<reqwest::Certificate>, BoxError> {
     let Some(path) = path.filter(|p| !p.is_empty()) else {
         return Ok(vec![]);
@@ -216,6 +312,51 @@ pub async fn read_capped(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_takes_the_first_connection_with_room_then_the_least_busy() {
+        let c = Connections::new(2).unwrap();
+        let busy = |c: &Connections| -> Vec<usize> {
+            c.slots
+                .iter()
+                .map(|s| s.in_flight.load(std::sync::atomic::Ordering::Relaxed))
+                .take(4)
+                .collect()
+        };
+        // One request at a time (a Lambda environment): always the first,
+        // and no other client is built.
+        for _ in 0..3 {
+            let _one = c.take();
+        }
+        assert_eq!(busy(&c), [0, 0, 0, 0]);
+        assert!(c.slots[1].client.get().is_none());
+        // Past two in flight, the next connection; a freed place is reused.
+        let a = c.take();
+        let _b = c.take();
+        let _c = c.take();
+        assert_eq!(busy(&c), [2, 1, 0, 0]);
+        assert!(c.slots[1].client.get().is_some() && c.slots[2].client.get().is_none());
+        drop(a);
+        let _d = c.take();
+        assert_eq!(busy(&c), [2, 1, 0, 0]);
+        // Every connection full: the least busy, the first of equals.
+        let one = Connections::new(1).unwrap();
+        let all: Vec<_> = (0..MAX_CONNECTIONS).map(|_| one.take()).collect();
+        let _more = (one.take(), one.take());
+        assert_eq!(busy(&one), [2, 2, 1, 1]);
+        drop(all);
+        // A stream holds its mark until it is dropped.
+        let (_, mark) = c.take();
+        assert_eq!(busy(&c), [2, 2, 0, 0]);
+        let held = mark.hold(futures_util::stream::iter([1, 2]));
+        assert_eq!(busy(&c), [2, 2, 0, 0]);
+        drop(held);
+        assert_eq!(busy(&c), [2, 1, 0, 0]);
+        // The setting.
+        assert_eq!(streams_per_connection(&Lookup::new(&|_| None)), 64);
+        let zero = |_: &str| Some("0".to_string());
+        assert_eq!(streams_per_connection(&Lookup::new(&zero)), 1);
+    }
 
     /// A self-signed test CA (EC P-256), only ever parsed here.
     const TEST_CA: &str = "-----BEGIN CERTIFICATE-----

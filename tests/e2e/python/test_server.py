@@ -201,10 +201,8 @@ def openssl(*args, cwd):
 
 
 @pytest.fixture(scope="module")
-def tls_front(tmp_path_factory):
-    """nghttpx terminating TLS (h2 or http/1.1 by ALPN) before the simulator,
-    with a certificate for localhost from a CA made here; its access log
-    records the protocol each request arrived in."""
+def tls_certs(tmp_path_factory):
+    """A CA made here, and a certificate it signed for localhost."""
     d = tmp_path_factory.mktemp("tls")
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
     openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
@@ -213,26 +211,41 @@ def tls_front(tmp_path_factory):
     (d / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
     openssl("x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
             "-out", "leaf.pem", "-days", "2", "-extfile", "san.ext", cwd=d)
+    return d
+
+
+def start_front(d, *options):
+    """nghttpx terminating TLS (h2 or http/1.1 by ALPN) before the simulator,
+    with the certificate of `tls_certs`; its access log records the protocol
+    each request arrived in. (process, {url, ca, log})"""
     port = free_port()
     sim_host, sim_port = SIM_URL.removeprefix("http://").split(":")
-    log = d / "access.log"
+    log, errors = d / f"access-{port}.log", d / f"error-{port}.log"
+    # Not the system's /etc/nghttpx/nghttpx.conf: its frontend (port 3000)
+    # would be bound as well, and a second front would fail on it.
     front = subprocess.Popen(
-        ["nghttpx", f"--frontend={'127.0.0.1'},{port}", f"--backend={sim_host},{sim_port}",
+        ["nghttpx", "--conf=/dev/null", f"--frontend=127.0.0.1,{port}", f"--backend={sim_host},{sim_port}",
          "--workers=1", "--no-ocsp", "--no-via", f"--accesslog-file={log}",
-         "--accesslog-format=$alpn $method $path $status", f"--errorlog-file={d / 'error.log'}",
-         str(d / "leaf.key"), str(d / "leaf.pem")],
+         "--accesslog-format=$alpn $method $path $status", f"--errorlog-file={errors}",
+         *options, str(d / "leaf.key"), str(d / "leaf.pem")],
         stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 20
     while True:
-        assert front.poll() is None, (d / "error.log").read_text()
+        assert front.poll() is None, f"nghttpx exited: {errors.read_text() if errors.exists() else ''}"
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             break
         except OSError:
             assert time.monotonic() < deadline, "nghttpx did not start"
             time.sleep(0.05)
-    yield {"url": f"https://localhost:{port}", "ca": str(d / "ca.pem"), "log": log}
+    return front, {"url": f"https://localhost:{port}", "ca": str(d / "ca.pem"), "log": log}
+
+
+@pytest.fixture(scope="module")
+def tls_front(tls_certs):
+    front, info = start_front(tls_certs)
+    yield info
     front.terminate()
     front.wait(10)
 
@@ -270,3 +283,45 @@ def test_without_the_ca_the_upstream_is_refused_and_a_bad_ssl_cert_file_stops_th
     env = {"PATH": os.environ["PATH"], "SSL_CERT_FILE": str(bad), "LISTEN_ADDR": f"127.0.0.1:{free_port()}"}
     out = subprocess.run([SERVER], env=env, capture_output=True, text=True, timeout=30)
     assert out.returncode != 0 and "SSL_CERT_FILE" in out.stdout + out.stderr, out
+
+
+def test_past_the_upstreams_stream_limit_another_connection_is_opened(sim, servers, new_token, tls_certs):
+    """Behind an upstream that allows 2 HTTP/2 streams per connection, 4
+    streamed chats at once. hyper queues requests past the limit on its one
+    connection, so the third and fourth used to get their first byte only
+    when the first two ended; with UPSTREAM_STREAMS_PER_CONNECTION=2 the
+    server opens a second connection and every chat streams at once."""
+    front, info = start_front(tls_certs, "--frontend-http2-max-concurrent-streams=2")
+    try:
+        s = servers(
+            "h2-limit", HAILUO_BASE_URL=info["url"], SSL_CERT_FILE=info["ca"], UPSTREAM_STREAMS_PER_CONNECTION="2"
+        )
+        sim.settings(pace_ms=20)
+        body = {"model": "hailuo", "stream": True, "messages": [{"role": "user", "content": "a story [sim:len=600]"}]}
+
+        def one(token):
+            with httpx.Client(timeout=60) as client:
+                with client.stream(
+                    "POST", f"{s.url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {token}"}
+                ) as r:
+                    assert r.status_code == 200, r.read()
+                    first, frames = None, []
+                    for line in r.iter_lines():
+                        if line.startswith("data: "):
+                            first = first or time.monotonic()
+                            frames.append(line[6:])
+                    assert frames[-1] == "[DONE]", frames[-3:]
+                    return first, time.monotonic()
+
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(4) as pool:
+            timings = list(pool.map(one, [new_token(f"h2-{i}") for i in range(4)]))
+        firsts, ends = [t[0] for t in timings], [t[1] for t in timings]
+        assert max(firsts) < min(ends), f"a chat waited for another to end: {timings}"
+        lines = info["log"].read_text().splitlines()
+        assert len([l for l in lines if " /v4/api/chat/msg" in l]) == 4, lines
+        assert all(l.startswith("h2 ") for l in lines), lines
+    finally:
+        front.terminate()
+        front.wait(10)

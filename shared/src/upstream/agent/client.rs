@@ -14,7 +14,7 @@ use super::config::AgentConfig;
 use super::credential::AgentCredential;
 use super::device_query::agent_query;
 use super::poll::PollDecoder;
-use crate::upstream::browser::{self, http_client, put, registered_device, send_json};
+use crate::upstream::browser::{self, put, registered_device, send_json, Connections};
 use crate::upstream::device::{DeviceCache, DeviceIdentity};
 use crate::upstream::envelope::id_of;
 use crate::upstream::query_string::{append_query, unix_ms};
@@ -28,7 +28,7 @@ const POLL_FAILURES: u32 = 3;
 
 #[derive(Clone)]
 pub struct AgentClient {
-    http: reqwest::Client,
+    http: Arc<Connections>,
     config: Arc<AgentConfig>,
     /// Per token: `uuid` holds the real user id, `device_id` the registered device.
     devices: DeviceCache,
@@ -37,7 +37,7 @@ pub struct AgentClient {
 impl AgentClient {
     pub fn new(config: AgentConfig) -> Result<Self, crate::upstream::browser::BoxError> {
         Ok(Self {
-            http: http_client()?,
+            http: Arc::new(Connections::new(config.streams_per_connection)?),
             config: Arc::new(config),
             devices: DeviceCache::default(),
         })
@@ -152,7 +152,8 @@ impl AgentClient {
             &timestamp,
         )?;
         let url = format!("{}{full_uri}", self.config.base_url);
-        let request = self.http.request(method, url).headers(headers);
+        let (http, _in_flight) = self.http.take();
+        let request = http.request(method, url).headers(headers);
         send_json(request, self.config.json_timeout, body).await
     }
 

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::settings::Lookup;
-use crate::upstream::browser::BrowserProfile;
+use crate::upstream::browser::{streams_per_connection, BrowserProfile};
 
 /// Everything configurable about the agent upstream (`AGENT_*` variables).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,6 +22,8 @@ pub struct AgentConfig {
     pub delete_retry: Duration,
     /// Timeout of a plain JSON call, `UPSTREAM_JSON_TIMEOUT_MS` (15 s).
     pub json_timeout: Duration,
+    /// `UPSTREAM_STREAMS_PER_CONNECTION`, as for Hailuo.
+    pub streams_per_connection: usize,
 }
 
 impl Default for AgentConfig {
@@ -51,6 +53,7 @@ impl AgentConfig {
             delete_tries: env.number("AGENT_DELETE_TRIES", 3).clamp(1, 10) as u32,
             delete_retry: ms("AGENT_DELETE_RETRY_MS", 2_000),
             json_timeout: ms("UPSTREAM_JSON_TIMEOUT_MS", 15_000),
+            streams_per_connection: streams_per_connection(env),
         }
     }
 }

@@ -14,8 +14,7 @@ use super::config::HailuoConfig;
 use super::device_query::{unix_now_rounded, DeviceQuery};
 use super::stream::StreamDecoder;
 use crate::upstream::browser::{
-    self, failure_text, http_client, put, read_capped, registered_device, send_json,
-    MAX_ENVELOPE_BYTES,
+    self, failure_text, put, read_capped, registered_device, send_json, MAX_ENVELOPE_BYTES,
 };
 use crate::upstream::device::{DeviceCache, DeviceIdentity};
 use crate::upstream::envelope::{clip, open_envelope};
@@ -28,7 +27,7 @@ const SENTRY_RELEASE: &str = "CI7N-1MjJnx5pru-bzzhR";
 const SENTRY_PUBLIC_KEY: &str = "6cf106db5c7b7262eae7cc6b411c776a";
 
 pub struct HailuoClient {
-    pub(super) http: reqwest::Client,
+    pub(super) http: browser::Connections,
     pub(super) config: Arc<HailuoConfig>,
     devices: DeviceCache,
 }
@@ -36,7 +35,7 @@ pub struct HailuoClient {
 impl HailuoClient {
     pub fn new(config: HailuoConfig) -> Result<Self, crate::upstream::browser::BoxError> {
         Ok(Self {
-            http: http_client()?,
+            http: browser::Connections::new(config.streams_per_connection)?,
             config: Arc::new(config),
             devices: DeviceCache::default(),
         })
@@ -122,10 +121,8 @@ impl HailuoClient {
             DeviceQuery::new(&self.config.device, uuid, device_id, &unix).append_to(path);
         let yy = yy_json(&full_uri, body.unwrap_or("{}"), &unix);
         let headers = self.headers(token, &yy, &self.referer(None), "*/*")?;
-        let request = self
-            .http
-            .request(method, self.url(&full_uri))
-            .headers(headers);
+        let (http, _in_flight) = self.http.take();
+        let request = http.request(method, self.url(&full_uri)).headers(headers);
         send_json(request, self.config.json_timeout, body).await
     }
 
@@ -300,8 +297,8 @@ impl Upstream for HailuoClient {
         if let Some(files) = files {
             form = form.text("form", files);
         }
-        let response = self
-            .http
+        let (http, in_flight) = self.http.take();
+        let response = http
             .post(self.url(&full_uri))
             .headers(self.headers(
                 token,
@@ -314,9 +311,14 @@ impl Upstream for HailuoClient {
             .await?;
         let response = match event_stream(response, "chat").await {
             Ok(response) => response,
-            Err(error) => return Err(self.explain_failure(token, error).await),
+            Err(error) => {
+                drop(in_flight);
+                return Err(self.explain_failure(token, error).await);
+            }
         };
-        Ok(decode_events(response.bytes_stream().eventsource()))
+        Ok(decode_events(
+            in_flight.hold(response.bytes_stream()).eventsource(),
+        ))
     }
 
     async fn delete_conversation(&self, token: &str, chat_id: &str) -> Result<(), UpstreamError> {

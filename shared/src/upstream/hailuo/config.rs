@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::settings::Lookup;
-use crate::upstream::browser::BrowserProfile;
+use crate::upstream::browser::{streams_per_connection, BrowserProfile};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HailuoConfig {
@@ -16,6 +16,9 @@ pub struct HailuoConfig {
     pub device: DeviceProfile,
     /// Timeout of a plain JSON call, `UPSTREAM_JSON_TIMEOUT_MS` (15 s).
     pub json_timeout: Duration,
+    /// Requests one upstream connection carries before the next is opened,
+    /// `UPSTREAM_STREAMS_PER_CONNECTION` (64; see `browser::Connections`).
+    pub streams_per_connection: usize,
     pub speech: SpeechTiming,
 }
 
@@ -55,6 +58,7 @@ impl HailuoConfig {
             ),
             device: DeviceProfile::from_lookup(env),
             json_timeout: env.millis("UPSTREAM_JSON_TIMEOUT_MS", 15_000),
+            streams_per_connection: streams_per_connection(env),
             speech: SpeechTiming {
                 tts_timeout: env.millis("HAILUO_TTS_TIMEOUT_MS", 30_000),
                 tts_poll_interval: env.millis("HAILUO_TTS_POLL_INTERVAL_MS", 1_000).max(Duration::from_millis(50)),

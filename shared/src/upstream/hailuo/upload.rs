@@ -112,8 +112,8 @@ impl HailuoClient {
             &policy.security_token,
             &format!("/{}/{key}", policy.bucket),
         );
-        let response = self
-            .http
+        let (http, _in_flight) = self.http.take();
+        let response = http
             .put(object_url(&policy.endpoint, &policy.bucket, &key))
             .header("Content-Type", &file.mime)
             .header("Date", &date)

@@ -91,8 +91,8 @@ impl HailuoClient {
                 clip(url)
             )));
         }
-        let response = self
-            .http
+        let (http, _in_flight) = self.http.take();
+        let response = http
             .get(url)
             .header(REFERER, format!("{}/", self.config.browser.origin))
             .header(USER_AGENT, &self.config.browser.user_agent)
@@ -154,8 +154,8 @@ impl HailuoClient {
             .part("voiceBytes", audio)
             .text("characterID", "1")
             .text("playSpeedLevel", "1");
-        let response = self
-            .http
+        let (http, _in_flight) = self.http.take();
+        let response = http
             .post(self.url(&full_uri))
             .headers(self.headers(token, &yy, &self.referer(None), "text/event-stream")?)
             .multipart(form)
