@@ -155,7 +155,7 @@ impl Connections {
             .collect();
         Ok(Self {
             slots,
-            per_connection: per_connection.max(1),
+            per_connection,
         })
     }
 
