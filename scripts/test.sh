@@ -47,7 +47,8 @@ fi
 log "static server: cargo lambda build --target x86_64-unknown-linux-musl --bin server"
 cargo lambda build --target x86_64-unknown-linux-musl --bin server --locked --lambda-dir "$ROOT/target/static"
 mkdir -p "$ROOT/target/static/bin"
-install -m 755 "$ROOT/target/static/server/bootstrap" "$ROOT/target/static/bin/server"
+# A hard link, not a copy: the binary is the one cargo lambda wrote.
+ln -f "$ROOT/target/static/server/bootstrap" "$ROOT/target/static/bin/server"
 export SERVER_BIN="$ROOT/target/static/bin/server"
 if ldd "$SERVER_BIN" 2>&1 | grep -q '=>'; then
   echo "$SERVER_BIN is not static: $(ldd "$SERVER_BIN")" >&2
