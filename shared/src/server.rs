@@ -26,7 +26,7 @@ pub async fn run_server() -> Result<(), lambda_http::Error> {
         }
         (None, None) => tracing::info!("header mode: callers send their tokens"),
     }
-    if let Some(every) = liveness_interval(&state.config) {
+    if let Some(every) = liveness_interval(&state.config, &state.credentials) {
         let (config, upstream, credentials) = (
             state.config.clone(),
             state.upstream.clone(),
@@ -37,11 +37,11 @@ pub async fn run_server() -> Result<(), lambda_http::Error> {
     crate::runtime::serve(routes::all(state)).await
 }
 
-/// The timer's period, when there is a local tokens file to check.
-fn liveness_interval(config: &Config) -> Option<Duration> {
+/// The timer's period, when the credentials keep a local status to write
+/// (which settings make that is `Credentials::from_env`'s choice alone).
+fn liveness_interval(config: &Config, credentials: &Credentials) -> Option<Duration> {
     let period = config.liveness_interval;
-    (config.tokens_secret_id.is_none() && config.tokens_file.is_some() && !period.is_zero())
-        .then_some(period)
+    (credentials.local_liveness().is_some() && !period.is_zero()).then_some(period)
 }
 
 /// Check every token of the file now, then every `every` (nothing, and at
@@ -231,23 +231,28 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    #[test]
-    fn the_timer_runs_only_for_a_tokens_file() {
-        let on = |pairs: &[(&str, &str)]| liveness_interval(&config(pairs));
-        assert_eq!(on(&[]), None);
+    #[tokio::test]
+    async fn the_timer_runs_only_for_a_tokens_file() {
+        async fn on(pairs: &[(&str, &str)]) -> Option<Duration> {
+            let config = config(pairs);
+            let credentials = Credentials::from_env(&config, "test").await.unwrap();
+            liveness_interval(&config, &credentials)
+        }
+        assert_eq!(on(&[]).await, None);
         assert_eq!(
-            on(&[("TOKENS_FILE", "/t.json")]),
+            on(&[("TOKENS_FILE", "/t.json")]).await,
             Some(Duration::from_secs(6 * 3600))
         );
         assert_eq!(
             on(&[
                 ("TOKENS_FILE", "/t.json"),
                 ("LIVENESS_INTERVAL_SECONDS", "0")
-            ]),
+            ])
+            .await,
             None
         );
         assert_eq!(
-            on(&[("TOKENS_FILE", "/t.json"), ("TOKENS_SECRET_ID", "s")]),
+            on(&[("TOKENS_FILE", "/t.json"), ("TOKENS_SECRET_ID", "s")]).await,
             None
         );
     }
