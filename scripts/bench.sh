@@ -6,7 +6,9 @@
 #   scripts/bench.sh audio               the transcription function's transcoder (audio-bench)
 #   scripts/bench.sh startup             each Lambda bootstrap's size and start → ready (lambda-startup)
 #   scripts/bench.sh load                100/300/1,000 concurrent streams through the server (server-load;
-#                                        --split-cores gives the server a CPU of its own)
+#                                        --split-cores gives the server a CPU of its own;
+#                                        --server-url URL --sim-addr 0.0.0.0:18080 drives a
+#                                        server on another machine, see BENCHMARKS.md)
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"

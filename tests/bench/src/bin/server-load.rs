@@ -1,6 +1,6 @@
 //! `server-load [--server-bin target/release/server] [--levels 100,300,1000]
 //!              [--seconds 15] [--pace-ms 100] [--chunk-bytes 50] [--answer-bytes 2000]
-//!              [--split-cores]`
+//!              [--split-cores] [--server-url URL --sim-addr 0.0.0.0:18080]`
 //!
 //! Holds N streamed chats open at once against the self-hosted `server` (its
 //! own process, header mode, one token per stream so no stream waits for a
@@ -21,6 +21,14 @@
 //! `--split-cores` gives the server the last CPU to itself and this process
 //! (the simulator and the clients) the others, with `taskset`: on a machine
 //! this small the generator's own tail otherwise hides the server's.
+//!
+//! `--server-url http://host:8080` measures a server already running on
+//! another machine instead, so that the generator's tail is not the server's
+//! CPU's: start it there in header mode with `HAILUO_BASE_URL` at this
+//! machine's simulator, bound where it can reach it (`--sim-addr
+//! 0.0.0.0:18080`). Latencies are still taken on this process's clock (the
+//! simulator's send, this process's receipt); the server's RSS is left to
+//! that machine (`VmHWM` in its `/proc/<pid>/status`).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -154,6 +162,8 @@ async fn main() {
     let mut chunk_bytes = 50usize;
     let mut answer_bytes = 2000usize;
     let mut split_cores = false;
+    let mut server_url: Option<String> = None;
+    let mut sim_addr = "127.0.0.1:0".to_string();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = || args.next().expect("a value after the flag");
@@ -170,12 +180,18 @@ async fn main() {
             "--chunk-bytes" => chunk_bytes = value().parse().unwrap(),
             "--answer-bytes" => answer_bytes = value().parse().unwrap(),
             "--split-cores" => split_cores = true,
+            "--server-url" => server_url = Some(value().trim_end_matches('/').to_string()),
+            "--sim-addr" => sim_addr = value(),
             other => panic!("unknown argument {other}"),
         }
     }
 
+    assert!(
+        !(split_cores && server_url.is_some()),
+        "--split-cores pins a local server; --server-url has none"
+    );
     let (sim, sim_url) = chat_bench::start_simulator(
-        "127.0.0.1:0",
+        &sim_addr,
         Settings {
             pace_ms,
             chunk_bytes,
@@ -185,10 +201,20 @@ async fn main() {
     )
     .await;
 
-    let server = Started::gateway(&server_bin, &sim_url, &[]).wait_until_up();
-    let (pid, port) = (server.pid(), server.port);
+    // The server: this machine's own process, or one elsewhere (no pid here).
+    let (local, base) = match &server_url {
+        Some(url) => (None, url.clone()),
+        None => {
+            let server = Started::gateway(&server_bin, &sim_url, &[]).wait_until_up();
+            let base = format!("http://127.0.0.1:{}", server.port);
+            (Some(server), base)
+        }
+    };
+    let pid = local.as_ref().map(Started::pid);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let placement = if split_cores && cores >= 2 {
+    let placement = if let Some(url) = &server_url {
+        format!("the server at {url}, the simulator at {sim_url} and the generator here")
+    } else if let Some(pid) = pid.filter(|_| split_cores && cores >= 2) {
         let last = cores - 1;
         pin(pid, &last.to_string());
         pin(std::process::id(), &format!("0-{}", last - 1));
@@ -199,7 +225,7 @@ async fn main() {
     } else {
         "the server and the generator sharing every CPU".to_string()
     };
-    let url = format!("http://127.0.0.1:{port}/v1/chat/completions");
+    let url = format!("{base}/v1/chat/completions");
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(usize::MAX)
         .tcp_nodelay(true)
@@ -211,12 +237,12 @@ async fn main() {
     }));
     let upstream = Arc::new(HailuoClient::new(config).unwrap());
     let prompt = format!("load [sim:len={answer_bytes}]");
-    let idle = status_kib(pid, "VmRSS:");
+    let mb = |kib: u64| format!("{:.1} MB", kib as f64 / 1024.0);
+    let idle = pid.map_or("not read here".into(), |pid| mb(status_kib(pid, "VmRSS:")));
 
     println!(
         "server-load: answers of {answer_bytes} bytes in {chunk_bytes}-byte events {pace_ms} ms apart, \
-         {seconds} s per level, {placement}, server idle RSS {:.1} MB\n",
-        idle as f64 / 1024.0
+         {seconds} s per level, {placement}, server idle RSS {idle}\n"
     );
     println!("| concurrent streams | path | streams done | errors | chunks | per-chunk p50 | per-chunk p99 | server peak RSS |");
     println!("|---:|---|---:|---:|---:|---:|---:|---:|");
@@ -241,23 +267,26 @@ async fn main() {
             ms(percentile(&base_lat, 0.99)),
         );
 
-        let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+        if let Some(pid) = pid {
+            let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+        }
         let (http2, url2, p) = (http.clone(), url.clone(), prompt.clone());
         let through = hold(n, seconds, stagger, move |w, _| {
             let (http, url, p) = (http2.clone(), url2.clone(), p.clone());
             async move { through_server(&http, &url, &format!("load-{w}"), &p, answer_bytes).await }
         })
         .await;
-        let peak = status_kib(pid, "VmHWM:");
+        let peak = pid.map_or("—".into(), |pid| {
+            format!("**{}**", mb(status_kib(pid, "VmHWM:")))
+        });
         let lat = all_latencies(&sim, &through.streams);
         println!(
-            "| {n} | through the server | {} | **{}** | {} | {} | **{}** | **{:.1} MB** |",
+            "| {n} | through the server | {} | **{}** | {} | {} | **{}** | {peak} |",
             through.streams.len(),
             through.errors.len(),
             lat.len(),
             ms(percentile(&lat, 0.5)),
             ms(percentile(&lat, 0.99)),
-            peak as f64 / 1024.0
         );
         for e in through.errors.iter().chain(&base.errors).take(5) {
             eprintln!("  error at {n}: {e}");
