@@ -19,13 +19,6 @@ use crate::upstream::Upstream;
 /// is a tokens file, and serve until SIGTERM (graceful, see `runtime::serve`).
 pub async fn run_server() -> Result<(), lambda_http::Error> {
     let state = crate::voice_state_from_env("server").await?;
-    match (&state.config.tokens_file, &state.config.tokens_secret_id) {
-        (_, Some(_)) => tracing::info!("secret mode: tokens and API keys from Secrets Manager"),
-        (Some(path), None) => {
-            tracing::info!(file = %path, "secret mode: tokens and API keys from a file")
-        }
-        (None, None) => tracing::info!("header mode: callers send their tokens"),
-    }
     if let Some(every) = liveness_interval(&state.config, &state.credentials) {
         let (config, upstream, credentials) = (
             state.config.clone(),

@@ -168,47 +168,49 @@ impl Credentials {
 
     /// From the environment: secret mode when `TOKENS_SECRET_ID` is set, or
     /// (the self-hosted server) `TOKENS_FILE`, whose status document is
-    /// held in memory for the server's liveness timer to write.
+    /// held in memory for the server's liveness timer to write; header mode
+    /// otherwise. The choice is made here alone, and logged once.
     pub async fn from_env(config: &crate::Config, app_name: &str) -> Result<Self, ApiError> {
-        if let (None, Some(path)) = (&config.tokens_secret_id, &config.tokens_file) {
-            let mode = Mode::Secret(Box::new(SecretMode {
-                tokens: Document::File(FileDocument::new(path)),
-                status: Some(Document::Memory(Arc::new(Latest::new(
-                    "the status of the last liveness check",
-                )))),
-                allow_header_tokens: config.allow_header_tokens,
-            }));
-            return Ok(Self::new(
-                mode,
-                config.dead_token_memory,
-                &config.api_key_prefix,
-            ));
-        }
-        let Some(tokens_id) = config.tokens_secret_id.clone() else {
-            return Ok(Self::new(
-                Mode::Header,
-                config.dead_token_memory,
-                &config.api_key_prefix,
-            ));
+        let mode = match (&config.tokens_secret_id, &config.tokens_file) {
+            (None, None) => {
+                tracing::info!("header mode: callers send their tokens");
+                Mode::Header
+            }
+            (None, Some(path)) => {
+                tracing::info!(file = %path, "secret mode: tokens and API keys from a file");
+                Mode::Secret(Box::new(SecretMode {
+                    tokens: Document::File(FileDocument::new(path)),
+                    status: Some(Document::Memory(Arc::new(Latest::new(
+                        "the status of the last liveness check",
+                    )))),
+                    allow_header_tokens: config.allow_header_tokens,
+                }))
+            }
+            (Some(tokens_id), file) => {
+                if file.is_some() {
+                    tracing::warn!("TOKENS_FILE is ignored: TOKENS_SECRET_ID is set too");
+                }
+                tracing::info!(secret = %tokens_id, "secret mode: tokens and API keys from Secrets Manager");
+                let client = secrets_manager::SecretsManager::from_env(app_name);
+                let tokens = Document::Secret(Box::new(CachedDocument::new(
+                    client.clone(),
+                    tokens_id.clone(),
+                    config.secret_cache_ttl,
+                )));
+                let status = config.token_status_secret_id.as_ref().map(|id| {
+                    Document::Secret(Box::new(CachedDocument::new(
+                        client,
+                        id.clone(),
+                        config.status_cache_ttl,
+                    )))
+                });
+                Mode::Secret(Box::new(SecretMode {
+                    tokens,
+                    status,
+                    allow_header_tokens: config.allow_header_tokens,
+                }))
+            }
         };
-        let client = secrets_manager::SecretsManager::from_env(app_name);
-        let tokens = Document::Secret(Box::new(CachedDocument::new(
-            client.clone(),
-            tokens_id,
-            config.secret_cache_ttl,
-        )));
-        let status = config.token_status_secret_id.as_ref().map(|id| {
-            Document::Secret(Box::new(CachedDocument::new(
-                client,
-                id.clone(),
-                config.status_cache_ttl,
-            )))
-        });
-        let mode = Mode::Secret(Box::new(SecretMode {
-            tokens,
-            status,
-            allow_header_tokens: config.allow_header_tokens,
-        }));
         Ok(Self::new(
             mode,
             config.dead_token_memory,
