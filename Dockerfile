@@ -6,9 +6,9 @@
 # end-to-end suite against it (README, "Self-hosting").
 
 FROM rust:1-alpine AS build
-# C toolchain for the bundled C libraries: libopus (cmake), LAME (autotools),
-# aws-lc (cmake, perl).
-RUN apk add --no-cache build-base cmake perl linux-headers
+# C toolchain for the C built from source: libopus (cmake), LAME (its
+# configure script and make) and ring's few C and assembly files (cc).
+RUN apk add --no-cache build-base cmake linux-headers
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked -p server \
