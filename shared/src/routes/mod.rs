@@ -82,14 +82,24 @@ pub(crate) fn tasks_running() -> usize {
 /// cleans up upstream (deletes the conversation, gives the account back).
 /// Until it has an account, though, a request whose caller has gone stops
 /// (`caller.rs`): the handler being dropped cancels the token.
+///
+/// A bug that panics in the work (where panics unwind: the server, tests)
+/// costs this request a 500 and nothing else. What the panic said is logged
+/// (the panic hook has printed it too), not sent: it is the gateway's
+/// business, and could quote data that is not the caller's.
 pub(crate) async fn in_own_task(
     work: impl std::future::Future<Output = Result<Response, ApiError>> + Send + 'static,
 ) -> Result<Response, ApiError> {
     let gone = tokio_util::sync::CancellationToken::new();
     let _cancel_when_dropped = gone.clone().drop_guard();
-    spawn(crate::caller::scope(gone, work))
-        .await
-        .map_err(|e| ApiError::Internal(format!("the request handler failed: {e}")))?
+    spawn(crate::caller::scope(gone, work)).await.map_err(|e| {
+        tracing::error!(error = %e, "the request handler failed");
+        ApiError::Internal(
+            "the gateway failed on this request (a bug, logged on its side); retry, \
+             and report it if it happens again"
+                .into(),
+        )
+    })?
 }
 
 /// Every route on one router: the self-hosted server. Each route keeps the
@@ -191,5 +201,44 @@ pub(crate) fn body_error(rejection: BytesRejection, max_body: usize) -> ApiError
         ApiError::PayloadTooLarge(format!("The request body is larger than {max_body} bytes."))
     } else {
         ApiError::bad_body(format!("The request body could not be read: {rejection}."))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use axum::routing::get;
+    use axum::Router;
+    use tower::ServiceExt;
+
+    use super::in_own_task;
+    use crate::testing::json;
+
+    fn buggy() -> axum::response::Response {
+        panic!("a bug that quotes tok-not-for-callers")
+    }
+
+    /// Where panics unwind (the server's profile, tests), a bug costs its
+    /// own request a 500 with an OpenAI error that does not repeat the
+    /// panic's words, and the router goes on serving.
+    #[tokio::test]
+    async fn a_handler_that_panics_costs_its_request_a_500_and_nothing_else() {
+        let router = Router::new()
+            .route("/boom", get(|| in_own_task(async { Ok(buggy()) })))
+            .route("/fine", get(|| async { "fine" }));
+        let get_ = |path: &str| Request::get(path).body(Body::empty()).unwrap();
+
+        let response = router.clone().oneshot(get_("/boom")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = json(response).await;
+        assert_eq!(body["error"]["type"], "server_error");
+        assert_eq!(body["error"]["code"], "internal_error");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("a bug"), "{message}");
+        assert!(!message.contains("tok-not-for-callers"), "{message}");
+
+        let response = router.oneshot(get_("/fine")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
     }
 }
