@@ -14,11 +14,13 @@ source "$(dirname "$0")/env.sh"
 cd "$ROOT"
 case ${1:-} in
 load)
-  cargo build --release --locked -p server -p chat-bench --bin server --bin server-load
+  # The server as it ships (the `server` profile: release, unwinding panics).
+  cargo build --profile server --locked -p server
+  cargo build --release --locked -p chat-bench --bin server-load
   # Three sockets a stream in the bench's process (client, simulator's both
   # ends), two in the server's.
   [ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -ge 8192 ] || ulimit -n "$(ulimit -Hn)"
-  exec "$ROOT/target/release/server-load" --server-bin "$ROOT/target/release/server" "${@:2}"
+  exec "$ROOT/target/release/server-load" --server-bin "$ROOT/target/server/server" "${@:2}"
   ;;
 startup)
   "$ROOT/scripts/setup.sh" >/dev/null

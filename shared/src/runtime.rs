@@ -105,6 +105,12 @@ pub(crate) async fn serve_until(
     router: Router,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), lambda_http::Error> {
+    if cfg!(panic = "abort") {
+        tracing::warn!(
+            "built with panic = \"abort\" (the release profile, made for Lambda): a bug that \
+             panics here ends every request in flight; build with `--profile server`"
+        );
+    }
     let env = Lookup::env();
     let addr = listen_addr(&env);
     // The longest a shutdown waits for requests in flight.

@@ -8,6 +8,7 @@ network: run by scripts/test.sh beside cfn-lint."""
 import json
 import re
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -129,6 +130,20 @@ def test_the_emulator_routes_every_path_to_a_function_that_serves_it():
     for path, binaries in served_by.items():
         assert path in router, f"cargo lambda watch does not route {path}"
         assert router[path] in binaries, f"{path} is routed to {router[path]}, served by {binaries}"
+
+
+def test_the_lambda_build_is_the_release_profile_cargo_toml_states():
+    """cargo-lambda (so `sam build`) fills in `strip`, `lto`, `codegen-units`
+    and `panic = "abort"` when the release profile leaves them out: all four
+    are named, so the bootstraps are built as Cargo.toml says. The
+    self-hosted server's own profile unwinds, and the Dockerfile uses it."""
+    profiles = tomllib.loads(source(ROOT / "Cargo.toml"))["profile"]
+    release = profiles["release"]
+    for key in ("strip", "lto", "codegen-units", "panic"):
+        assert key in release, f"[profile.release] does not name {key}: cargo-lambda would choose it"
+    assert release["panic"] == "abort"
+    assert profiles["server"] == {"inherits": "release", "panic": "unwind"}
+    assert re.search(r"cargo build --profile server\b.*-p server", source(ROOT / "Dockerfile"))
 
 
 CACHING_DISABLED = "4135ea2d-6df8-44a3-9df3-4b5a84be39ad"
