@@ -104,6 +104,18 @@ impl ApiError {
         }
     }
 
+    /// A bug that panicked, where panics unwind (the server; tests): the
+    /// caller learns that much. What the panic said is logged (the panic
+    /// hook prints it), not sent: it could quote data that is not the
+    /// caller's.
+    pub(crate) fn bug() -> Self {
+        ApiError::Internal(
+            "the gateway failed on this request (a bug, logged on its side); retry, \
+             and report it if it happens again"
+                .into(),
+        )
+    }
+
     /// The OpenAI error object: `{"error":{"message","type","param","code"}}`.
     pub fn body(&self) -> serde_json::Value {
         let (kind, param, code) = self.kind();

@@ -30,6 +30,8 @@ pub enum Step {
     Sleep(Duration),
     /// Never another event.
     Hang,
+    /// A bug: the stream panics when it gets here.
+    Panic,
     /// Answer text, `{nonce}` replaced by the prompt's nonce, then sent in
     /// `parts` deltas `pace` apart.
     Text {
@@ -335,6 +337,9 @@ impl Upstream for FakeUpstream {
                         }
                         Some(Step::Sleep(d)) => tokio::time::sleep(d).await,
                         Some(Step::Hang) => std::future::pending::<()>().await,
+                        Some(Step::Panic) => {
+                            panic!("a scripted bug that quotes tok-not-for-callers")
+                        }
                         Some(Step::Text { .. }) => unreachable!("expanded when the chat starts"),
                         Some(Step::Event(e)) => {
                             if e == UpstreamEvent::End {

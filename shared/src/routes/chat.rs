@@ -9,7 +9,7 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -273,6 +273,12 @@ async fn collect_answer(
 
 /// The stream is fed by a task that owns the answer; the response body ends
 /// only when that task has finished, cleanup included.
+///
+/// A bug that panics while the stream is produced (where panics unwind: the
+/// server; Lambda's build aborts) still ends the stream as an upstream
+/// failure does, with an error chunk and `[DONE]`, and the conversation is
+/// still deleted: the task keeps the answer, the encoder and the sender, and
+/// only lends them to `produce`.
 fn stream_answer(
     answer: Answer,
     request: ChatRequest,
@@ -291,8 +297,27 @@ fn stream_answer(
     );
     let include_usage = request.include_usage;
     super::spawn(async move {
+        let mut answer = answer;
         let reply = Reply::new(&plan, prompt);
-        produce(answer, reply, &config, encoder, include_usage, tx).await
+        let produced = std::panic::AssertUnwindSafe(produce(
+            &mut answer,
+            reply,
+            &config,
+            &encoder,
+            include_usage,
+            &tx,
+        ))
+        .catch_unwind()
+        .await;
+        if produced.is_err() {
+            tracing::error!(
+                chat_id = answer.chat_id().unwrap_or_default(),
+                "the stream's producer panicked"
+            );
+            send_all(&tx, vec![encoder.error(&ApiError::bug())]).await;
+            answer.cleanup().await;
+            send_all(&tx, vec![ChunkEncoder::done()]).await;
+        }
     });
     let body = Body::from_stream(ReceiverStream::new(rx).map(Ok::<_, Infallible>));
     let mut response = Response::new(body);
@@ -307,12 +332,12 @@ fn stream_answer(
 }
 
 async fn produce(
-    mut answer: Answer,
+    answer: &mut Answer,
     mut reply: Reply<'_>,
     config: &Config,
-    enc: ChunkEncoder,
+    enc: &ChunkEncoder,
     include_usage: bool,
-    tx: mpsc::Sender<Bytes>,
+    tx: &mpsc::Sender<Bytes>,
 ) {
     let mut failure = None;
     let mut ending = Vec::new();
@@ -321,7 +346,7 @@ async fn produce(
         let piece = tokio::select! {
             biased;
             _ = tx.closed() => { client_gone = true; break; }
-            piece = reply.next(&mut answer, config) => piece,
+            piece = reply.next(answer, config) => piece,
         };
         let frame = match piece {
             None => break,
@@ -356,14 +381,14 @@ async fn produce(
     }
     // The deletion still happens inside the invocation, before the usage
     // chunk and `[DONE]` (the invocation lasts until `tx` is dropped).
-    send_all(&tx, ending).await;
+    send_all(tx, ending).await;
     answer.cleanup().await;
     let mut tail = Vec::new();
     if failure.is_none() && include_usage {
         tail.push(enc.usage(reply.usage()));
     }
     tail.push(ChunkEncoder::done());
-    send_all(&tx, tail).await;
+    send_all(tx, tail).await;
 }
 
 /// Frames in order, until the caller is gone.

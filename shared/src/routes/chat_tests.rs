@@ -264,21 +264,50 @@ async fn a_dead_token_fails_over_and_a_lone_dead_token_is_401_in_the_adapters_wo
     assert!(!message.contains("hailuoai.com"), "{message}");
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_stall_mid_stream_ends_with_an_error_chunk_then_done() {
+/// A streamed answer whose upstream sends "半", then does `last`.
+async fn half_a_stream_then(last: Step) -> (FakeUpstream, axum::Router, Vec<(String, Instant)>) {
     let fake = FakeUpstream::answering(ANSWER, Duration::from_millis(10));
     fake.script(Script::steps(vec![
-        Step::conversation("stalled"),
+        Step::conversation("cut"),
         Step::Event(UpstreamEvent::Delta("半".into())),
-        Step::Hang,
+        last,
     ]));
     let app = router(state(&fake, Config::default()));
     let response = send(&app, "tok-a", ask(true)).await;
+    assert_eq!(response.status(), StatusCode::OK);
     let frames = frames(response).await;
     assert_eq!(content_of(&frames), "半");
+    (fake, app, frames)
+}
+
+/// The error chunk a stream ends with, checked to be followed by `[DONE]`
+/// and nothing else.
+fn error_then_done(frames: &[(String, Instant)]) -> Value {
     let n = frames.len();
     assert_eq!(frames[n - 1].0, "[DONE]");
-    let error: Value = serde_json::from_str(&frames[n - 2].0).unwrap();
+    serde_json::from_str(&frames[n - 2].0).unwrap()
+}
+
+/// Where panics unwind (the server), a bug mid-stream ends the stream as an
+/// upstream failure does, and the conversation is still deleted.
+#[tokio::test(start_paused = true)]
+async fn a_bug_that_panics_mid_stream_ends_with_an_error_chunk_then_done() {
+    let (fake, app, frames) = half_a_stream_then(Step::Panic).await;
+    let error = error_then_done(&frames);
+    assert_eq!(error["error"]["type"], "server_error");
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(message.contains("a bug"), "{message}");
+    assert!(!message.contains("tok-not-for-callers"), "{message}");
+    assert_eq!(fake.record(|r| r.deleted.len()), 1);
+    // The account is free again: the next request is answered.
+    let response = send(&app, "tok-a", ask(false)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stall_mid_stream_ends_with_an_error_chunk_then_done() {
+    let (fake, _, frames) = half_a_stream_then(Step::Hang).await;
+    let error = error_then_done(&frames);
     assert!(error["error"]["message"]
         .as_str()
         .unwrap()

@@ -84,9 +84,7 @@ pub(crate) fn tasks_running() -> usize {
 /// (`caller.rs`): the handler being dropped cancels the token.
 ///
 /// A bug that panics in the work (where panics unwind: the server, tests)
-/// costs this request a 500 and nothing else. What the panic said is logged
-/// (the panic hook has printed it too), not sent: it is the gateway's
-/// business, and could quote data that is not the caller's.
+/// costs this request a 500 (`ApiError::bug`) and nothing else.
 pub(crate) async fn in_own_task(
     work: impl std::future::Future<Output = Result<Response, ApiError>> + Send + 'static,
 ) -> Result<Response, ApiError> {
@@ -94,11 +92,7 @@ pub(crate) async fn in_own_task(
     let _cancel_when_dropped = gone.clone().drop_guard();
     spawn(crate::caller::scope(gone, work)).await.map_err(|e| {
         tracing::error!(error = %e, "the request handler failed");
-        ApiError::Internal(
-            "the gateway failed on this request (a bug, logged on its side); retry, \
-             and report it if it happens again"
-                .into(),
-        )
+        ApiError::bug()
     })?
 }
 
