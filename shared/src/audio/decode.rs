@@ -17,13 +17,13 @@
 use std::io::Cursor;
 use std::sync::LazyLock;
 
-use symphonia::core::audio::{SampleBuffer, SignalSpec};
-use symphonia::core::codecs::{CodecRegistry, DecoderOptions, CODEC_TYPE_NULL};
+use symphonia::core::codecs::audio::AudioDecoderOptions;
+use symphonia::core::codecs::registry::CodecRegistry;
 use symphonia::core::errors::Error as SymphoniaError;
+use symphonia::core::formats::probe::{Hint, Probe};
 use symphonia::core::formats::FormatOptions;
 use symphonia::core::io::{MediaSourceStream, MediaSourceStreamOptions};
 use symphonia::core::meta::MetadataOptions;
-use symphonia::core::probe::{Hint, Probe};
 use symphonia::default::{codecs, formats};
 
 use super::AudioError;
@@ -39,7 +39,7 @@ impl Formats {
     fn new(accepted: &'static str) -> Self {
         let mut probe = Probe::default();
         // ID3v2 tags ahead of the audio (mp3 files carry them).
-        probe.register_all::<symphonia_metadata::id3v2::Id3v2Reader>();
+        probe.register_metadata::<symphonia_metadata::id3v2::Id3v2Reader<'_>>();
         Formats {
             probe,
             codecs: CodecRegistry::new(),
@@ -53,28 +53,28 @@ pub(crate) static ANY: LazyLock<Formats> = LazyLock::new(|| {
     let mut f = Formats::new("wav, mp3, m4a (AAC), ogg (Vorbis or Opus), flac, webm (Opus)");
     // symphonia's own order (`register_enabled_formats`): the probe tries
     // markers in it, and ADTS and MPEG audio both start with a sync word.
-    f.probe.register_all::<formats::AdtsReader>();
-    f.probe.register_all::<formats::FlacReader>();
-    f.probe.register_all::<formats::IsoMp4Reader>();
-    f.probe.register_all::<formats::MpaReader>();
-    f.probe.register_all::<formats::WavReader>();
-    f.probe.register_all::<formats::OggReader>();
-    f.probe.register_all::<formats::MkvReader>();
-    f.codecs.register_all::<codecs::AacDecoder>();
-    f.codecs.register_all::<codecs::FlacDecoder>();
-    f.codecs.register_all::<codecs::MpaDecoder>();
-    f.codecs.register_all::<codecs::PcmDecoder>();
-    f.codecs.register_all::<codecs::VorbisDecoder>();
+    f.probe.register_format::<formats::AdtsReader<'_>>();
+    f.probe.register_format::<formats::FlacReader<'_>>();
+    f.probe.register_format::<formats::IsoMp4Reader<'_>>();
+    f.probe.register_format::<formats::MpaReader<'_>>();
+    f.probe.register_format::<formats::WavReader<'_>>();
+    f.probe.register_format::<formats::OggReader<'_>>();
+    f.probe.register_format::<formats::MkvReader<'_>>();
+    f.codecs.register_audio_decoder::<codecs::AacDecoder>();
+    f.codecs.register_audio_decoder::<codecs::FlacDecoder>();
+    f.codecs.register_audio_decoder::<codecs::MpaDecoder>();
+    f.codecs.register_audio_decoder::<codecs::PcmDecoder>();
+    f.codecs.register_audio_decoder::<codecs::VorbisDecoder>();
     f.codecs
-        .register_all::<symphonia_adapter_libopus::OpusDecoder>();
+        .register_audio_decoder::<symphonia_adapter_libopus::OpusDecoder>();
     f
 });
 
 /// The mp3 parts of a synthesis.
 pub(crate) static MP3: LazyLock<Formats> = LazyLock::new(|| {
     let mut f = Formats::new("mp3");
-    f.probe.register_all::<formats::MpaReader>();
-    f.codecs.register_all::<codecs::MpaDecoder>();
+    f.probe.register_format::<formats::MpaReader<'_>>();
+    f.codecs.register_audio_decoder::<codecs::MpaDecoder>();
     f
 });
 
@@ -116,13 +116,13 @@ pub(crate) fn decode(
         Box::new(Cursor::new(bytes)),
         MediaSourceStreamOptions::default(),
     );
-    let probed = formats
+    let mut format = formats
         .probe
-        .format(
+        .probe(
             &Hint::new(),
             source,
-            &FormatOptions::default(),
-            &MetadataOptions::default(),
+            FormatOptions::default(),
+            MetadataOptions::default(),
         )
         .map_err(|e| match e {
             SymphoniaError::Unsupported(_) => unsupported(String::new()),
@@ -130,33 +130,32 @@ pub(crate) fn decode(
                 "The file looks like {detected} but cannot be read: {other}."
             )),
         })?;
-    let mut format = probed.format;
-    let track = format
+    let (track_id, params) = format
         .tracks()
         .iter()
-        .find(|t| t.codec_params.codec != CODEC_TYPE_NULL)
+        .find_map(|t| Some((t.id, t.codec_params.as_ref()?.audio()?.clone())))
         .ok_or_else(|| unsupported(" with no audio track".into()))?;
-    let track_id = track.id;
     let codec = formats
         .codecs
-        .get_codec(track.codec_params.codec)
-        .map(|c| c.short_name)
+        .get_audio_decoder(params.codec)
+        .map(|c| c.codec.info.short_name)
         .unwrap_or("an unknown codec");
     let described = format!("{detected} ({codec})");
     let mut decoder = formats
         .codecs
-        .make(&track.codec_params, &DecoderOptions::default())
+        .make_audio_decoder(&params, &AudioDecoderOptions::default())
         .map_err(|_| {
             unsupported(format!(
                 " holding {codec} audio, a codec this service does not decode"
             ))
         })?;
-    let mut buffer: Option<(SignalSpec, SampleBuffer<f32>)> = None;
+    let mut samples: Vec<f32> = Vec::new();
     let (mut good, mut broken) = (0u64, 0u64);
     loop {
         let packet = match format.next_packet() {
-            Ok(packet) => packet,
+            Ok(Some(packet)) => packet,
             // The end of the file (also where a truncated file stops).
+            Ok(None) => break,
             Err(SymphoniaError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                 break
             }
@@ -171,7 +170,7 @@ pub(crate) fn decode(
                 )))
             }
         };
-        if packet.track_id() != track_id {
+        if packet.track_id != track_id {
             continue;
         }
         let decoded = match decoder.decode(&packet) {
@@ -195,15 +194,9 @@ pub(crate) fn decode(
         if decoded.frames() == 0 {
             continue;
         }
-        let spec = *decoded.spec();
-        let needed = decoded.capacity() as u64;
-        let channels = spec.channels.count();
-        let samples = match &mut buffer {
-            Some((had, b)) if *had == spec && b.capacity() as u64 >= needed * channels as u64 => b,
-            slot => &mut slot.insert((spec, SampleBuffer::new(needed, spec))).1,
-        };
-        samples.copy_interleaved_ref(decoded);
-        sink(samples.samples(), channels.max(1), spec.rate)?;
+        let (channels, rate) = (decoded.spec().channels().count(), decoded.spec().rate());
+        decoded.copy_to_vec_interleaved(&mut samples);
+        sink(&samples, channels.max(1), rate)?;
     }
     if good == 0 {
         return Err(AudioError::Corrupt(format!(

@@ -1,6 +1,6 @@
 //! Audio in-process, since Lambda has no sox or ffmpeg: what the speech
 //! routes need of codecs, and nothing of HTTP. Sans I/O and CPU-bound:
-//! callers run it on a blocking thread (`tokio::task::spawn_blocking`).
+//! callers run it on a blocking thread, through [`off_thread`].
 //!
 //! - `decode.rs`: any accepted file (wav, mp3, m4a/AAC, ogg Vorbis or Opus,
 //!   flac, webm Opus) → f32 samples, packet by packet, with symphonia
@@ -38,6 +38,29 @@ pub(crate) enum AudioError {
     Encoder(String),
 }
 
+/// Run `work` (a decoding, an encoding) on tokio's blocking threads. A codec
+/// that panics on the bytes it was given (where panics unwind: the
+/// self-hosted server) has found them broken: that is `Corrupt`, and the
+/// panic, a codec's bug, is logged, never quoted (tokio's `JoinError` would
+/// quote it). On Lambda, where panics abort, the fuzzed fixtures of
+/// `tests.rs` are what stand between a broken file and a crashed function.
+pub(crate) async fn off_thread<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, AudioError> + Send + 'static,
+) -> Result<T, AudioError> {
+    tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "a codec failed on its input");
+        Err(AudioError::Corrupt(
+            "the decoder failed on it: the file is likely damaged".into(),
+        ))
+    })
+}
+
+/// The sample rates of real recordings, telephony's 8 kHz and below up to
+/// studio masters' 384 kHz. A broken header can say anything (0 Hz was
+/// found by the broken-file test), and LAME refuses what it cannot resample,
+/// which must not read as the encoder's failure (a 500).
+const SAMPLE_RATES: std::ops::RangeInclusive<u32> = 1_000..=384_000;
+
 /// The caller's audio as the mp3 the voice call takes (protocol section 9:
 /// 44.1 kHz, stereo, 192 kbit/s, as the reference service sent).
 #[derive(Debug)]
@@ -58,6 +81,12 @@ pub(crate) fn transcode_to_mp3(bytes: bytes::Bytes, max_seconds: u32) -> Result<
     let detected = decode::decode(&decode::ANY, bytes, |samples, channels, sample_rate| {
         let encoder = match &mut encoder {
             Some(e) => e,
+            None if !SAMPLE_RATES.contains(&sample_rate) => {
+                return Err(AudioError::Corrupt(format!(
+                    "its audio says it has {sample_rate} samples a second, which no recording \
+                     has: the file is likely damaged"
+                )))
+            }
             None => {
                 rate = sample_rate;
                 encoder.insert(mp3::Encoder::new(sample_rate)?)

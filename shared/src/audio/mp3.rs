@@ -21,6 +21,21 @@ fn failed(what: &str, e: impl std::fmt::Debug) -> AudioError {
     AudioError::Encoder(format!("the mp3 encoder failed to {what}: {e:?}"))
 }
 
+/// A sample as LAME may take it: within [-1, 1]. A broken file decodes to
+/// anything (a corrupted mp3's gain gives samples in the thousands, a float
+/// wav NaN), and LAME 3.100 then fails an `assert` in its bit allocation
+/// (`CBR_iteration_loop`), which aborts the process: mp3lame-sys builds it
+/// without `NDEBUG`, so in release builds too, and in the self-hosted server
+/// that is every request in flight. A sound file's samples are in range
+/// already, or clipped by a hair.
+fn in_range(sample: f32) -> f32 {
+    if sample.is_nan() {
+        0.0
+    } else {
+        sample.clamp(-1.0, 1.0)
+    }
+}
+
 impl Encoder {
     pub(super) fn new(in_rate: u32) -> Result<Self, AudioError> {
         let mut builder = Builder::new().ok_or_else(|| failed("start", "no memory"))?;
@@ -53,18 +68,18 @@ impl Encoder {
     /// kept, more channels are mixed down to both sides equally (speech sits
     /// in the centre channel of surround mixes).
     pub(super) fn push(&mut self, samples: &[f32], channels: usize) -> Result<(), AudioError> {
-        let input: &[f32] = match channels {
-            2 => samples,
+        self.stereo.clear();
+        match channels {
+            2 => self.stereo.extend(samples.iter().map(|&s| in_range(s))),
             _ => {
-                self.stereo.clear();
                 let scale = 1.0 / channels as f32;
                 for frame in samples.chunks_exact(channels) {
-                    let mixed = frame.iter().sum::<f32>() * scale;
+                    let mixed = in_range(frame.iter().sum::<f32>() * scale);
                     self.stereo.extend_from_slice(&[mixed, mixed]);
                 }
-                &self.stereo
             }
-        };
+        }
+        let input = &self.stereo;
         self.out.reserve(max_required_buffer_size(input.len() / 2));
         self.lame
             .encode_to_vec(InterleavedPcm(input), &mut self.out)

@@ -164,3 +164,123 @@ fn a_synthesis_part_is_read_as_mp3_only() {
         "{e:?}"
     );
 }
+
+/// One short clip in every accepted format, made with ffmpeg from espeak-ng
+/// speech (`fixtures/README.md`).
+const FIXTURES: [(&str, &[u8]); 8] = [
+    ("wav", include_bytes!("fixtures/speech.wav")),
+    ("mp3", include_bytes!("fixtures/speech.mp3")),
+    ("m4a", include_bytes!("fixtures/speech.m4a")),
+    ("aac", include_bytes!("fixtures/speech.aac")),
+    ("ogg", include_bytes!("fixtures/speech.ogg")),
+    ("opus", include_bytes!("fixtures/speech.opus")),
+    ("webm", include_bytes!("fixtures/speech.webm")),
+    ("flac", include_bytes!("fixtures/speech.flac")),
+];
+
+#[test]
+fn every_fixture_transcodes() {
+    for (name, bytes) in FIXTURES {
+        let mp3 = transcode_to_mp3(bytes::Bytes::from_static(bytes), 60)
+            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        assert!((1.0..1.4).contains(&mp3.seconds), "{name}: {}", mp3.seconds);
+    }
+}
+
+/// The fixtures with a few bytes changed, `variants` of each (the same ones
+/// every run): changed bits, bytes, 32-bit fields set to 0, to all ones or
+/// to almost 2^31, and cuts.
+fn mutated(variants: usize) -> impl Iterator<Item = (String, Vec<u8>)> {
+    FIXTURES.into_iter().flat_map(move |(name, original)| {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64 ^ original.len() as u64;
+        let mut next = move |below: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % below.max(1) as u64) as usize
+        };
+        (0..variants).map(move |i| {
+            let mut b = original.to_vec();
+            for _ in 0..1 + next(8) {
+                let at = next(b.len());
+                let end = (at + 4).min(b.len());
+                match next(6) {
+                    0 => b[at] ^= 1 << next(8),
+                    1 => b[at] = next(256) as u8,
+                    2 => b[at..end].fill(0xff),
+                    3 => b[at..end].fill(0),
+                    4 if end - at == 4 => b[at..end].copy_from_slice(&0x7fff_fff0u32.to_be_bytes()),
+                    _ => b.truncate(at.max(16)),
+                }
+            }
+            (format!("{name} #{i}"), b)
+        })
+    })
+}
+
+/// A broken or hostile file is the caller's mistake: an `AudioError` that
+/// becomes a 400, never a panic (on Lambda, where panics abort, that would be
+/// the function URL's bare 502 and a cold start) and never the encoder's
+/// error (a 500). symphonia 0.5 panicked on about half of these webm files
+/// (its Matroska reader asserted on a broken element), and on a few m4a
+/// and ADTS ones. `AUDIO_MUTATIONS` runs more of them (a release build:
+/// `cargo test --release -p hailuo-gateway --lib broken_files`).
+#[test]
+fn broken_files_are_refused_and_never_panic() {
+    let variants = std::env::var("AUDIO_MUTATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let mut failures = Vec::new();
+    for (name, bytes) in mutated(variants) {
+        let outcome = std::panic::catch_unwind(|| transcode_to_mp3(bytes.into(), 600));
+        match outcome {
+            Err(panic) => failures.push(format!(
+                "{name} panicked: {:?}",
+                panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or(panic.downcast_ref::<&str>().copied())
+            )),
+            Ok(Err(AudioError::Encoder(m))) => failures.push(format!("{name}: encoder: {m}")),
+            Ok(_) => {}
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures, the first: {:#?}",
+        failures.len(),
+        &failures[..failures.len().min(10)]
+    );
+}
+
+#[tokio::test]
+async fn a_codec_that_panics_has_found_the_file_broken() {
+    let outcome =
+        off_thread(|| -> Result<(), AudioError> { panic!("index out of bounds in a demuxer") })
+            .await;
+    let Err(AudioError::Corrupt(m)) = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert!(m.contains("damaged") && !m.contains("index"), "{m}");
+    assert_eq!(off_thread(|| Ok(7)).await, Ok(7));
+}
+
+#[test]
+fn a_sample_rate_no_recording_has_is_a_broken_file() {
+    for rate in [0u32, 999, 1_000_000, u32::MAX] {
+        let mut wav = tone_wav(0.5, 16_000, 1);
+        wav[24..28].copy_from_slice(&rate.to_le_bytes());
+        let e = transcode_to_mp3(wav.into(), 60).unwrap_err();
+        assert!(
+            matches!(&e, AudioError::Corrupt(m) if m.contains("damaged")),
+            "{rate} Hz: {e:?}"
+        );
+    }
+    // The edges of what is taken.
+    for rate in [8_000u32, 384_000] {
+        let mut wav = tone_wav(0.5, 16_000, 1);
+        wav[24..28].copy_from_slice(&rate.to_le_bytes());
+        assert!(transcode_to_mp3(wav.into(), 60).is_ok(), "{rate} Hz");
+    }
+}

@@ -154,9 +154,7 @@ async fn convert(
     if format == SpeechFormat::Mp3 {
         return Ok(mp3);
     }
-    let pcm = tokio::task::spawn_blocking(move || audio::mp3_to_pcm16(mp3))
-        .await
-        .map_err(|e| ApiError::Internal(format!("decoding the speech failed: {e}")))?;
+    let pcm = audio::off_thread(move || audio::mp3_to_pcm16(mp3)).await;
     pcm.map(Bytes::from).map_err(|e| match e {
         AudioError::Encoder(m) => ApiError::Internal(m),
         other => ApiError::BadGateway(format!(

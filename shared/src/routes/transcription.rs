@@ -113,9 +113,8 @@ async fn transcribe(
     let voice = super::speech::require_speech(&state)?;
     let limit = state.config.transcription_max_seconds;
     let size = file.bytes.len();
-    let mp3 = tokio::task::spawn_blocking(move || audio::transcode_to_mp3(file.bytes, limit))
+    let mp3 = audio::off_thread(move || audio::transcode_to_mp3(file.bytes, limit))
         .await
-        .map_err(|e| ApiError::Internal(format!("transcoding failed: {e}")))?
         .map_err(|e| match e {
             AudioError::Encoder(m) => ApiError::Internal(m),
             AudioError::Unsupported(m) | AudioError::Corrupt(m) | AudioError::TooLong(m) => {

@@ -148,7 +148,12 @@ def test_transcription_of_every_format(sim, new_token, client_for, name, respons
     assert text == f"transcript of {name}"
     heard = sim.state()["transcriptions"][-1]
     assert (heard["sample_rate"], heard["channels"], heard["bitrate_kbps"]) == (44100, 2, 192)
-    expected = durations()[name]
+    # Every fixture is speech.wav encoded again, so the sound is the wav's
+    # length. ffprobe's figure for the mp3 (6.37 s against 6.31) counts the
+    # encoder delay and padding its LAME header names, which the decoder
+    # trims (symphonia 0.6 reads mp3 gaplessly); the others are within 10 ms.
+    expected = durations()["speech.wav"]
+    assert abs(durations()[name] - expected) < (0.1 if "mp" in name else 0.01)
     # The frames' count rounds up to whole 1152-sample frames, plus LAME's own.
     assert expected - 0.05 <= heard["seconds"] <= expected + 0.15, heard
     assert not heard["silent"]

@@ -378,37 +378,39 @@ pub fn walk_mp3(bytes: &[u8]) -> Result<Mp3Info, String> {
 
 /// The loudness of an mp3 (RMS of its decoded samples, full scale 1.0).
 fn loudness(mp3: &Bytes) -> f64 {
-    use symphonia::core::audio::SampleBuffer;
+    use symphonia::core::formats::TrackType;
     use symphonia::core::io::MediaSourceStream;
     let source = MediaSourceStream::new(
         Box::new(std::io::Cursor::new(mp3.clone())),
         Default::default(),
     );
-    let mut hint = symphonia::core::probe::Hint::new();
+    let mut hint = symphonia::core::formats::probe::Hint::new();
     hint.with_extension("mp3");
-    let Ok(probed) = symphonia::default::get_probe().format(
+    let Ok(mut format) = symphonia::default::get_probe().probe(
         &hint,
         source,
-        &Default::default(),
-        &Default::default(),
+        Default::default(),
+        Default::default(),
     ) else {
         return 0.0;
     };
-    let mut format = probed.format;
-    let Some(track) = format.default_track() else {
+    let Some(params) = format
+        .default_track(TrackType::Audio)
+        .and_then(|t| t.codec_params.as_ref()?.audio().cloned())
+    else {
         return 0.0;
     };
     let Ok(mut decoder) =
-        symphonia::default::get_codecs().make(&track.codec_params, &Default::default())
+        symphonia::default::get_codecs().make_audio_decoder(&params, &Default::default())
     else {
         return 0.0;
     };
     let (mut sum, mut n) = (0.0f64, 0u64);
-    while let Ok(packet) = format.next_packet() {
+    let mut samples: Vec<f32> = Vec::new();
+    while let Ok(Some(packet)) = format.next_packet() {
         if let Ok(decoded) = decoder.decode(&packet) {
-            let mut buffer = SampleBuffer::<f32>::new(decoded.capacity() as u64, *decoded.spec());
-            buffer.copy_interleaved_ref(decoded);
-            for s in buffer.samples() {
+            decoded.copy_to_vec_interleaved(&mut samples);
+            for s in &samples {
                 sum += f64::from(*s) * f64::from(*s);
                 n += 1;
             }
