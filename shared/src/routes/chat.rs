@@ -229,6 +229,10 @@ impl<'p> Reply<'p> {
     }
 }
 
+/// The whole answer in one body. A bug that panics while it is collected
+/// (where panics unwind: the server) costs the request a 500, as in
+/// `in_own_task`, but here the conversation is still deleted first: the
+/// answer is only lent to `collect`.
 async fn collect_answer(
     mut answer: Answer,
     request: ChatRequest,
@@ -236,24 +240,18 @@ async fn collect_answer(
     config: &Config,
     prompt: (String, u32),
 ) -> Result<Response, ApiError> {
-    let mut reply = Reply::new(plan, prompt);
-    let (mut content, mut reasoning) = (String::new(), String::new());
-    let mut ending = None;
-    let failure = loop {
-        match reply.next(&mut answer, config).await {
-            None => break None,
-            Some(Ok(Piece::Content(text))) => content.push_str(&text),
-            Some(Ok(Piece::Reasoning(text))) => reasoning.push_str(&text),
-            Some(Ok(Piece::Done(outcome))) => ending = Some(outcome),
-            Some(Err(e)) => break Some(e),
-        }
-    };
+    let collected = std::panic::AssertUnwindSafe(collect(&mut answer, plan, config, prompt))
+        .catch_unwind()
+        .await;
     answer.cleanup().await;
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    let outcome =
-        ending.ok_or_else(|| ApiError::Internal("the reply ended without an outcome".into()))?;
+    let Ok(collected) = collected else {
+        tracing::error!(
+            chat_id = answer.chat_id().unwrap_or_default(),
+            "collecting the answer panicked"
+        );
+        return Err(ApiError::bug());
+    };
+    let (reply, mut content, reasoning, outcome) = collected?;
     content.push_str(&outcome.text);
     let id = completion_id(answer.chat_id());
     let body = Completion {
@@ -269,6 +267,29 @@ async fn collect_answer(
     }
     .to_json();
     Ok(Json(body).into_response())
+}
+
+/// Read the reply to its end: the reply (for usage), the content, the
+/// reasoning and how it ended.
+async fn collect<'p>(
+    answer: &mut Answer,
+    plan: &'p Plan,
+    config: &Config,
+    prompt: (String, u32),
+) -> Result<(Reply<'p>, String, String, Outcome), ApiError> {
+    let mut reply = Reply::new(plan, prompt);
+    let (mut content, mut reasoning) = (String::new(), String::new());
+    let mut ending = None;
+    while let Some(piece) = reply.next(answer, config).await {
+        match piece? {
+            Piece::Content(text) => content.push_str(&text),
+            Piece::Reasoning(text) => reasoning.push_str(&text),
+            Piece::Done(outcome) => ending = Some(outcome),
+        }
+    }
+    let outcome =
+        ending.ok_or_else(|| ApiError::Internal("the reply ended without an outcome".into()))?;
+    Ok((reply, content, reasoning, outcome))
 }
 
 /// The stream is fed by a task that owns the answer; the response body ends

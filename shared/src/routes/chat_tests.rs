@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::{Request, Response, StatusCode};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 use tower::ServiceExt;
@@ -304,6 +304,19 @@ async fn a_bug_that_panics_mid_stream_ends_with_an_error_chunk_then_done() {
     assert_eq!(response.status(), StatusCode::OK);
 }
 
+/// The same bug without streaming: a 500 that does not quote the panic,
+/// and the conversation is still deleted before it is sent.
+#[tokio::test(start_paused = true)]
+async fn a_bug_that_panics_while_an_answer_is_collected_is_a_500_and_leaves_nothing_behind() {
+    let (fake, app, response) = half_an_answer_then(Step::Panic).await;
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let message = error_message(response).await;
+    assert!(message.contains("a bug"), "{message}");
+    assert_eq!(fake.record(|r| r.deleted.len()), 1);
+    let response = send(&app, "tok-a", ask(false)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_stall_mid_stream_ends_with_an_error_chunk_then_done() {
     let (fake, _, frames) = half_a_stream_then(Step::Hang).await;
@@ -474,18 +487,25 @@ async fn browsers_get_cors_on_preflights_answers_and_errors() {
     assert!(r.headers().get("access-control-allow-origin").is_none());
 }
 
-#[tokio::test(start_paused = true)]
-async fn an_upstream_failure_mid_answer_is_502_not_a_cut_answer() {
+/// A request, not streamed, whose answer has begun when `last` happens.
+async fn half_an_answer_then(last: Step) -> (FakeUpstream, axum::Router, Response<Body>) {
     let fake = FakeUpstream::answering(ANSWER, Duration::from_millis(10));
     fake.script(Script::steps(vec![
         Step::conversation("cut"),
         Step::Event(UpstreamEvent::Delta("一半".into())),
-        Step::Fail(UpstreamError::Transport(
-            "the upstream closed the answer before its end".into(),
-        )),
+        last,
     ]));
     let app = router(state(&fake, Config::default()));
     let response = send(&app, "tok-a", ask(false)).await;
+    (fake, app, response)
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_upstream_failure_mid_answer_is_502_not_a_cut_answer() {
+    let (fake, _, response) = half_an_answer_then(Step::Fail(UpstreamError::Transport(
+        "the upstream closed the answer before its end".into(),
+    )))
+    .await;
     assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
     let message = error_message(response).await;
     assert!(message.contains("before its end"), "{message}");
