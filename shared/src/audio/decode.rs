@@ -78,6 +78,13 @@ pub(crate) static MP3: LazyLock<Formats> = LazyLock::new(|| {
     f
 });
 
+/// The sample rates of real recordings, telephony's 8 kHz and below up to
+/// studio masters' 384 kHz. A broken header can say anything (0 Hz was
+/// found by the broken-file test), and what the samples go to next (LAME,
+/// the resampler) refuses what it cannot resample, which must not read as
+/// the encoder's failure (a 500).
+const SAMPLE_RATES: std::ops::RangeInclusive<u32> = 1_000..=384_000;
+
 /// Names what the bytes are, for messages: a MIME type from the magic
 /// numbers, "text" for UTF-8 without any, else "unrecognized data".
 fn detect(bytes: &[u8]) -> String {
@@ -195,6 +202,12 @@ pub(crate) fn decode(
             continue;
         }
         let (channels, rate) = (decoded.spec().channels().count(), decoded.spec().rate());
+        if !SAMPLE_RATES.contains(&rate) {
+            return Err(AudioError::Corrupt(format!(
+                "The file is {described} but says its audio has {rate} samples a second, \
+                 which no recording has: it is likely damaged."
+            )));
+        }
         decoded.copy_to_vec_interleaved(&mut samples);
         sink(&samples, channels.max(1), rate)?;
     }
