@@ -189,7 +189,9 @@ fn every_fixture_transcodes() {
 
 /// The fixtures with a few bytes changed, `variants` of each (the same ones
 /// every run): changed bits, bytes, 32-bit fields set to 0, to all ones or
-/// to almost 2^31, and cuts.
+/// to almost 2^31, and cuts. Its own xorshift, not `rand`'s `StdRng`, whose
+/// output may change between rand versions: this set is the one that caught
+/// LAME's abort (mp3 #70), and another set of 100 did not.
 fn mutated(variants: usize) -> impl Iterator<Item = (String, Vec<u8>)> {
     FIXTURES.into_iter().flat_map(move |(name, original)| {
         let mut state = 0x9E37_79B9_7F4A_7C15u64 ^ original.len() as u64;
@@ -268,10 +270,13 @@ async fn a_codec_that_panics_has_found_the_file_broken() {
 
 #[test]
 fn a_sample_rate_no_recording_has_is_a_broken_file() {
-    for rate in [0u32, 999, 1_000_000, u32::MAX] {
+    let wav_saying = |rate: u32| {
         let mut wav = tone_wav(0.5, 16_000, 1);
         wav[24..28].copy_from_slice(&rate.to_le_bytes());
-        let e = transcode_to_mp3(wav.into(), 60).unwrap_err();
+        bytes::Bytes::from(wav)
+    };
+    for rate in [0u32, 999, 1_000_000, u32::MAX] {
+        let e = transcode_to_mp3(wav_saying(rate), 60).unwrap_err();
         assert!(
             matches!(&e, AudioError::Corrupt(m) if m.contains("damaged")),
             "{rate} Hz: {e:?}"
@@ -279,8 +284,6 @@ fn a_sample_rate_no_recording_has_is_a_broken_file() {
     }
     // The edges of what is taken.
     for rate in [8_000u32, 384_000] {
-        let mut wav = tone_wav(0.5, 16_000, 1);
-        wav[24..28].copy_from_slice(&rate.to_le_bytes());
-        assert!(transcode_to_mp3(wav.into(), 60).is_ok(), "{rate} Hz");
+        assert!(transcode_to_mp3(wav_saying(rate), 60).is_ok(), "{rate} Hz");
     }
 }
