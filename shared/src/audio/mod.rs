@@ -47,6 +47,11 @@ pub(crate) enum AudioError {
 pub(crate) async fn off_thread<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, AudioError> + Send + 'static,
 ) -> Result<T, AudioError> {
+    // The blocking thread logs as the caller would: in its span (on Lambda,
+    // the runtime's, which carries the request id) and to its subscriber.
+    let span = tracing::Span::current();
+    let logs = tracing::dispatcher::get_default(Clone::clone);
+    let work = move || tracing::dispatcher::with_default(&logs, || span.in_scope(work));
     tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| {
         tracing::error!(error = %e, "a codec failed on its input");
         Err(AudioError::Corrupt(

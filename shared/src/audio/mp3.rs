@@ -2,8 +2,10 @@
 //! 192 kbit/s CBR (protocol section 9, the reference service's settings).
 //! LAME resamples from the input's rate itself; channels are made two here.
 
+use std::ffi::{c_char, c_void, CStr};
+
 use mp3lame_encoder::{
-    max_required_buffer_size, Bitrate, Builder, FlushNoGap, InterleavedPcm, Quality,
+    ffi, max_required_buffer_size, Bitrate, Builder, FlushNoGap, InterleavedPcm, Quality,
 };
 
 use super::AudioError;
@@ -36,9 +38,55 @@ fn in_range(sample: f32) -> f32 {
     }
 }
 
+/// What LAME reports goes to our logs, not to stderr. Left alone, LAME
+/// prints its messages there itself (`lame_report_def`): plain lines, such as
+/// "strange error flushing buffer ..." on some broken inputs, among the
+/// functions' JSON log lines, and with no request to tell them apart.
+///
+/// LAME calls a report function as `void (*)(const char *format, va_list)`.
+/// mp3lame-sys types it as a C-variadic function, which stable Rust cannot
+/// define, so this is the function LAME calls, and the variadic type is only
+/// the binding's name for it. Only `format` is read: the `va_list`, a
+/// pointer on x86_64 and aarch64 alike (AAPCS64 passes the 32-byte struct by
+/// reference), is left alone, so a message's `%d`s are logged unexpanded.
+/// Nothing here can unwind into C: a null is skipped, the text is lossy.
+macro_rules! lame_report {
+    ($name:ident, $level:ident) => {
+        unsafe extern "C" fn $name(format: *const c_char, _args: *mut c_void) {
+            if !format.is_null() {
+                // SAFETY: LAME's formats are NUL-terminated literals.
+                let said = unsafe { CStr::from_ptr(format) }.to_string_lossy();
+                tracing::$level!(target: "lame", "LAME: {}", said.trim_end());
+            }
+        }
+    };
+}
+lame_report!(lame_error, warn);
+lame_report!(lame_note, debug);
+
+/// Points LAME's three reports at the two above (before `build`, which is
+/// where `lame_init_params` copies them).
+fn report_to_logs(builder: &mut Builder) {
+    type Report = unsafe extern "C" fn(*const c_char, *mut c_void);
+    let as_binding = |f: Report| {
+        // SAFETY: the same function pointer under the binding's type; LAME
+        // calls it as the two-argument function it is (see `lame_report`).
+        Some(unsafe { std::mem::transmute::<Report, unsafe extern "C" fn(*const c_char, ...)>(f) })
+    };
+    // SAFETY: the builder owns a live `lame_global_flags`; the setters only
+    // store the pointer, and cannot fail on a valid one.
+    unsafe {
+        let lame = builder.as_ptr();
+        ffi::lame_set_errorf(lame, as_binding(lame_error));
+        ffi::lame_set_msgf(lame, as_binding(lame_note));
+        ffi::lame_set_debugf(lame, as_binding(lame_note));
+    }
+}
+
 impl Encoder {
     pub(super) fn new(in_rate: u32) -> Result<Self, AudioError> {
         let mut builder = Builder::new().ok_or_else(|| failed("start", "no memory"))?;
+        report_to_logs(&mut builder);
         builder
             .set_num_channels(2)
             .map_err(|e| failed("set channels", e))?;

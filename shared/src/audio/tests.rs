@@ -287,3 +287,70 @@ fn a_sample_rate_no_recording_has_is_a_broken_file() {
         assert!(transcode_to_mp3(wav_saying(rate), 60).is_ok(), "{rate} Hz");
     }
 }
+
+/// This thread's log events (every level), from now until the guard drops.
+fn capture_logs() -> (Logs, tracing::subscriber::DefaultGuard) {
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .without_time()
+        .with_writer(move || writer.clone())
+        .finish();
+    (logs, tracing::subscriber::set_default(subscriber))
+}
+
+#[derive(Clone, Default)]
+struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Logs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// LAME prints what it reports to stderr unless told otherwise: plain lines
+/// among the JSON logs. This broken mp3 makes it report an error while it
+/// flushes (one of the fuzzed set, found by logging them all).
+#[test]
+fn what_lame_reports_goes_to_the_logs() {
+    let (_, bytes) = mutated(100).find(|(name, _)| name == "mp3 #27").unwrap();
+    let (logs, _guard) = capture_logs();
+    let outcome = transcode_to_mp3(bytes.into(), 600);
+    assert!(outcome.is_ok(), "{outcome:?}");
+    let text = logs.text();
+    assert!(
+        text.contains("WARN lame: LAME: strange error flushing buffer ...\n"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn work_off_thread_logs_in_the_callers_span() {
+    use tracing::Instrument;
+    let (logs, _guard) = capture_logs();
+    off_thread(|| {
+        tracing::warn!("from the codec");
+        Ok(())
+    })
+    .instrument(tracing::info_span!("invoke", requestId = "r-42"))
+    .await
+    .unwrap();
+    let text = logs.text();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("requestId=\"r-42\"") && l.contains("from the codec")),
+        "{text}"
+    );
+}
