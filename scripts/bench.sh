@@ -4,7 +4,7 @@
 #   scripts/bench.sh lambda [args]       the same, through the Lambda emulator (`cargo lambda watch`)
 #   scripts/bench.sh memory              what one request costs in memory (request-memory)
 #   scripts/bench.sh audio               the transcription function's transcoder (audio-bench)
-#   scripts/bench.sh startup             each Lambda bootstrap's size and start → ready (lambda-startup)
+#   scripts/bench.sh startup             each Lambda bootstrap's size, zip and start → ready (lambda-startup)
 #   scripts/bench.sh load                100/300/1,000 concurrent streams through the server (server-load;
 #                                        --split-cores gives the server a CPU of its own;
 #                                        --server-url URL --sim-addr 0.0.0.0:18080 drives a
