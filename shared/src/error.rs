@@ -105,9 +105,9 @@ impl ApiError {
     }
 
     /// A bug that panicked, where panics unwind (the server; tests): the
-    /// caller learns that much. What the panic said is logged (the panic
-    /// hook prints it), not sent: it could quote data that is not the
-    /// caller's.
+    /// caller learns that much. What the panic said is logged (by the panic
+    /// hook, `runtime::log_panics`), not sent: it could quote data that is
+    /// not the caller's.
     pub(crate) fn bug() -> Self {
         ApiError::Internal(
             "the gateway failed on this request (a bug, logged on its side); retry, \

@@ -30,6 +30,32 @@ pub fn init_tracing() {
         .finish()
         .with(log_filter(Lookup::env().value("RUST_LOG")))
         .try_init();
+    log_panics();
+}
+
+/// A panic is logged like everything else: one JSON event at `error`, in the
+/// request's span (on Lambda, the runtime's, with the request id), where the
+/// default hook printed plain text to stderr that no level filter or query
+/// on the JSON logs finds. On Lambda, where panics abort, it is the
+/// function's last line; in the server the request gets its 500 after it.
+/// The backtrace is there when `RUST_BACKTRACE` asks for it, as before.
+fn log_panics() {
+    std::panic::set_hook(Box::new(|panic| {
+        let payload = panic.payload();
+        let message = (payload.downcast_ref::<&str>().copied())
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(no message)");
+        let location = panic
+            .location()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let backtrace = std::backtrace::Backtrace::capture();
+        if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
+            tracing::error!(%location, %backtrace, "panicked: {message}");
+        } else {
+            tracing::error!(%location, "panicked: {message}");
+        }
+    }));
 }
 
 /// `RUST_LOG` as `Lookup` reads it (trimmed, blank is unset).
@@ -227,7 +253,26 @@ async fn run_on_lambda(router: Router, delivery: Delivery) -> Result<(), lambda_
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{state, FakeUpstream, Script};
+    use crate::testing::{capture_logs, state, FakeUpstream, Script};
+
+    #[test]
+    fn a_panic_is_logged_as_an_error_event() {
+        let default_hook = std::panic::take_hook();
+        log_panics();
+        let (logs, guard) = capture_logs();
+        let caught = std::panic::catch_unwind(|| panic!("a bug at step {}", 42));
+        drop(guard);
+        std::panic::set_hook(default_hook);
+        assert!(caught.is_err());
+        let text = logs.text();
+        let line = text.lines().find(|l| l.contains("panicked")).unwrap_or("");
+        assert!(
+            line.contains("ERROR")
+                && line.contains("panicked: a bug at step 42")
+                && line.contains("location=shared/src/runtime.rs:"),
+            "{text}"
+        );
+    }
 
     /// SIGTERM while two answers stream: the one whose caller stays gets its
     /// whole answer, the one whose caller left is still deleted upstream, and

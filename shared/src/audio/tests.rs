@@ -2,6 +2,7 @@
 
 use super::pcm::PCM_RATE;
 use super::*;
+use crate::testing::capture_logs;
 
 /// `seconds` of a 440 Hz tone at `rate`, `channels` interleaved.
 pub(crate) fn tone(seconds: f32, rate: u32, channels: usize) -> Vec<f32> {
@@ -285,38 +286,6 @@ fn a_sample_rate_no_recording_has_is_a_broken_file() {
     // The edges of what is taken.
     for rate in [8_000u32, 384_000] {
         assert!(transcode_to_mp3(wav_saying(rate), 60).is_ok(), "{rate} Hz");
-    }
-}
-
-/// This thread's log events (every level), from now until the guard drops.
-fn capture_logs() -> (Logs, tracing::subscriber::DefaultGuard) {
-    let logs = Logs::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .without_time()
-        .with_writer(move || writer.clone())
-        .finish();
-    (logs, tracing::subscriber::set_default(subscriber))
-}
-
-#[derive(Clone, Default)]
-struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl Logs {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-impl std::io::Write for Logs {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 
