@@ -104,7 +104,19 @@ pub fn all(state: AppState) -> Router {
         .merge(token_check::routes(state.clone()))
         .merge(speech::routes(state.clone()))
         .merge(transcription::routes(state));
-    finish(router, &config)
+    finish(catch_panics(router), &config)
+}
+
+/// Where panics unwind (the server): a handler that panics outside
+/// `in_own_task` (models, token check) answers its request with
+/// `ApiError::bug`'s 500, as the others do, where its connection was closed
+/// with no answer. Inside CORS, so that a browser can read that 500. The
+/// panic hook has logged what the panic said.
+fn catch_panics(router: Router) -> Router {
+    use axum::response::IntoResponse;
+    router.layer(tower_http::catch_panic::CatchPanicLayer::custom(
+        |_: Box<dyn std::any::Any + Send>| ApiError::bug().into_response(),
+    ))
 }
 
 /// A route set's body limit (applied to the routes it has so far).
@@ -206,7 +218,7 @@ mod tests {
     use axum::Router;
     use tower::ServiceExt;
 
-    use super::in_own_task;
+    use super::{catch_panics, finish, in_own_task};
     use crate::testing::json;
 
     fn buggy() -> axum::response::Response {
@@ -215,22 +227,47 @@ mod tests {
 
     /// Where panics unwind (the server's profile, tests), a bug costs its
     /// own request a 500 with an OpenAI error that does not repeat the
-    /// panic's words, and the router goes on serving.
+    /// panic's words (CORS headers included, so that a browser can read it),
+    /// and the router goes on serving: in a request's own task (chat,
+    /// speech, transcription) and, in the server, on the routes without one
+    /// (models, token check).
     #[tokio::test]
     async fn a_handler_that_panics_costs_its_request_a_500_and_nothing_else() {
-        let router = Router::new()
-            .route("/boom", get(|| in_own_task(async { Ok(buggy()) })))
-            .route("/fine", get(|| async { "fine" }));
-        let get_ = |path: &str| Request::get(path).body(Body::empty()).unwrap();
+        let config = crate::config::Config::default();
+        let router = finish(
+            catch_panics(
+                Router::new()
+                    .route("/boom", get(|| async { buggy() }))
+                    .route("/boom-in-task", get(|| in_own_task(async { Ok(buggy()) })))
+                    .route("/fine", get(|| async { "fine" })),
+            ),
+            &config,
+        );
+        let get_ = |path: &str| {
+            Request::get(path)
+                .header("origin", "https://chat.example")
+                .body(Body::empty())
+                .unwrap()
+        };
 
-        let response = router.clone().oneshot(get_("/boom")).await.unwrap();
-        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
-        let body = json(response).await;
-        assert_eq!(body["error"]["type"], "server_error");
-        assert_eq!(body["error"]["code"], "internal_error");
-        let message = body["error"]["message"].as_str().unwrap();
-        assert!(message.contains("a bug"), "{message}");
-        assert!(!message.contains("tok-not-for-callers"), "{message}");
+        for path in ["/boom", "/boom-in-task"] {
+            let response = router.clone().oneshot(get_(path)).await.unwrap();
+            assert_eq!(
+                response.status(),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "{path}"
+            );
+            assert_eq!(response.headers()["access-control-allow-origin"], "*");
+            let body = json(response).await;
+            assert_eq!(body["error"]["type"], "server_error");
+            assert_eq!(body["error"]["code"], "internal_error");
+            let message = body["error"]["message"].as_str().unwrap();
+            assert!(message.contains("a bug"), "{path}: {message}");
+            assert!(
+                !message.contains("tok-not-for-callers"),
+                "{path}: {message}"
+            );
+        }
 
         let response = router.oneshot(get_("/fine")).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
