@@ -41,10 +41,7 @@ pub fn init_tracing() {
 /// The backtrace is there when `RUST_BACKTRACE` asks for it, as before.
 fn log_panics() {
     std::panic::set_hook(Box::new(|panic| {
-        let payload = panic.payload();
-        let message = (payload.downcast_ref::<&str>().copied())
-            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-            .unwrap_or("(no message)");
+        let message = panic_message(panic.payload()).unwrap_or("(no message)");
         let location = panic
             .location()
             .map(ToString::to_string)
@@ -56,6 +53,13 @@ fn log_panics() {
             tracing::error!(%location, "panicked: {message}");
         }
     }));
+}
+
+/// What a panic said, when it said it in words (`panic!` with a message
+/// gives a `&str` or a `String`).
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> Option<&str> {
+    (payload.downcast_ref::<&str>().copied())
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
 }
 
 /// `RUST_LOG` as `Lookup` reads it (trimmed, blank is unset).

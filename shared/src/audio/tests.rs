@@ -240,10 +240,7 @@ fn broken_files_are_refused_and_never_panic() {
         match outcome {
             Err(panic) => failures.push(format!(
                 "{name} panicked: {:?}",
-                panic
-                    .downcast_ref::<String>()
-                    .map(String::as_str)
-                    .or(panic.downcast_ref::<&str>().copied())
+                crate::runtime::panic_message(&*panic)
             )),
             Ok(Err(AudioError::Encoder(m))) => failures.push(format!("{name}: encoder: {m}")),
             Ok(_) => {}
