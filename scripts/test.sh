@@ -21,6 +21,8 @@ if ((${#focus[@]} == 0)); then
   cfn-lint template.yaml
   log "sam validate --lint (offline)"
   sam validate --lint
+  log "hadolint Dockerfile"
+  hadolint --no-color Dockerfile
   log "template checks against the code (tests/template)"
   "$VENV/bin/python" -m pytest -q tests/template
   log "unit tests (cargo nextest)"
