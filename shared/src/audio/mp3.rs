@@ -14,6 +14,8 @@ pub(super) const OUT_RATE: u32 = 44_100;
 
 pub(super) struct Encoder {
     lame: mp3lame_encoder::Encoder,
+    /// The input's sample rate, which LAME resamples to `OUT_RATE`.
+    in_rate: u32,
     out: Vec<u8>,
     /// The input made stereo (reused between packets).
     stereo: Vec<f32>,
@@ -107,6 +109,7 @@ impl Encoder {
             .map_err(|e| failed("set the quality", e))?;
         Ok(Self {
             lame: builder.build().map_err(|e| failed("start", e))?,
+            in_rate,
             out: Vec::new(),
             stereo: Vec::new(),
         })
@@ -128,7 +131,16 @@ impl Encoder {
             }
         }
         let input = &self.stereo;
-        self.out.reserve(max_required_buffer_size(input.len() / 2));
+        // LAME's worst case (`max_required_buffer_size`: 1.25 bytes a frame
+        // and 7,200) counts the frames it encodes, which are the input's
+        // resampled to 44.1 kHz. From a lower rate there are more of them:
+        // 5.5 times as many from 8 kHz telephony, whose FLAC blocks may be
+        // 16,384 frames long; sized for the input's frames, such a block
+        // failed as `BufferTooSmall`, a 500 for a valid file.
+        let frames = input.len() / 2;
+        let resampled = (frames as u64 * u64::from(OUT_RATE)).div_ceil(u64::from(self.in_rate));
+        self.out
+            .reserve(max_required_buffer_size(frames.max(resampled as usize)));
         self.lame
             .encode_to_vec(InterleavedPcm(input), &mut self.out)
             .map_err(|e| failed("encode", e))?;

@@ -168,7 +168,7 @@ fn a_synthesis_part_is_read_as_mp3_only() {
 
 /// One short clip in every accepted format, made with ffmpeg from espeak-ng
 /// speech (`fixtures/README.md`).
-const FIXTURES: [(&str, &[u8]); 8] = [
+const FIXTURES: [(&str, &[u8]); 9] = [
     ("wav", include_bytes!("fixtures/speech.wav")),
     ("mp3", include_bytes!("fixtures/speech.mp3")),
     ("m4a", include_bytes!("fixtures/speech.m4a")),
@@ -177,6 +177,11 @@ const FIXTURES: [(&str, &[u8]); 8] = [
     ("opus", include_bytes!("fixtures/speech.opus")),
     ("webm", include_bytes!("fixtures/speech.webm")),
     ("flac", include_bytes!("fixtures/speech.flac")),
+    // 8 kHz in one 9,600-frame block: LAME writes 5.5 times the frames.
+    (
+        "flac 8 kHz",
+        include_bytes!("fixtures/speech-8k-one-block.flac"),
+    ),
 ];
 
 #[test]
@@ -280,8 +285,8 @@ fn a_sample_rate_no_recording_has_is_a_broken_file() {
             "{rate} Hz: {e:?}"
         );
     }
-    // The edges of what is taken.
-    for rate in [8_000u32, 384_000] {
+    // The edges of what is taken, and telephony's rate.
+    for rate in [1_000u32, 8_000, 384_000] {
         assert!(transcode_to_mp3(wav_saying(rate), 60).is_ok(), "{rate} Hz");
     }
 }
