@@ -48,7 +48,7 @@ fn field_error(param: &str, message: String) -> ApiError {
 
 impl SpeechRequest {
     pub(crate) fn parse(body: &[u8]) -> Result<Self, ApiError> {
-        let value: Value = serde_json::from_slice(body).map_err(|e| {
+        let value: Value = serde_json::from_slice(&super::body::well_formed(body)).map_err(|e| {
             ApiError::bad_body(format!(
                 "The request body is not valid JSON ({e}). Send a JSON object with `model`, `input` and `voice`."
             ))
@@ -248,6 +248,12 @@ mod tests {
             .as_str()
             .unwrap_or_default()
             .to_string()
+    }
+
+    #[test]
+    fn half_an_emoji_in_speech_input_is_a_replacement_character() {
+        let r = speech(r#"{"model":"tts-1","input":"hi \ud83d","voice":"alloy"}"#).unwrap();
+        assert_eq!(r.input, "hi \u{FFFD}");
     }
 
     #[test]

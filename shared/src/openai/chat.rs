@@ -302,7 +302,8 @@ impl ChatRequest {
                 "The request body is empty. Send a JSON object with `model` and `messages`.",
             ));
         }
-        let text = std::str::from_utf8(body).map_err(|e| {
+        let body = super::body::well_formed(body);
+        let text = std::str::from_utf8(&body).map_err(|e| {
             ApiError::bad_body(format!("The request body is not valid UTF-8: {e}."))
         })?;
         let first = text.trim_start().as_bytes().first().copied();
@@ -985,6 +986,25 @@ mod tests {
             .as_str()
             .unwrap_or_default()
             .to_string()
+    }
+
+    #[test]
+    fn half_an_emoji_in_the_history_is_a_replacement_character_not_a_400() {
+        // As JSON.stringify writes a JavaScript string cut inside an emoji:
+        // in a message's text, in a text part, in a tool call's arguments.
+        let body = r#"{"model":"hailuo","messages":[
+            {"role":"user","content":"cut \ud83d"},
+            {"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function",
+              "function":{"name":"f","arguments":"{\"q\":\"\ude00\"}"}}]},
+            {"role":"tool","tool_call_id":"c1","content":"ok"},
+            {"role":"user","content":[{"type":"text","text":"whole \ud83d\ude00, \\ud83d"}]}]}"#;
+        let r = ChatRequest::parse(body.as_bytes()).unwrap();
+        assert_eq!(r.messages[0].text, "cut \u{FFFD}");
+        assert_eq!(
+            r.messages[1].tool_calls[0].arguments,
+            "{\"q\":\"\u{FFFD}\"}"
+        );
+        assert_eq!(r.messages[3].text, r"whole 😀, \ud83d");
     }
 
     #[test]

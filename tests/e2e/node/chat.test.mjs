@@ -72,6 +72,19 @@ test('malformed request is BadRequestError naming the field', async () => {
   assert.deepEqual((await sim.state()).calls, []);
 });
 
+test('half an emoji in the history is sent as U+FFFD, not refused', async () => {
+  // A chat UI's history cut inside an emoji: a JavaScript string holding one
+  // half of a surrogate pair, which JSON.stringify sends as "\ud83d".
+  const cut = '😀'.slice(0, 1);
+  const r = await client(newToken()).chat.completions.create({
+    model: 'hailuo', messages: [{ role: 'user', content: `cut ${cut} and whole 😀` }],
+  });
+  assert.equal(r.object, 'chat.completion');
+  const [conv] = (await sim.state()).conversations;
+  assert.ok(conv.turns[0].prompt.includes('cut \uFFFD and whole 😀'), conv.turns[0].prompt);
+  await assertClean();
+});
+
 test('upstream failing every try is a 502', async () => {
   await sim.fault('http500', { count: 3 });
   await assert.rejects(

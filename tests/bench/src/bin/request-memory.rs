@@ -150,6 +150,18 @@ fn main() {
             request(&[message(&"海".repeat((LIMIT - 100) / 3))], "", 0),
         ),
         (
+            // Each rewritten to `\ufffd` in a copy of the body (openai/body.rs).
+            "6 MB of lone surrogate escapes (\\ud83d) in one message",
+            request(
+                &[format!(
+                    r#"{{"role":"user","content":"{}"}}"#,
+                    r"\ud83d".repeat((LIMIT - 100) / 6)
+                )],
+                "",
+                0,
+            ),
+        ),
+        (
             "padding: nested arrays",
             request(&tiny, "[[[[[[[[1]]]]]]]]", LIMIT - 64),
         ),
