@@ -48,7 +48,7 @@ fn field_error(param: &str, message: String) -> ApiError {
 
 impl SpeechRequest {
     pub(crate) fn parse(body: &[u8]) -> Result<Self, ApiError> {
-        let value: Value = serde_json::from_slice(&super::body::well_formed(body)).map_err(|e| {
+        let value: Value = serde_json::from_slice(&super::body::normalized(body)).map_err(|e| {
             ApiError::bad_body(format!(
                 "The request body is not valid JSON ({e}). Send a JSON object with `model`, `input` and `voice`."
             ))

@@ -1,30 +1,38 @@
-//! JSON request bodies as JavaScript clients really send them.
+//! JSON request bodies as clients really send them: read the way they were
+//! meant rather than refused on a technicality that the caller cannot see
+//! and a chat UI cannot fix.
 //!
-//! A JavaScript string is UTF-16 and may hold half of a surrogate pair: an
-//! emoji cut in two by a truncated message, a pasted fragment, a tool's output
-//! read as the wrong encoding. `JSON.stringify` writes such a half as an
-//! escape (`"\ud83d"`), which RFC 8259 leaves undefined and serde_json
-//! refuses ("lone leading surrogate in hex escape"). Browser clients
-//! (LobeChat, NextChat) and Node clients keep the whole history and resend
-//! it with every turn, so a strict parser turns one bad character into a
-//! conversation that fails for good (the OpenAI-compatible servers that do
-//! this have a long trail of such reports). We do what JavaScript's own
-//! `toWellFormed()` and the WHATWG encoders do instead: each unpaired half
-//! becomes U+FFFD, the replacement character, and the request goes on.
+//! Half of an emoji. A JavaScript string is UTF-16 and may hold half of a
+//! surrogate pair: an emoji cut in two by a truncated message, a pasted
+//! fragment, a tool's output read as the wrong encoding. `JSON.stringify`
+//! writes such a half as an escape (`"\ud83d"`), which RFC 8259 leaves
+//! undefined and serde_json refuses ("lone leading surrogate in hex escape").
+//! Browser clients (LobeChat, NextChat) and Node clients keep the whole
+//! history and resend it with every turn, so a strict parser turns one bad
+//! character into a conversation that fails for good (the OpenAI-compatible
+//! servers that do this have a long trail of such reports). We do what
+//! JavaScript's own `toWellFormed()` and the WHATWG encoders do instead: each
+//! unpaired half becomes U+FFFD, the replacement character. The rewrite is
+//! escape for escape (`\ud83d` and `\ufffd` are both six bytes), so the line
+//! and column in a later "not valid JSON" message still point into the body
+//! the caller sent.
 //!
-//! The rewrite is escape for escape (`\ud83d` and `\ufffd` are both six
-//! bytes), so the line and column in a later "not valid JSON" message still
-//! point into the body the caller sent.
+//! A byte order mark. Windows tools (Notepad, PowerShell's `Out-File`) start
+//! a saved UTF-8 file with EF BB BF, and `curl -d @request.json` sends it
+//! along. RFC 8259 (section 8.1) lets a parser ignore it; serde_json does
+//! not, so it is dropped here.
 
 use std::borrow::Cow;
 
 const REPLACEMENT: &[u8; 6] = b"\\ufffd";
 
-/// `body` with every unpaired UTF-16 surrogate escape replaced by `\ufffd`;
-/// borrowed, untouched, when there is none (the usual case: one scan for
-/// `\`). Pairs are kept. Escapes are read as JSON reads them, so `\\ud83d`
-/// (a backslash, then the letters) is text and stays.
-pub(crate) fn well_formed(body: &[u8]) -> Cow<'_, [u8]> {
+/// `body` without a leading byte order mark, and with every unpaired UTF-16
+/// surrogate escape replaced by `\ufffd`; borrowed when nothing was
+/// replaced (the usual case: one scan for `\`). Pairs are kept. Escapes are
+/// read as JSON reads them, so `\\ud83d` (a backslash, then the letters) is
+/// text and stays.
+pub(crate) fn normalized(body: &[u8]) -> Cow<'_, [u8]> {
+    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
     let mut fixed: Option<Vec<u8>> = None;
     let mut i = 0;
     while let Some(at) = body
@@ -76,7 +84,7 @@ mod tests {
     use super::*;
 
     fn fixed(json: &str) -> String {
-        String::from_utf8(well_formed(json.as_bytes()).into_owned()).unwrap()
+        String::from_utf8(normalized(json.as_bytes()).into_owned()).unwrap()
     }
 
     #[test]
@@ -93,7 +101,7 @@ mod tests {
         ];
         for (sent, want) in cases {
             assert_eq!(fixed(sent), want, "{sent}");
-            let s: String = serde_json::from_slice(&well_formed(sent.as_bytes())).unwrap();
+            let s: String = serde_json::from_slice(&normalized(sent.as_bytes())).unwrap();
             assert!(s.contains('\u{FFFD}'), "{sent} -> {s:?}");
         }
     }
@@ -111,14 +119,27 @@ mod tests {
             "\"\\",
         ] {
             assert!(
-                matches!(well_formed(sent.as_bytes()), Cow::Borrowed(_)),
+                matches!(normalized(sent.as_bytes()), Cow::Borrowed(_)),
                 "{sent}"
             );
         }
         // The emoji survives as one character.
         let s: serde_json::Value =
-            serde_json::from_slice(&well_formed(br#"{"a":"\ud83d\ude00"}"#)).unwrap();
+            serde_json::from_slice(&normalized(br#"{"a":"\ud83d\ude00"}"#)).unwrap();
         assert_eq!(s["a"], "😀");
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_dropped() {
+        let sent = b"\xEF\xBB\xBF{\"a\":\"\\ud83d\"}";
+        assert_eq!(&*normalized(sent), br#"{"a":"\ufffd"}"#);
+        // Borrowed: nothing else to change.
+        assert!(matches!(
+            normalized(b"\xEF\xBB\xBF{}"),
+            Cow::Borrowed(b"{}")
+        ));
+        // Only at the start.
+        assert_eq!(&*normalized(b"{}\xEF\xBB\xBF"), b"{}\xEF\xBB\xBF");
     }
 
     #[test]

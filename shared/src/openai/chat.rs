@@ -297,12 +297,12 @@ impl ChatRequest {
     }
 
     pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
+        let body = super::body::normalized(body);
         if body.iter().all(u8::is_ascii_whitespace) {
             return Err(ApiError::bad_body(
                 "The request body is empty. Send a JSON object with `model` and `messages`.",
             ));
         }
-        let body = super::body::well_formed(body);
         let text = std::str::from_utf8(&body).map_err(|e| {
             ApiError::bad_body(format!("The request body is not valid UTF-8: {e}."))
         })?;
@@ -989,7 +989,7 @@ mod tests {
     }
 
     #[test]
-    fn half_an_emoji_in_the_history_is_a_replacement_character_not_a_400() {
+    fn half_an_emoji_or_a_byte_order_mark_is_read_not_refused() {
         // As JSON.stringify writes a JavaScript string cut inside an emoji:
         // in a message's text, in a text part, in a tool call's arguments.
         let body = r#"{"model":"hailuo","messages":[
@@ -1005,6 +1005,9 @@ mod tests {
             "{\"q\":\"\u{FFFD}\"}"
         );
         assert_eq!(r.messages[3].text, r"whole 😀, \ud83d");
+        // A file saved by a Windows editor, sent with `curl -d @file`.
+        let with_bom = [&b"\xEF\xBB\xBF"[..], body.as_bytes()].concat();
+        assert_eq!(ChatRequest::parse(&with_bom).unwrap(), r);
     }
 
     #[test]

@@ -49,11 +49,12 @@ pub(super) fn routes(app: AppState) -> Router {
 }
 
 fn token_from(body: &[u8]) -> Result<String, ApiError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_body(format!(
-            "The request body is not valid JSON: {e}. Send {{\"token\": \"...\"}}."
-        ))
-    })?;
+    let value: Value =
+        serde_json::from_slice(&crate::openai::body::normalized(body)).map_err(|e| {
+            ApiError::bad_body(format!(
+                "The request body is not valid JSON: {e}. Send {{\"token\": \"...\"}}."
+            ))
+        })?;
     match value.get("token") {
         None | Some(Value::Null) => Err(ApiError::missing("token")),
         Some(Value::String(t)) if !t.trim().is_empty() => Ok(t.trim().to_string()),
