@@ -101,9 +101,17 @@ async fn transcribe(
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             too_large(max)
         } else {
+            // axum's own text ("Invalid `boundary`") is about its parser, not
+            // about what the caller sent: name the Content-Type instead.
+            let sent = match headers.get(header::CONTENT_TYPE) {
+                None => "no Content-Type".to_string(),
+                Some(v) => format!(
+                    "Content-Type {:?}",
+                    crate::text::clip(v.to_str().unwrap_or("(not text)"), 100)
+                ),
+            };
             ApiError::UnsupportedMediaType(format!(
-                "This endpoint takes a multipart/form-data body with the audio in a `file` field ({}).",
-                r.body_text()
+                "This endpoint takes a multipart/form-data body (with its boundary) and the audio in a `file` field; the request has {sent}. The OpenAI SDKs send this form themselves: pass the file to `audio.transcriptions.create`."
             ))
         }
     })?;

@@ -212,6 +212,20 @@ async fn bad_files_and_forms_are_refused_before_any_upstream_call() {
         .unwrap();
     let response = app.clone().oneshot(not_multipart).await.unwrap();
     assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let message = error_message(response).await;
+    assert!(
+        message.contains(r#"the request has Content-Type "application/json""#),
+        "{message}"
+    );
+    let no_boundary = Request::post("/v1/audio/transcriptions")
+        .header("authorization", "Bearer tok-a")
+        .header("content-type", "multipart/form-data")
+        .body(Body::from(form(&[("model", "whisper-1")], None)))
+        .unwrap();
+    let response = app.clone().oneshot(no_boundary).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let message = error_message(response).await;
+    assert!(message.contains("(with its boundary)"), "{message}");
     fake.record(|r| assert!(r.transcriptions.is_empty()));
     // An upstream without speech says so.
     let mute = FakeUpstream::answering("x", Duration::ZERO).mute();
