@@ -2,7 +2,6 @@
 //! server with a graceful shutdown (the functions outside Lambda, and the
 //! self-hosted `server` with every route).
 
-use std::future::IntoFuture;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -148,53 +147,84 @@ pub(crate) async fn serve_until(
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    serve_on(listener, router, stop, timeout).await
+    let idle = Duration::from_secs(env.number(
+        "CONNECTION_IDLE_TIMEOUT_SECONDS",
+        CONNECTION_IDLE_TIMEOUT.as_secs(),
+    ));
+    serve_on(listener, router, stop, idle, timeout).await
 }
+
+/// The default of `CONNECTION_IDLE_TIMEOUT_SECONDS`: how long a connection
+/// may wait for a request, counted from the moment it is ready for one, and
+/// so how long a caller may take to send a request's headers too (hyper's
+/// header read timeout, which covers both). Without it (`axum::serve` gives
+/// hyper no timer, so none applies) a connection that sent half a request
+/// line, or whose peer vanished without a FIN, was held forever: 3,000 of
+/// them held 44 MB here. 95 s is above the idle timeout of the proxies that
+/// keep connections to the server open (Heroku's router 90 s, AWS ALB and
+/// nginx 60 s), so that it is they who close an idle connection: closed
+/// from this end, a request the proxy sends at that instant would fail.
+const CONNECTION_IDLE_TIMEOUT: Duration = Duration::from_secs(95);
 
 async fn serve_on(
     listener: tokio::net::TcpListener,
     router: Router,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
+    idle: Duration,
     timeout: Duration,
 ) -> Result<(), lambda_http::Error> {
+    use axum::serve::{Listener as _, ListenerExt as _};
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
     tracing::info!(addr = %listener.local_addr()?, "serving locally");
     // Small SSE writes must not wait for delayed ACKs (Nagle): no delay.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+    // axum's listener also rides out accept errors (EMFILE: log, wait 1 s).
+    let mut listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    let stopping = tokio_util::sync::CancellationToken::new();
-    tokio::spawn({
-        let stopping = stopping.clone();
-        async move {
-            stop.await;
-            tracing::info!(
-                in_flight = crate::routes::tasks_running(),
-                "stopping: no new connections; waiting for the requests in flight"
-            );
-            stopping.cancel();
-        }
-    });
-    // `into_make_service` turns every route into its final service once.
-    // Given the `Router` itself, axum does that for each connection (a
-    // `with_state(())` on a clone), so that every connection held a copy of
-    // every route and its layers: 15 MB of the heap at 1,000 open streams.
-    let server = axum::serve(listener, router.into_make_service())
-        .with_graceful_shutdown(stopping.clone().cancelled_owned())
-        .into_future();
-    // Connections closed, the tasks of callers that went away may still be
-    // cleaning up upstream: both within one `timeout` from the signal.
+    // HTTP/1.1 only. Every caller speaks it to a plain-HTTP server (TLS and
+    // HTTP/2 are a front's: nginx, a PaaS router), and hyper has no timeout
+    // for the rest: a connection that sent "PRI * HT" (half of HTTP/2's
+    // preface) was held forever while the version was being detected.
+    let mut http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http1_only();
+    http.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(idle);
+    let connections = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let (io, _) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut stop => break,
+        };
+        // The router is built once; a connection holds a handle to it.
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let connection = http
+            .serve_connection(TokioIo::new(io), service)
+            .into_owned();
+        let connection = connections.watch(connection);
+        tokio::spawn(async move {
+            // A caller that went away, or sent no request in time.
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection closed");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!(
+        in_flight = crate::routes::tasks_running(),
+        "stopping: no new connections; waiting for the requests in flight"
+    );
+    // Each connection finishes its response in flight and closes; the tasks
+    // of callers that went away may still be cleaning up upstream: both
+    // within one `timeout` from the signal.
     let served_and_drained = async {
-        server.await?;
+        connections.shutdown().await;
         crate::routes::drain().await;
-        Ok::<_, std::io::Error>(())
-    };
-    let grace = async {
-        stopping.cancelled().await;
-        tokio::time::sleep(timeout).await;
     };
     tokio::select! {
-        done = served_and_drained => done?,
-        _ = grace => {
+        () = served_and_drained => {}
+        () = tokio::time::sleep(timeout) => {
             tracing::warn!(
                 in_flight = crate::routes::tasks_running(),
                 "shutdown timeout: requests still in flight are cut"
@@ -257,7 +287,7 @@ async fn run_on_lambda(router: Router, delivery: Delivery) -> Result<(), lambda_
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{capture_logs, state, FakeUpstream, Script};
+    use crate::testing::{capture_logs, state, streamed_content, FakeUpstream, Script};
 
     #[test]
     fn a_panic_is_logged_as_an_error_event() {
@@ -278,6 +308,27 @@ mod tests {
         );
     }
 
+    /// Every route on a free port, served until the sender is used or
+    /// dropped, with a 30 s shutdown timeout.
+    async fn serving(
+        fake: &FakeUpstream,
+        idle: Duration,
+    ) -> (
+        std::net::SocketAddr,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<Result<(), lambda_http::Error>>,
+    ) {
+        let app = crate::routes::all(state(fake, crate::Config::default()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let stop = async move {
+            let _ = stop_rx.await;
+        };
+        let server = tokio::spawn(serve_on(listener, app, stop, idle, Duration::from_secs(30)));
+        (addr, stop_tx, server)
+    }
+
     /// SIGTERM while two answers stream: the one whose caller stays gets its
     /// whole answer, the one whose caller left is still deleted upstream, and
     /// the server returns only after both.
@@ -295,18 +346,8 @@ mod tests {
             pace,
         ));
         fake.script(Script::answer("c-leaves", &"word ".repeat(30), 30, pace));
-        let app = crate::routes::all(state(&fake, crate::Config::default()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve_on(
-            listener,
-            app,
-            async move {
-                let _ = stop_rx.await;
-            },
-            Duration::from_secs(30),
-        ));
+        let (addr, stop_tx, server) = serving(&fake, CONNECTION_IDLE_TIMEOUT).await;
+        let base = format!("http://{addr}");
         let client = reqwest::Client::new();
         let ask = |token: &str| {
             client
@@ -328,17 +369,7 @@ mod tests {
             body.push_str(&String::from_utf8_lossy(&chunk));
         }
         assert!(body.trim_end().ends_with("data: [DONE]"), "{body}");
-        let words: String = body
-            .lines()
-            .filter_map(|l| l.strip_prefix("data: "))
-            .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
-            .filter_map(|v| {
-                v["choices"][0]["delta"]["content"]
-                    .as_str()
-                    .map(str::to_string)
-            })
-            .collect();
-        assert_eq!(words, "one two three four five six");
+        assert_eq!(streamed_content(&body), "one two three four five six");
         // The other caller goes only now: its connection is the last one, and
         // its conversation's deletion (300 ms) outlasts it.
         drop(leaving);
@@ -356,6 +387,88 @@ mod tests {
         );
         // New connections are refused once it has stopped.
         assert!(ask("tok-late").await.is_err());
+    }
+
+    /// A connection that never finishes its request is closed after the
+    /// idle timeout, and so is a kept-alive one left idle; a stream that
+    /// lasts longer than that is not cut. (Paused clock: the timeout and the
+    /// stream's pace are virtual time.)
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_without_a_request_is_closed_and_a_long_stream_is_not() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        const IDLE: Duration = Duration::from_secs(30);
+        let fake = FakeUpstream::answering("unused", Duration::ZERO);
+        let pace = Duration::from_secs(8);
+        fake.script(Script::answer("c-long", "one two three four five", 5, pace));
+        let (addr, _stop, _) = serving(&fake, IDLE).await;
+
+        let start = tokio::time::Instant::now();
+        let mut half = tokio::net::TcpStream::connect(addr).await.unwrap();
+        half.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        // Half of HTTP/2's preface: as long, since HTTP/1.1 is all that is
+        // spoken (the version's detection had no timeout).
+        let mut h2 = tokio::net::TcpStream::connect(addr).await.unwrap();
+        h2.write_all(b"PRI * HT").await.unwrap();
+        let mut streamed = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let body =
+            r#"{"model":"hailuo","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+        streamed
+            .write_all(
+                format!(
+                    "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok-a\r\n\
+                     Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+
+        // The half request: closed, with nothing sent, once the timeout is up.
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(IDLE * 3, half.read(&mut buf)).await;
+        assert_eq!(read.expect("the half request is never closed").unwrap(), 0);
+        let closed_after = start.elapsed();
+        assert!(
+            (IDLE..IDLE + Duration::from_secs(1)).contains(&closed_after),
+            "{closed_after:?}"
+        );
+
+        let read = tokio::time::timeout(Duration::from_secs(1), h2.read(&mut buf)).await;
+        assert_eq!(read.expect("half an HTTP/2 preface is held").unwrap(), 0);
+
+        // The stream (40 s of virtual time) runs to its end on its connection.
+        let mut answer = Vec::new();
+        while !answer.ends_with(b"data: [DONE]\n\n\r\n0\r\n\r\n") {
+            let n = streamed.read(&mut buf).await.unwrap();
+            assert!(
+                n > 0,
+                "cut after {:?}: {}",
+                start.elapsed(),
+                String::from_utf8_lossy(&answer)
+            );
+            answer.extend_from_slice(&buf[..n]);
+        }
+        let done_after = start.elapsed();
+        assert!(done_after > pace * 4, "{done_after:?}");
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert_eq!(streamed_content(&text), "one two three four five");
+
+        // Kept alive after the answer, then idle: closed once the timeout is up.
+        let mut rest = Vec::new();
+        tokio::time::timeout(IDLE * 3, streamed.read_to_end(&mut rest))
+            .await
+            .expect("the idle connection is never closed")
+            .unwrap();
+        let idle = start.elapsed() - done_after;
+        assert!(rest.is_empty(), "{rest:?}");
+        assert!(
+            (IDLE..IDLE + Duration::from_secs(1)).contains(&idle),
+            "{idle:?}"
+        );
     }
 
     #[test]

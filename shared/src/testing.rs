@@ -483,6 +483,20 @@ pub async fn frames(response: Response<Body>) -> Vec<(String, Instant)> {
 }
 
 /// A whole JSON body.
+/// The answer text of an SSE stream as received (the `data:` lines'
+/// `delta.content`, joined), whatever the chunking.
+pub fn streamed_content(sse: &str) -> String {
+    sse.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect()
+}
+
 pub async fn json(response: Response<Body>) -> serde_json::Value {
     let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
         .await
