@@ -190,6 +190,10 @@ async fn serve_on(
     http.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(idle);
+    // The same patience between two pieces of a request's body, which hyper
+    // does not time: a caller that stopped mid-body held its request (and
+    // connection) forever. It gets a 408 (`routes::stalled`).
+    let router = router.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(idle));
     let connections = hyper_util::server::graceful::GracefulShutdown::new();
     let mut stop = std::pin::pin!(stop);
     loop {
@@ -389,12 +393,13 @@ mod tests {
         assert!(ask("tok-late").await.is_err());
     }
 
-    /// A connection that never finishes its request is closed after the
-    /// idle timeout, and so is a kept-alive one left idle; a stream that
-    /// lasts longer than that is not cut. (Paused clock: the timeout and the
+    /// A connection that never finishes its request's headers is closed
+    /// after the idle timeout, and so is a kept-alive one left idle; a body
+    /// that stops arriving gets a 408 then; a stream that lasts longer than
+    /// that is not cut. (Paused clock: the timeout and the
     /// stream's pace are virtual time.)
     #[tokio::test(start_paused = true)]
-    async fn a_connection_without_a_request_is_closed_and_a_long_stream_is_not() {
+    async fn a_caller_gone_quiet_is_let_go_and_a_long_stream_is_not() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         const IDLE: Duration = Duration::from_secs(30);
         let fake = FakeUpstream::answering("unused", Duration::ZERO);
@@ -411,6 +416,28 @@ mod tests {
         // spoken (the version's detection had no timeout).
         let mut h2 = tokio::net::TcpStream::connect(addr).await.unwrap();
         h2.write_all(b"PRI * HT").await.unwrap();
+        // Bodies that stop arriving, one read whole and one as a form.
+        let mut stalled = Vec::new();
+        for (path, content_type, part) in [
+            ("/v1/chat/completions", "application/json", r#"{"model""#),
+            (
+                "/v1/audio/transcriptions",
+                "multipart/form-data; boundary=b",
+                "--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\nRIFF",
+            ),
+        ] {
+            let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+            c.write_all(
+                format!(
+                    "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok-a\r\n\
+                     Content-Type: {content_type}\r\nContent-Length: 1000\r\n\r\n{part}"
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+            stalled.push(c);
+        }
         let mut streamed = tokio::net::TcpStream::connect(addr).await.unwrap();
         let body =
             r#"{"model":"hailuo","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
@@ -438,6 +465,16 @@ mod tests {
 
         let read = tokio::time::timeout(Duration::from_secs(1), h2.read(&mut buf)).await;
         assert_eq!(read.expect("half an HTTP/2 preface is held").unwrap(), 0);
+        for mut c in stalled {
+            let mut answer = Vec::new();
+            tokio::time::timeout(Duration::from_secs(1), c.read_to_end(&mut answer))
+                .await
+                .expect("a stalled body is waited for")
+                .unwrap();
+            let answer = String::from_utf8_lossy(&answer);
+            assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+            assert!(answer.contains(r#""code":"request_timeout""#), "{answer}");
+        }
 
         // The stream (40 s of virtual time) runs to its end on its connection.
         let mut answer = Vec::new();

@@ -201,13 +201,34 @@ pub(crate) fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     )))
 }
 
-/// A body that could not be read: too large (413) or broken (400).
+/// A body that could not be read: too large (413), stalled (408) or broken
+/// (400).
 pub(crate) fn body_error(rejection: BytesRejection, max_body: usize) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::PayloadTooLarge(format!("The request body is larger than {max_body} bytes."))
+    } else if let Some(stalled) = stalled(&rejection) {
+        stalled
     } else {
         ApiError::bad_body(format!("The request body could not be read: {rejection}."))
     }
+}
+
+/// The 408 for a body that stopped arriving, when that is why `e` (or an
+/// error it wraps) failed: the server gives a caller
+/// `CONNECTION_IDLE_TIMEOUT_SECONDS` between two pieces of a body
+/// (`runtime::serve_on`), where it had waited forever. On Lambda the body
+/// arrives whole and this never happens.
+pub(crate) fn stalled(e: &(dyn std::error::Error + 'static)) -> Option<ApiError> {
+    let mut cause = Some(e);
+    while let Some(e) = cause {
+        if e.is::<tower_http::timeout::TimeoutError>() {
+            return Some(ApiError::RequestTimeout(
+                "The request body stopped arriving before it was complete; send it again.".into(),
+            ));
+        }
+        cause = e.source();
+    }
+    None
 }
 
 #[cfg(test)]

@@ -59,6 +59,8 @@ fn too_large(max: usize) -> ApiError {
 fn form_error(e: MultipartError, max: usize) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         too_large(max)
+    } else if let Some(stalled) = super::stalled(&e) {
+        stalled
     } else {
         ApiError::bad_body(format!(
             "The multipart form could not be read: {}.",
