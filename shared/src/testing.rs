@@ -482,7 +482,6 @@ pub async fn frames(response: Response<Body>) -> Vec<(String, Instant)> {
     out
 }
 
-/// A whole JSON body.
 /// The answer text of an SSE stream as received (the `data:` lines'
 /// `delta.content`, joined), whatever the chunking.
 pub fn streamed_content(sse: &str) -> String {
@@ -497,6 +496,7 @@ pub fn streamed_content(sse: &str) -> String {
         .collect()
 }
 
+/// A whole JSON body.
 pub async fn json(response: Response<Body>) -> serde_json::Value {
     let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
         .await

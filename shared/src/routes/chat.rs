@@ -1,17 +1,13 @@
 //! `POST /v1/chat/completions`, streamed or not.
 
-use std::convert::Infallible;
-
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use futures_util::{FutureExt, StreamExt};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use futures_util::FutureExt;
 
 use super::AppState;
 use crate::answer::{Answer, Pool};
@@ -307,7 +303,7 @@ fn stream_answer(
     config: std::sync::Arc<Config>,
     prompt: (String, u32),
 ) -> Response {
-    let (tx, rx) = mpsc::channel::<Bytes>(32);
+    let (out, body) = super::Outgoing::new(32);
     let encoder = ChunkEncoder::new(
         completion_id(answer.chat_id()),
         request.model.clone(),
@@ -326,7 +322,7 @@ fn stream_answer(
             &config,
             &encoder,
             include_usage,
-            &tx,
+            &out,
         ))
         .catch_unwind()
         .await;
@@ -335,12 +331,13 @@ fn stream_answer(
                 chat_id = answer.chat_id().unwrap_or_default(),
                 "the stream's producer panicked"
             );
-            send_all(&tx, vec![encoder.error(&ApiError::bug())]).await;
+            out.deliver(encoder.error(&ApiError::bug())).await;
             answer.cleanup().await;
-            send_all(&tx, vec![ChunkEncoder::done()]).await;
+            if out.deliver(ChunkEncoder::done()).await {
+                out.finish();
+            }
         }
     });
-    let body = Body::from_stream(ReceiverStream::new(rx).map(Ok::<_, Infallible>));
     let mut response = Response::new(body);
     let h = response.headers_mut();
     h.insert(
@@ -358,15 +355,15 @@ async fn produce(
     config: &Config,
     enc: &ChunkEncoder,
     include_usage: bool,
-    tx: &mpsc::Sender<Bytes>,
+    out: &super::Outgoing,
 ) {
     let mut failure = None;
     let mut ending = Vec::new();
-    let mut client_gone = tx.send(enc.role()).await.is_err();
+    let mut client_gone = !out.deliver(enc.role()).await;
     while !client_gone {
         let piece = tokio::select! {
             biased;
-            _ = tx.closed() => { client_gone = true; break; }
+            _ = out.caller_gone() => { client_gone = true; break; }
             piece = reply.next(answer, config) => piece,
         };
         let frame = match piece {
@@ -390,7 +387,7 @@ async fn produce(
                 break;
             }
         };
-        client_gone = tx.send(frame).await.is_err();
+        client_gone = !out.deliver(frame).await;
     }
     if client_gone {
         tracing::info!(
@@ -402,22 +399,15 @@ async fn produce(
     }
     // The deletion still happens inside the invocation, before the usage
     // chunk and `[DONE]` (the invocation lasts until `tx` is dropped).
-    send_all(tx, ending).await;
+    out.deliver_all(ending).await;
     answer.cleanup().await;
     let mut tail = Vec::new();
     if failure.is_none() && include_usage {
         tail.push(enc.usage(reply.usage()));
     }
     tail.push(ChunkEncoder::done());
-    send_all(tx, tail).await;
-}
-
-/// Frames in order, until the caller is gone.
-async fn send_all(tx: &mpsc::Sender<Bytes>, frames: Vec<Bytes>) {
-    for frame in frames {
-        if tx.send(frame).await.is_err() {
-            return;
-        }
+    if out.deliver_all(tail).await {
+        out.finish();
     }
 }
 

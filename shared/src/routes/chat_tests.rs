@@ -511,3 +511,57 @@ async fn an_upstream_failure_mid_answer_is_502_not_a_cut_answer() {
     assert!(message.contains("before its end"), "{message}");
     assert_eq!(fake.record(|r| r.deleted.len()), 1);
 }
+
+/// A caller who keeps the connection and stops reading: once the stream has
+/// waited `CALLER_STALL_TIMEOUT` for it to take a chunk, the conversation is
+/// deleted and the account given back, where both were held for as long as
+/// the connection lived; and the body, read later, ends in an error, not as
+/// a whole answer.
+#[tokio::test(start_paused = true)]
+async fn a_caller_who_stops_reading_costs_a_minute_then_the_stream_is_cleaned_up() {
+    use futures_util::StreamExt;
+    let fake = FakeUpstream::answering("unused", Duration::ZERO);
+    // More chunks than the stream queues.
+    fake.script(Script::answer(
+        "c-unread",
+        &"word ".repeat(200),
+        200,
+        Duration::from_millis(10),
+    ));
+    let app = router(state(&fake, Config::default()));
+    let started = Instant::now();
+    let response = send(&app, "tok-a", ask(true)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+
+    tokio::time::sleep(super::super::CALLER_STALL_TIMEOUT / 2).await;
+    fake.record(|r| assert!(r.deleted.is_empty(), "a caller who may still read"));
+    let mut deleted = None;
+    for _ in 0..3 * super::super::CALLER_STALL_TIMEOUT.as_secs() {
+        deleted = fake.record(|r| r.deleted.first().map(|(_, at)| *at));
+        if deleted.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let deleted = deleted.expect("the conversation of a caller who stopped reading is kept");
+    let waited = deleted - started;
+    assert!(
+        waited >= super::super::CALLER_STALL_TIMEOUT
+            && waited < super::super::CALLER_STALL_TIMEOUT + Duration::from_secs(5),
+        "{waited:?}"
+    );
+
+    let mut body = response.into_body().into_data_stream();
+    let (mut read, mut ended_in) = (String::new(), None);
+    while let Some(piece) = body.next().await {
+        match piece {
+            Ok(bytes) => read.push_str(&String::from_utf8_lossy(&bytes)),
+            Err(e) => ended_in = Some(e.to_string()),
+        }
+    }
+    assert!(!read.contains("[DONE]"), "{read}");
+    assert!(
+        ended_in.is_some_and(|e| e.contains("before it was whole")),
+        "the body must end in an error"
+    );
+}

@@ -77,6 +77,91 @@ pub(crate) fn tasks_running() -> usize {
     REQUEST_TASKS.len()
 }
 
+/// How long a stream waits for its caller to take the next piece, when the
+/// pieces before it are all still unread: the channel's queue, the
+/// server's write buffer and the connection's socket buffers (hundreds of
+/// KB) full. A caller who reads at all, however slowly, never waits this
+/// long. One who keeps the connection open and stops reading would
+/// otherwise hold the answer's task, its account and its upstream
+/// conversation for as long as the connection lives (on Lambda, until the
+/// function's timeout, which then skips the deletion).
+pub(crate) const CALLER_STALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The producing half of a streamed response body (chat's SSE, speech's
+/// audio), held by the request's own task.
+///
+/// A body ends in one of two ways. The task called `finish` (the stream is
+/// whole: `[DONE]`, or the last audio part): it ends as any body does. Or
+/// the task stopped without it (the upstream failed mid-audio, the caller
+/// stalled, a bug): the body ends in an error, which the HTTP layer turns
+/// into a cut connection (no chunked terminator, or too few bytes on
+/// Lambda's side), so the caller's client raises an error instead of taking
+/// a short answer for a whole one.
+pub(crate) struct Outgoing {
+    tx: tokio::sync::mpsc::Sender<bytes::Bytes>,
+    whole: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Outgoing {
+    /// The sender, and the body that carries what it sends; `queue` pieces
+    /// wait in between.
+    pub(crate) fn new(queue: usize) -> (Self, axum::body::Body) {
+        use futures_util::StreamExt;
+        use std::sync::atomic::Ordering;
+        let (tx, rx) = tokio::sync::mpsc::channel(queue);
+        let whole = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = whole.clone();
+        // Read once every sender is gone, that is, once the task is done.
+        let end = futures_util::stream::once(async move {
+            (!seen.load(Ordering::Acquire)).then(|| {
+                Err(std::io::Error::other(
+                    "the stream ended before it was whole",
+                ))
+            })
+        })
+        .filter_map(std::future::ready);
+        let body = tokio_stream::wrappers::ReceiverStream::new(rx)
+            .map(Ok)
+            .chain(end);
+        (Self { tx, whole }, axum::body::Body::from_stream(body))
+    }
+
+    /// Hand `piece` to the caller: false once the caller has gone, or has
+    /// taken nothing for `CALLER_STALL_TIMEOUT` (then treated as gone).
+    pub(crate) async fn deliver(&self, piece: bytes::Bytes) -> bool {
+        match tokio::time::timeout(CALLER_STALL_TIMEOUT, self.tx.send(piece)).await {
+            Ok(sent) => sent.is_ok(),
+            Err(_) => {
+                tracing::info!(
+                    stalled_seconds = CALLER_STALL_TIMEOUT.as_secs(),
+                    "the caller stopped reading the stream: treated as gone"
+                );
+                false
+            }
+        }
+    }
+
+    /// `deliver` each piece in order, until the caller is gone.
+    pub(crate) async fn deliver_all(&self, pieces: Vec<bytes::Bytes>) -> bool {
+        for piece in pieces {
+            if !self.deliver(piece).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Resolves when the caller has gone (the body was dropped).
+    pub(crate) async fn caller_gone(&self) {
+        self.tx.closed().await
+    }
+
+    /// Everything is sent: the body ends whole once this sender is dropped.
+    pub(crate) fn finish(&self) {
+        self.whole.store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
 /// Run a request's work in its own task: if the caller's connection drops
 /// (a local server cancels the handler then), the task still finishes and
 /// cleans up upstream (deletes the conversation, gives the account back).

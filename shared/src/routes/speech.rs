@@ -18,8 +18,6 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
 use super::AppState;
 use crate::answer::Pool;
@@ -116,9 +114,9 @@ async fn speak(
     if format == SpeechFormat::Wav {
         return whole_wav(synthesis, first).await;
     }
-    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
-    super::spawn(stream_parts(synthesis, first, format, tx));
-    let mut response = Response::new(Body::from_stream(ReceiverStream::new(rx)));
+    let (out, body) = super::Outgoing::new(4);
+    super::spawn(stream_parts(synthesis, first, format, out));
+    let mut response = Response::new(body);
     set_audio_headers(&mut response, format);
     Ok(response)
 }
@@ -195,24 +193,24 @@ async fn stream_parts(
     mut synthesis: Synthesis,
     first: Bytes,
     format: SpeechFormat,
-    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
+    out: super::Outgoing,
 ) {
     let total = synthesis.parts.len();
-    let mut client_gone = tx.send(Ok(first)).await.is_err();
+    let mut client_gone = !out.deliver(first).await;
     let mut index = 1;
     while !client_gone && index < total {
         let next = tokio::select! {
             biased;
-            _ = tx.closed() => { client_gone = true; break; }
+            _ = out.caller_gone() => { client_gone = true; break; }
             next = part(&synthesis, index, format) => next,
         };
         match next {
-            Ok(bytes) => client_gone = tx.send(Ok(bytes)).await.is_err(),
+            Ok(bytes) => client_gone = !out.deliver(bytes).await,
             Err(e) => {
                 tracing::warn!(error = %e, part = index + 1, parts = total, "speech failed mid-stream");
-                // The conversation goes first; then the body ends in an error.
+                // The conversation goes first; then the body ends in an
+                // error (`out` dropped unfinished).
                 synthesis.cleanup().await;
-                let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
                 return;
             }
         }
@@ -224,7 +222,10 @@ async fn stream_parts(
             parts = total,
             "client went away mid-speech"
         );
+    } else {
+        out.finish();
     }
+    // The body ends when `out` is dropped: after the cleanup.
     synthesis.cleanup().await;
 }
 
