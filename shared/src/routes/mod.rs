@@ -93,10 +93,12 @@ pub(crate) const CALLER_STALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// A body ends in one of two ways. The task called `finish` (the stream is
 /// whole: `[DONE]`, or the last audio part): it ends as any body does. Or
 /// the task stopped without it (the upstream failed mid-audio, the caller
-/// stalled, a bug): the body ends in an error, which the HTTP layer turns
-/// into a cut connection (no chunked terminator, or too few bytes on
-/// Lambda's side), so the caller's client raises an error instead of taking
-/// a short answer for a whole one.
+/// stalled, a bug): the body ends in an error. The server's HTTP layer
+/// turns that into a cut connection (no chunked terminator), so the
+/// caller's client raises an error instead of taking a short answer for a
+/// whole one; `lambda_runtime` reports it to the Runtime API in the error
+/// trailers (which `cargo lambda watch` does not read: it passes them on as
+/// body bytes and ends the response as whole).
 pub(crate) struct Outgoing {
     tx: tokio::sync::mpsc::Sender<bytes::Bytes>,
     whole: Arc<std::sync::atomic::AtomicBool>,

@@ -56,6 +56,9 @@ pub enum FaultKind {
     UploadRefused,
     /// `msg_tts` never says the speech is ready.
     TtsNeverReady,
+    /// A speech part's URL answers 404, as a CDN that lost the file does:
+    /// the parts from index `after_events` on (0-based).
+    TtsPartMissing,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -216,7 +219,10 @@ impl State {
     /// Take the first fault that applies to a chat on `token`.
     pub fn take_fault(&mut self, token: &str) -> Option<Fault> {
         self.take_fault_where(token, |k| {
-            !matches!(k, FaultKind::UploadRefused | FaultKind::TtsNeverReady)
+            !matches!(
+                k,
+                FaultKind::UploadRefused | FaultKind::TtsNeverReady | FaultKind::TtsPartMissing
+            )
         })
     }
 

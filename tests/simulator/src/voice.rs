@@ -48,6 +48,8 @@ pub struct Voice {
 struct Job {
     polls: u32,
     never_ready: bool,
+    /// The first part whose URL answers 404 (`tts_part_missing`).
+    missing_from: Option<usize>,
     parts: Vec<Bytes>,
     recorded: bool,
 }
@@ -177,11 +179,17 @@ pub async fn msg_tts(
         }
         _ => return failure(CODE_NOT_FOUND, "消息不存在"),
     };
-    let never_ready = s.take_fault_of(&token, FaultKind::TtsNeverReady).is_some();
+    let fresh = !s.voice.jobs.contains_key(&msg_id);
+    let never_ready = fresh && s.take_fault_of(&token, FaultKind::TtsNeverReady).is_some();
+    let missing_from = fresh
+        .then(|| s.take_fault_of(&token, FaultKind::TtsPartMissing))
+        .flatten()
+        .map(|f| f.after_events as usize);
     let before_ready = s.settings.tts_polls_before_ready;
     let job = s.voice.jobs.entry(msg_id.clone()).or_insert_with(|| Job {
         polls: 0,
         never_ready,
+        missing_from,
         parts: Vec::new(),
         recorded: false,
     });
@@ -276,10 +284,12 @@ pub async fn part(
     }
     let index: Option<usize> = file.strip_suffix(".mp3").and_then(|i| i.parse().ok());
     match (s.voice.jobs.get(&msg_id), index) {
-        (Some(job), Some(i)) if i < job.parts.len() => Response::builder()
-            .header("content-type", "audio/mpeg")
-            .body(Body::from(job.parts[i].clone()))
-            .unwrap(),
+        (Some(job), Some(i)) if i < job.parts.len() && job.missing_from.is_none_or(|m| i < m) => {
+            Response::builder()
+                .header("content-type", "audio/mpeg")
+                .body(Body::from(job.parts[i].clone()))
+                .unwrap()
+        }
         _ => (StatusCode::NOT_FOUND, "Not Found").into_response(),
     }
 }
