@@ -399,8 +399,11 @@ async fn produce(
     }
     // The deletion still happens inside the invocation, before the usage
     // chunk and `[DONE]` (the invocation lasts until `tx` is dropped).
-    out.deliver_all(ending).await;
+    let caller_there = out.deliver_all(ending).await;
     answer.cleanup().await;
+    if !caller_there {
+        return;
+    }
     let mut tail = Vec::new();
     if failure.is_none() && include_usage {
         tail.push(enc.usage(reply.usage()));
