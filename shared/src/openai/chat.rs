@@ -192,6 +192,10 @@ struct RawRequest<'a> {
     functions: Option<&'a RawValue>,
     #[serde(borrow)]
     function_call: Option<&'a RawValue>,
+    #[serde(borrow)]
+    modalities: Option<&'a RawValue>,
+    #[serde(borrow)]
+    audio: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -401,6 +405,22 @@ impl ChatRequest {
 /// are ignored, but a value OpenAI would refuse is refused here too (a
 /// client's bug should not pass silently).
 fn validate_ignored(raw: &RawRequest) -> Result<(), ApiError> {
+    // Spoken answers (gpt-4o-audio-preview's): a text answer in their place
+    // would pass silently for what was asked.
+    let no_audio = "Audio answers are not supported here: the upstream answers in text. \
+                    Leave `modalities` at [\"text\"] and `audio` out, and send the answer \
+                    to POST /v1/audio/speech to hear it.";
+    if let Some(v) = raw.modalities.filter(|v| kind(v) != "null") {
+        for (i, m) in array(v, "modalities", 2)?.iter().enumerate() {
+            let m = string(m, &format!("modalities[{i}]"))?;
+            if m != "text" {
+                return Err(ApiError::invalid("modalities", no_audio));
+            }
+        }
+    }
+    if raw.audio.is_some_and(|v| kind(v) != "null") {
+        return Err(ApiError::invalid("audio", no_audio));
+    }
     if let Some(n) = optional(raw.n, "n", integer)? {
         if n < 1 {
             return Err(ApiError::invalid(
@@ -1008,6 +1028,39 @@ mod tests {
         // A file saved by a Windows editor, sent with `curl -d @file`.
         let with_bom = [&b"\xEF\xBB\xBF"[..], body.as_bytes()].concat();
         assert_eq!(ChatRequest::parse(&with_bom).unwrap(), r);
+    }
+
+    #[test]
+    fn an_audio_answer_is_refused_and_a_text_one_is_not() {
+        let base =
+            serde_json::json!({"model": "hailuo", "messages": [{"role": "user", "content": "hi"}]});
+        let with = |k: &str, v: serde_json::Value| {
+            let mut b = base.clone();
+            b[k] = v;
+            parse(b)
+        };
+        for (k, v, param) in [
+            (
+                "modalities",
+                serde_json::json!(["text", "audio"]),
+                "modalities",
+            ),
+            (
+                "audio",
+                serde_json::json!({"voice": "alloy", "format": "mp3"}),
+                "audio",
+            ),
+            ("modalities", serde_json::json!("text"), "modalities"),
+            ("modalities", serde_json::json!([1]), "modalities[0]"),
+        ] {
+            let e = with(k, v).unwrap_err();
+            assert_eq!(param_of(e), param);
+        }
+        let e = with("modalities", serde_json::json!(["audio"])).unwrap_err();
+        assert!(e.to_string().contains("/v1/audio/speech"), "{e}");
+        with("modalities", serde_json::json!(["text"])).unwrap();
+        with("modalities", serde_json::Value::Null).unwrap();
+        with("audio", serde_json::Value::Null).unwrap();
     }
 
     #[test]
