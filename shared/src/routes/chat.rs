@@ -398,7 +398,7 @@ async fn produce(
         return;
     }
     // The deletion still happens inside the invocation, before the usage
-    // chunk and `[DONE]` (the invocation lasts until `tx` is dropped).
+    // chunk and `[DONE]` (the invocation lasts until `out` is dropped).
     let caller_there = out.deliver_all(ending).await;
     answer.cleanup().await;
     if !caller_there {
