@@ -410,14 +410,14 @@ fn validate_ignored(raw: &RawRequest) -> Result<(), ApiError> {
     let no_audio = "Audio answers are not supported here: the upstream answers in text. \
                     Leave `modalities` at [\"text\"] and `audio` out, and send the answer \
                     to POST /v1/audio/speech to hear it.";
-    if let Some(v) = raw.modalities.filter(|v| kind(v) != "null") {
-        for (i, m) in array(v, "modalities", 2)?.iter().enumerate() {
-            let m = string(m, &format!("modalities[{i}]"))?;
-            if m != "text" {
-                return Err(ApiError::invalid("modalities", no_audio));
+    optional(raw.modalities, "modalities", |v, p| {
+        for (i, m) in array(v, p, 2)?.iter().enumerate() {
+            if string(m, &format!("{p}[{i}]"))? != "text" {
+                return Err(ApiError::invalid(p, no_audio));
             }
         }
-    }
+        Ok(())
+    })?;
     if raw.audio.is_some_and(|v| kind(v) != "null") {
         return Err(ApiError::invalid("audio", no_audio));
     }
