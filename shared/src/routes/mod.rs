@@ -284,8 +284,13 @@ pub(crate) fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     }
     Err(ApiError::UnsupportedMediaType(format!(
         "Unsupported Content-Type {:?}: this endpoint takes a JSON body. Send `Content-Type: application/json`.",
-        crate::text::clip(value.to_str().unwrap_or("(not text)"), 100)
+        shown(value)
     )))
+}
+
+/// A header's value as an error message may quote it: text, clipped.
+pub(crate) fn shown(value: &HeaderValue) -> String {
+    crate::text::clip(value.to_str().unwrap_or("(not text)"), 100)
 }
 
 /// A body that could not be read: too large (413), stalled (408) or broken

@@ -107,10 +107,7 @@ async fn transcribe(
             // about what the caller sent: name the Content-Type instead.
             let sent = match headers.get(header::CONTENT_TYPE) {
                 None => "no Content-Type".to_string(),
-                Some(v) => format!(
-                    "Content-Type {:?}",
-                    crate::text::clip(v.to_str().unwrap_or("(not text)"), 100)
-                ),
+                Some(v) => format!("Content-Type {:?}", super::shown(v)),
             };
             ApiError::UnsupportedMediaType(format!(
                 "This endpoint takes a multipart/form-data body (with its boundary) and the audio in a `file` field; the request has {sent}. The OpenAI SDKs send this form themselves: pass the file to `audio.transcriptions.create`."
