@@ -416,42 +416,38 @@ mod tests {
         // spoken (the version's detection had no timeout).
         let mut h2 = tokio::net::TcpStream::connect(addr).await.unwrap();
         h2.write_all(b"PRI * HT").await.unwrap();
-        // Bodies that stop arriving, one read whole and one as a form.
-        let mut stalled = Vec::new();
-        for (path, content_type, part) in [
-            ("/v1/chat/completions", "application/json", r#"{"model""#),
-            (
-                "/v1/audio/transcriptions",
-                "multipart/form-data; boundary=b",
-                "--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\nRIFF",
-            ),
-        ] {
+        // A POST on its own connection, `length` its stated body length and
+        // `sent` what of the body is sent.
+        let post = |path: &'static str,
+                    content_type: &'static str,
+                    length: usize,
+                    sent: &'static str| async move {
             let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
             c.write_all(
                 format!(
                     "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok-a\r\n\
-                     Content-Type: {content_type}\r\nContent-Length: 1000\r\n\r\n{part}"
+                     Content-Type: {content_type}\r\nContent-Length: {length}\r\n\r\n{sent}"
                 )
                 .as_bytes(),
             )
             .await
             .unwrap();
-            stalled.push(c);
-        }
-        let mut streamed = tokio::net::TcpStream::connect(addr).await.unwrap();
+            c
+        };
+        // Bodies that stop arriving, one read whole and one as a form.
+        let stalled = [
+            post("/v1/chat/completions", "application/json", 1000, r#"{"model""#).await,
+            post(
+                "/v1/audio/transcriptions",
+                "multipart/form-data; boundary=b",
+                1000,
+                "--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\nRIFF",
+            )
+            .await,
+        ];
         let body =
             r#"{"model":"hailuo","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
-        streamed
-            .write_all(
-                format!(
-                    "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok-a\r\n\
-                     Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                    body.len()
-                )
-                .as_bytes(),
-            )
-            .await
-            .unwrap();
+        let mut streamed = post("/v1/chat/completions", "application/json", body.len(), body).await;
 
         // The half request: closed, with nothing sent, once the timeout is up.
         let mut buf = [0u8; 64];
