@@ -24,16 +24,30 @@ use rand::Rng;
 use tokio::time::{sleep_until, timeout_at, Instant};
 
 use crate::config::Config;
-use crate::credentials::pool::{DeadTokens, Lease, Leases};
+use crate::credentials::pool::{Cooling, DeadTokens, Lease, Leases};
 use crate::credentials::TokenSet;
 use crate::error::ApiError;
 use crate::redact::fingerprint;
-use crate::upstream::{ChatTurn, EventStream, Upstream, UpstreamError, UpstreamEvent};
+use crate::upstream::{
+    ChatTurn, EventStream, Turn, Unavailability, Upstream, UpstreamError, UpstreamEvent,
+};
 
 /// What the pool of one request is made of, besides its tokens.
 pub struct Pool<'a> {
     pub dead: &'a DeadTokens,
+    pub cooling: &'a Cooling,
     pub leases: &'a Arc<Leases>,
+}
+
+impl<'a> Pool<'a> {
+    /// The pool these credentials keep.
+    pub fn of(credentials: &'a crate::credentials::Credentials) -> Self {
+        Self {
+            dead: credentials.dead_tokens(),
+            cooling: credentials.cooling(),
+            leases: credentials.leases(),
+        }
+    }
 }
 
 pub struct Answer {
@@ -88,10 +102,20 @@ where
 {
     let describe =
         |e: UpstreamError| ApiError::from_upstream(e, upstream.name(), upstream.login_hint());
+    // Accounts cooling (throttled, out of credits, ...) are not asked at
+    // all: the upstream would refuse them again.
+    let mut cooled: Vec<(String, Duration, Unavailability)> = Vec::new();
     let mut candidates: Vec<(String, String)> = set
         .tokens
         .iter()
         .map(|t| (fingerprint(t), t.clone()))
+        .filter(|(fp, _)| match pool.cooling.remaining(fp) {
+            Some((left, class)) => {
+                cooled.push((fp.clone(), left, class));
+                false
+            }
+            None => true,
+        })
         .collect();
     let mut transient_budget = 1 + config.retries as usize;
     if continuing {
@@ -168,6 +192,25 @@ where
                 candidates.remove(index);
                 busy.remove(&fp);
             }
+            UpstreamError::Cooling {
+                fingerprint,
+                class,
+                retry_after,
+                ..
+            } => {
+                if *class == Unavailability::EgressRefused {
+                    tracing::error!(
+                        upstream = upstream.name(),
+                        token = %fingerprint,
+                        "the account's region refused this deployment's network: run the gateway \
+                         where that region answers, or through a proxy; the token is not dead"
+                    );
+                }
+                pool.cooling.cool(fingerprint, *class, *retry_after);
+                cooled.push((fingerprint.clone(), *retry_after, *class));
+                candidates.remove(index);
+                busy.remove(&fp);
+            }
             UpstreamError::Busy { .. } => {
                 let refusals = busy.get(&fp).map_or(0, |(_, n)| *n) + 1;
                 busy.insert(fp, (Instant::now() + busy_pause(refusals), refusals));
@@ -201,6 +244,9 @@ where
                 retry_after,
             });
     }
+    if !cooled.is_empty() {
+        return Err(all_cooling(upstream.name(), &cooled, rejected.len(), total));
+    }
     // Every token was dead.
     if set.from_secret {
         return Err(ApiError::Unavailable(format!(
@@ -222,6 +268,44 @@ where
     })))
 }
 
+/// Every account left is cooling: a 429 with the soonest `Retry-After` when
+/// some are only rate limited or at their plan's limit (they come back by
+/// themselves), else a 503 that says why.
+fn all_cooling(
+    name: &str,
+    cooled: &[(String, Duration, Unavailability)],
+    dead: usize,
+    total: usize,
+) -> ApiError {
+    let mut classes: Vec<&str> = cooled.iter().map(|(_, _, c)| c.as_str()).collect();
+    classes.sort_unstable();
+    classes.dedup();
+    let why = classes.join(", ");
+    let waiting = cooled
+        .iter()
+        .filter(|(_, _, c)| matches!(c, Unavailability::Throttled | Unavailability::PlanWindow))
+        .map(|(_, left, _)| left.as_secs().max(1))
+        .min();
+    let message = format!(
+        "No {name} account can answer now: {} of {total} are {why}{}.",
+        cooled.len(),
+        if dead > 0 {
+            format!(", {dead} rejected")
+        } else {
+            String::new()
+        }
+    );
+    match waiting {
+        Some(retry_after) => ApiError::RateLimited {
+            message: format!("{message} Retry after {retry_after} s, or add accounts."),
+            retry_after,
+        },
+        None => ApiError::Unavailable(format!(
+            "{message} Top up or replace those accounts, or add others."
+        )),
+    }
+}
+
 impl Answer {
     /// Open an answer on an account of the pool (`on_an_account`).
     pub async fn open(
@@ -229,7 +313,7 @@ impl Answer {
         config: &Config,
         set: &TokenSet,
         pool: Pool<'_>,
-        turn: &ChatTurn,
+        turn: &Turn<'_>,
         keep: bool,
     ) -> Result<Answer, ApiError> {
         let (mut answer, lease) = on_an_account(
@@ -237,7 +321,7 @@ impl Answer {
             config,
             set,
             pool,
-            turn.conversation_id.is_some(),
+            turn.continues().is_some(),
             |token| Self::open_once(upstream.clone(), config, token, turn, keep),
         )
         .await?;
@@ -249,7 +333,7 @@ impl Answer {
         upstream: Arc<dyn Upstream>,
         config: &Config,
         token: String,
-        turn: &ChatTurn,
+        turn: &Turn<'_>,
         keep: bool,
     ) -> Result<Answer, Failed> {
         let total_deadline = Instant::now() + config.total_timeout;
@@ -273,9 +357,9 @@ impl Answer {
         let mut answer = Answer {
             upstream: upstream.clone(),
             token: token.clone(),
-            chat_id: turn.conversation_id.clone(),
+            chat_id: turn.continues().map(str::to_string),
             message_id: None,
-            keep: keep || turn.conversation_id.is_some(),
+            keep: keep || turn.continues().is_some(),
             buffered: VecDeque::new(),
             stream,
             idle_timeout: (!watches).then_some(config.idle_timeout),
@@ -363,8 +447,9 @@ impl Answer {
         loop {
             let first_byte_deadline =
                 (Instant::now() + config.first_byte_timeout).min(self.deadline);
+            let text = Turn::Text(&turn);
             let result =
-                match timeout_at(first_byte_deadline, self.upstream.chat(&self.token, &turn)).await
+                match timeout_at(first_byte_deadline, self.upstream.chat(&self.token, &text)).await
                 {
                     Ok(Ok(stream)) => {
                         self.stream = stream;

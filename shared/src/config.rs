@@ -5,12 +5,16 @@ use std::time::Duration;
 use crate::settings::Lookup;
 
 use crate::upstream::agent::AgentConfig;
+use crate::upstream::code::CodeConfig;
 use crate::upstream::hailuo::HailuoConfig;
 
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Which upstream serves this deployment, `UPSTREAM`: `hailuo` (default) or `minimax-agent`.
+    /// Which upstream serves this deployment, `UPSTREAM`: `hailuo` (default),
+    /// `minimax-code` or `minimax-agent`.
     pub upstream: String,
+    /// The MiniMax Code upstream's settings (`MINIMAX_CODE_*`), owned by its adapter.
+    pub code: CodeConfig,
     /// The Hailuo upstream's settings (`HAILUO_*`), owned by its adapter.
     pub hailuo: HailuoConfig,
     /// The MiniMax Agent upstream's settings (`AGENT_*`), owned by its adapter.
@@ -98,6 +102,7 @@ impl Config {
         Self {
             upstream: text("UPSTREAM", "hailuo").to_ascii_lowercase(),
             hailuo: HailuoConfig::from_lookup(env),
+            code: CodeConfig::from_lookup(env),
             agent: AgentConfig::from_lookup(env),
             first_byte_timeout: ms("UPSTREAM_FIRST_BYTE_TIMEOUT_MS", 30_000),
             idle_timeout: ms("UPSTREAM_IDLE_TIMEOUT_MS", 60_000),

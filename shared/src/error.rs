@@ -35,6 +35,10 @@ pub enum ApiError {
     /// wait: 503 with `Retry-After` (seconds).
     #[error("{message}")]
     PoolBusy { message: String, retry_after: u64 },
+    /// Every account of the pool is rate limited or at its plan's limit:
+    /// 429 with `Retry-After` (seconds), as OpenAI answers a rate limit.
+    #[error("{message}")]
+    RateLimited { message: String, retry_after: u64 },
     #[error("{0}")]
     GatewayTimeout(String),
     #[error("{0}")]
@@ -77,6 +81,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::Unavailable(_) | ApiError::PoolBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -104,6 +109,7 @@ impl ApiError {
             ApiError::BadGateway(_) => ("upstream_error", None, Some("upstream_error")),
             ApiError::Unavailable(_) => ("service_unavailable", None, Some("service_unavailable")),
             ApiError::PoolBusy { .. } => ("service_unavailable", None, Some("accounts_busy")),
+            ApiError::RateLimited { .. } => ("requests", None, Some("rate_limit_exceeded")),
             ApiError::GatewayTimeout(_) => ("timeout_error", None, Some("upstream_timeout")),
             ApiError::Internal(_) => ("server_error", None, Some("internal_error")),
         }
@@ -161,6 +167,27 @@ impl From<UpstreamError> for ApiError {
                 param: None,
                 code: "unsupported_by_upstream",
             },
+            UpstreamError::InvalidRequest { message, code } => ApiError::BadRequest {
+                message: format!("The upstream refused the request: {message}"),
+                param: None,
+                code,
+            },
+            UpstreamError::TooLarge(m) => ApiError::PayloadTooLarge(format!(
+                "The upstream refused the request as too large: {m}. Send less (fewer or smaller files, a shorter history)."
+            )),
+            UpstreamError::Cooling {
+                class, retry_after, ..
+            } => {
+                let retry_after = retry_after.as_secs().max(1);
+                match class {
+                    crate::upstream::Unavailability::Throttled
+                    | crate::upstream::Unavailability::PlanWindow => ApiError::RateLimited {
+                        message: format!("{e}. Retry after {retry_after} s."),
+                        retry_after,
+                    },
+                    _ => ApiError::Unavailable(format!("{e}.")),
+                }
+            }
             _ => ApiError::BadGateway(e.to_string()),
         }
     }
@@ -175,7 +202,9 @@ impl IntoResponse for ApiError {
             tracing::info!(status = status.as_u16(), error = %self, "request refused");
         }
         let mut response = (status, axum::Json(self.body())).into_response();
-        if let ApiError::PoolBusy { retry_after, .. } = &self {
+        if let ApiError::PoolBusy { retry_after, .. } | ApiError::RateLimited { retry_after, .. } =
+            &self
+        {
             response
                 .headers_mut()
                 .insert(axum::http::header::RETRY_AFTER, (*retry_after).into());

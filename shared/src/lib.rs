@@ -90,6 +90,7 @@ mod answer;
 mod audio;
 mod caller;
 mod config;
+pub mod conversation;
 mod credentials;
 mod error;
 mod files;
@@ -97,6 +98,7 @@ mod liveness;
 mod openai;
 mod prompt;
 mod redact;
+mod reply;
 pub mod routes;
 mod runtime;
 mod server;
@@ -144,10 +146,15 @@ fn upstreams(
             Arc::new(upstream::agent::AgentClient::new(config.agent.clone())?),
             None,
         ),
+        "minimax-code" | "code" => (
+            Arc::new(upstream::code::CodeClient::new(config.code.clone())?),
+            None,
+        ),
         other => {
-            return Err(
-                format!("UPSTREAM must be `hailuo` or `minimax-agent`, not {other:?}").into(),
+            return Err(format!(
+                "UPSTREAM must be `minimax-code`, `hailuo` or `minimax-agent`, not {other:?}"
             )
+            .into())
         }
     })
 }

@@ -1,7 +1,7 @@
 //! Flattening OpenAI messages into the one text per turn the upstream takes
 //! (protocol section 6), with the tool contract's instruction last.
 
-use crate::openai::chat::{Message, Role};
+use crate::conversation::{Message, Role};
 use crate::structured::{scan, Plan};
 
 /// Flatten `messages` for the upstream.
@@ -160,7 +160,8 @@ mod tests {
     fn plain() -> Plan {
         Plan::new(
             &mut ChatRequest::parse(br#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#)
-                .unwrap(),
+                .unwrap()
+                .conversation,
         )
         .unwrap()
     }
@@ -223,7 +224,9 @@ mod tests {
                 {"id": "call_a", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]},
             {"role": "tool", "tool_call_id": "call_a", "content": "sunny"}],
             "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]});
-        let mut request = ChatRequest::parse(body.to_string().as_bytes()).unwrap();
+        let mut request = ChatRequest::parse(body.to_string().as_bytes())
+            .unwrap()
+            .conversation;
         let plan = Plan::new(&mut request).unwrap();
         let got = flatten(&request.messages, false, &plan, false);
         let n = plan.nonce();
@@ -237,7 +240,8 @@ mod tests {
         let mut one = ChatRequest::parse(
             br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"response_format":{"type":"json_object"}}"#,
         )
-        .unwrap();
+        .unwrap()
+        .conversation;
         let plan_one = Plan::new(&mut one).unwrap();
         let got = flatten(&one.messages, false, &plan_one, false);
         assert!(

@@ -15,7 +15,7 @@ use crate::answer::{on_an_account, Answer, Failed, Pool};
 use crate::config::Config;
 use crate::credentials::TokenSet;
 use crate::error::ApiError;
-use crate::upstream::{ChatTurn, Upstream, UpstreamError, UpstreamEvent, Voice};
+use crate::upstream::{ChatTurn, Turn, Upstream, UpstreamError, UpstreamEvent, Voice};
 
 /// OpenAI's six classic voices, in the order `REPLACE_AUDIO_MODEL` replaces them.
 pub(crate) const OPENAI_VOICES: [&str; 6] = ["alloy", "echo", "fable", "onyx", "nova", "shimmer"];
@@ -111,7 +111,8 @@ impl Synthesis {
             let (upstream, speech) = (upstream.clone(), speech.clone());
             async move {
                 let answer =
-                    Answer::open_once(upstream.clone(), config, token, turn, false).await?;
+                    Answer::open_once(upstream.clone(), config, token, &Turn::Text(turn), false)
+                        .await?;
                 Self::speak(upstream, speech, answer, voice).await
             }
         })

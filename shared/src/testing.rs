@@ -20,7 +20,9 @@ use crate::config::Config;
 use crate::credentials::Credentials;
 use crate::redact::fingerprint;
 use crate::routes::AppState;
-use crate::upstream::{ChatTurn, EventStream, Upstream, UpstreamError, UpstreamEvent, Voice};
+use crate::upstream::{
+    Capabilities, EventStream, Turn, Upstream, UpstreamError, UpstreamEvent, Voice,
+};
 
 /// One step of a scripted answer.
 #[derive(Clone, Debug)]
@@ -94,8 +96,11 @@ impl Script {
 /// What the fake saw.
 #[derive(Default, Debug)]
 pub struct Record {
-    /// Every chat call: (token fingerprint, prompt).
+    /// Every chat call: (token fingerprint, prompt; for a native fake, the
+    /// last message's text).
     pub chats: Vec<(String, String)>,
+    /// What a native fake was sent, whole.
+    pub conversations: Vec<crate::conversation::Conversation>,
     /// Chats refused because the account was answering another.
     pub refused_busy: usize,
     /// Deleted conversations, with when the deletion completed.
@@ -143,6 +148,9 @@ pub struct FakeUpstream {
     inner: Arc<Mutex<Inner>>,
     delete_takes: Duration,
     watches_progress: bool,
+    /// Takes the conversation as it is (as MiniMax Code does), where the
+    /// default fake is a text-only web chat.
+    native: bool,
 }
 
 impl FakeUpstream {
@@ -152,6 +160,7 @@ impl FakeUpstream {
             inner: Arc::default(),
             delete_takes: Duration::ZERO,
             watches_progress: false,
+            native: false,
         };
         fake.inner.lock().unwrap().default = Some(Script::answer("", text, 4, pace));
         fake
@@ -164,6 +173,13 @@ impl FakeUpstream {
 
     pub fn watching_progress(mut self) -> Self {
         self.watches_progress = true;
+        self
+    }
+
+    /// An upstream that takes the conversation as it is, with native tool
+    /// calls, thinking and usage (scripted as its events).
+    pub fn native(mut self) -> Self {
+        self.native = true;
         self
     }
 
@@ -247,18 +263,37 @@ impl Upstream for FakeUpstream {
         self.watches_progress
     }
 
-    fn takes_files(&self) -> bool {
-        true
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            conversation: self.native,
+            images: true,
+            documents: true,
+            thinking_control: self.native,
+            conversations_to_delete: !self.native,
+        }
     }
 
-    async fn chat(&self, token: &str, turn: &ChatTurn) -> Result<EventStream, UpstreamError> {
+    async fn chat(&self, token: &str, turn: &Turn<'_>) -> Result<EventStream, UpstreamError> {
         let fp = fingerprint(token);
+        let (prompt, files) = match turn {
+            Turn::Text(turn) => (turn.prompt.clone(), &turn.files[..]),
+            Turn::Conversation {
+                conversation,
+                files,
+            } => {
+                assert!(self.native, "a text-only fake was sent a conversation");
+                let mut inner = self.inner.lock().unwrap();
+                inner.record.conversations.push((*conversation).clone());
+                let last = conversation.messages.last().map(|m| m.text.clone());
+                (last.unwrap_or_default(), *files)
+            }
+        };
         let script = {
             let mut inner = self.inner.lock().unwrap();
-            inner.record.chats.push((fp.clone(), turn.prompt.clone()));
+            inner.record.chats.push((fp.clone(), prompt.clone()));
             inner.record.timeline.push("chat");
             inner.record.files.push(
-                turn.files
+                files
                     .iter()
                     .map(|f| (f.mime.clone(), f.image, f.bytes.len()))
                     .collect(),
@@ -290,7 +325,7 @@ impl Upstream for FakeUpstream {
             inner.generating.insert(fp.clone());
             inner.next_chat += 1;
             let n = inner.next_chat;
-            let nonce = nonce_in(&turn.prompt);
+            let nonce = nonce_in(&prompt);
             let mut steps = Vec::with_capacity(script.steps.len());
             for step in script.steps {
                 match step {
@@ -299,8 +334,8 @@ impl Upstream for FakeUpstream {
                     {
                         // A continued conversation keeps its id.
                         let chat_id = turn
-                            .conversation_id
-                            .clone()
+                            .continues()
+                            .map(str::to_string)
                             .unwrap_or_else(|| format!("chat{n}"));
                         steps.push(Step::Event(UpstreamEvent::Conversation {
                             chat_id,

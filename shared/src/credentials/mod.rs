@@ -22,7 +22,7 @@ use subtle::ConstantTimeEq;
 use crate::error::ApiError;
 use crate::redact::fingerprint;
 use document::{Document, FileDocument, Latest};
-use pool::{DeadTokens, Leases};
+use pool::{Cooling, DeadTokens, Leases};
 use secret::{CachedDocument, SecretError, StatusDocument, TokensDocument};
 
 /// The longest `Authorization` (or `x-api-key`) value read: room for a few
@@ -145,6 +145,7 @@ pub struct TokenSet {
 pub struct Credentials {
     mode: Mode,
     dead: DeadTokens,
+    cooling: Cooling,
     leases: Arc<Leases>,
     /// What this gateway's API keys start with (`API_KEY_PREFIX`, `sk-`).
     key_prefix: String,
@@ -161,6 +162,7 @@ impl Credentials {
         Self {
             mode,
             dead: DeadTokens::new(dead_memory),
+            cooling: Cooling::default(),
             leases: Arc::default(),
             key_prefix: key_prefix.to_string(),
         }
@@ -234,6 +236,11 @@ impl Credentials {
 
     pub fn dead_tokens(&self) -> &DeadTokens {
         &self.dead
+    }
+
+    /// The accounts cooling after a throttle, an exhausted plan or credits.
+    pub fn cooling(&self) -> &Cooling {
+        &self.cooling
     }
 
     /// The accounts answering in this process right now.

@@ -1,18 +1,21 @@
 //! What this execution environment knows of the pool of upstream accounts:
-//! tokens it has seen rejected recently (skipped for `memory`), and the tokens
-//! it is answering with right now (leases).
+//! tokens it has seen rejected recently (skipped for `memory`), accounts
+//! cooling after a throttle, an exhausted plan or credits (skipped until
+//! their time is up), and the tokens it is answering with right now (leases).
 //!
 //! Each upstream account answers one chat at a time. Within one process (the
 //! self-hosted server, a local server, a Lambda environment with concurrency)
 //! a request that finds every account of its pool answering waits for a lease
 //! to come back instead of sending a turn the upstream would refuse as busy.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use moka::sync::Cache;
 use tokio::sync::Notify;
+
+use crate::upstream::Unavailability;
 
 pub struct DeadTokens {
     seen: Cache<String, ()>,
@@ -40,6 +43,40 @@ impl DeadTokens {
 
     pub fn contains(&self, fingerprint: &str) -> bool {
         self.seen.contains_key(fingerprint)
+    }
+}
+
+/// Accounts (by token fingerprint) that cannot answer until a time: a rate
+/// limit, an exhausted plan window or credits, a block, a refused network.
+/// On tokio's clock, so tests can pass the time.
+#[derive(Default)]
+pub struct Cooling {
+    until: Mutex<HashMap<String, (tokio::time::Instant, Unavailability)>>,
+}
+
+impl Cooling {
+    /// Most accounts remembered; past it, the ones whose time is up go first.
+    const MAX: usize = 10_000;
+
+    pub fn cool(&self, fingerprint: &str, class: Unavailability, duration: Duration) {
+        let now = tokio::time::Instant::now();
+        let mut until = self.until.lock().unwrap_or_else(|e| e.into_inner());
+        if until.len() >= Self::MAX {
+            until.retain(|_, (at, _)| *at > now);
+        }
+        if until.len() < Self::MAX {
+            until.insert(fingerprint.to_string(), (now + duration, class));
+        }
+    }
+
+    /// How long the account still cools, and why; `None` when it may answer.
+    pub fn remaining(&self, fingerprint: &str) -> Option<(Duration, Unavailability)> {
+        let now = tokio::time::Instant::now();
+        let until = self.until.lock().unwrap_or_else(|e| e.into_inner());
+        until
+            .get(fingerprint)
+            .filter(|(at, _)| *at > now)
+            .map(|(at, class)| (*at - now, *class))
     }
 }
 

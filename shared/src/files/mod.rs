@@ -11,8 +11,8 @@ use base64::Engine;
 use bytes::Bytes;
 use reqwest::Url;
 
+use crate::conversation::Attachment;
 use crate::error::ApiError;
-use crate::openai::chat::Attachment;
 use crate::upstream::FileUpload;
 use fetch::{FetchError, Fetcher};
 

@@ -5,118 +5,19 @@ use serde::de::{Deserializer as _, IgnoredAny, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::conversation::{
+    Attachment, Conversation, Message, ResponseFormat, Role, ThinkingWanted, Tool, ToolCall,
+    ToolChoice,
+};
 use crate::error::ApiError;
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Role {
-    System,
-    Developer,
-    #[default]
-    User,
-    Assistant,
-    Tool,
-}
-
-impl Role {
-    fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "system" => Role::System,
-            "developer" => Role::Developer,
-            "user" => Role::User,
-            "assistant" => Role::Assistant,
-            "tool" => Role::Tool,
-            _ => return None,
-        })
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::System => "system",
-            Role::Developer => "developer",
-            Role::User => "user",
-            Role::Assistant => "assistant",
-            Role::Tool => "tool",
-        }
-    }
-}
-
-/// A file or image a message carries (by URL or `data:` URL).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Attachment {
-    Image {
-        url: String,
-    },
-    File {
-        url: String,
-        filename: Option<String>,
-    },
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Message {
-    pub role: Role,
-    /// The text parts, joined.
-    pub text: String,
-    /// Files and images, each with the index of its content part.
-    pub attachments: Vec<(usize, Attachment)>,
-    /// An assistant turn's tool calls.
-    pub tool_calls: Vec<ToolCall>,
-    /// A `tool` message: the call it answers.
-    pub tool_call_id: Option<String>,
-}
-
-/// A function call, as OpenAI carries it: the arguments are JSON text.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ToolCall {
-    pub id: String,
-    pub name: String,
-    pub arguments: String,
-}
-
-/// A function the caller offers the model.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Tool {
-    pub name: String,
-    pub description: String,
-    /// The JSON Schema of the arguments, as JSON text of an object (`None`:
-    /// no parameters). Parsed only when compiled, one at a time.
-    pub parameters: Option<String>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ToolChoice {
-    None,
-    Auto,
-    Required,
-    Function(String),
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub enum ResponseFormat {
-    Text,
-    JsonObject,
-    JsonSchema {
-        name: String,
-        /// JSON text of an object, as `Tool::parameters`.
-        schema: Option<String>,
-    },
-}
-
+/// A chat completions request: the conversation, and how the caller wants
+/// the answer delivered.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ChatRequest {
-    pub model: String,
-    pub messages: Vec<Message>,
+    pub conversation: Conversation,
     pub stream: bool,
     pub include_usage: bool,
-    /// Extension: keep the upstream conversation instead of deleting it.
-    pub keep_conversation: bool,
-    /// Extension: continue this upstream conversation (and keep it).
-    pub conversation_id: Option<String>,
-    pub tools: Vec<Tool>,
-    /// `Auto` when tools are given, `None` otherwise, unless the caller says.
-    pub tool_choice: ToolChoice,
-    pub parallel_tool_calls: bool,
-    pub response_format: ResponseFormat,
 }
 
 /// The most messages one request may carry: far more than any conversation,
@@ -164,6 +65,8 @@ struct RawRequest<'a> {
     max_tokens: Option<&'a RawValue>,
     #[serde(borrow)]
     max_completion_tokens: Option<&'a RawValue>,
+    #[serde(borrow)]
+    reasoning_effort: Option<&'a RawValue>,
     #[serde(borrow)]
     presence_penalty: Option<&'a RawValue>,
     #[serde(borrow)]
@@ -295,11 +198,6 @@ struct RawStreamOptions<'a> {
 }
 
 impl ChatRequest {
-    /// Whether the upstream conversation outlives this request.
-    pub fn keeps_conversation(&self) -> bool {
-        self.keep_conversation || self.conversation_id.is_some()
-    }
-
     pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
         let body = super::body::normalized(body);
         if body.iter().all(u8::is_ascii_whitespace) {
@@ -386,17 +284,37 @@ impl ChatRequest {
             None => ResponseFormat::Text,
             Some(v) => parse_response_format(v)?,
         };
+        let max_tokens = output_cap(&raw)?;
+        let thinking = match optional(raw.reasoning_effort, "reasoning_effort", string)? {
+            None => ThinkingWanted::Default,
+            Some(e) => match e.as_str() {
+                "none" | "minimal" => ThinkingWanted::Off,
+                "low" | "medium" | "high" | "xhigh" => ThinkingWanted::On,
+                other => {
+                    return Err(ApiError::invalid(
+                        "reasoning_effort",
+                        format!(
+                            "`reasoning_effort` must be one of none, minimal, low, medium, high, xhigh; got {other:?}."
+                        ),
+                    ))
+                }
+            },
+        };
         Ok(Self {
-            model,
-            messages,
+            conversation: Conversation {
+                model,
+                messages,
+                tools,
+                tool_choice,
+                parallel_tool_calls,
+                response_format,
+                thinking,
+                max_tokens,
+                keep_conversation,
+                conversation_id,
+            },
             stream,
             include_usage,
-            keep_conversation,
-            conversation_id,
-            tools,
-            tool_choice,
-            parallel_tool_calls,
-            response_format,
         })
     }
 }
@@ -451,19 +369,6 @@ fn validate_ignored(raw: &RawRequest) -> Result<(), ApiError> {
             }
         }
     }
-    for (value, name) in [
-        (raw.max_tokens, "max_tokens"),
-        (raw.max_completion_tokens, "max_completion_tokens"),
-    ] {
-        if let Some(x) = optional(value, name, integer)? {
-            if x < 1 {
-                return Err(ApiError::invalid(
-                    name,
-                    format!("`{name}` must be at least 1, got {x}."),
-                ));
-            }
-        }
-    }
     optional(raw.seed, "seed", integer)?;
     optional(raw.user, "user", string)?;
     optional(raw.logprobs, "logprobs", boolean)?;
@@ -501,6 +406,26 @@ fn validate_ignored(raw: &RawRequest) -> Result<(), ApiError> {
         }
     }
     Ok(())
+}
+
+/// `max_completion_tokens` (the newer name) or `max_tokens`: the answer's cap.
+fn output_cap(raw: &RawRequest) -> Result<Option<u32>, ApiError> {
+    let mut cap = None;
+    for (value, name) in [
+        (raw.max_tokens, "max_tokens"),
+        (raw.max_completion_tokens, "max_completion_tokens"),
+    ] {
+        if let Some(x) = optional(value, name, integer)? {
+            if x < 1 {
+                return Err(ApiError::invalid(
+                    name,
+                    format!("`{name}` must be at least 1, got {x}."),
+                ));
+            }
+            cap = Some(u32::try_from(x).unwrap_or(u32::MAX));
+        }
+    }
+    Ok(cap)
 }
 
 fn not_json(e: serde_json::Error) -> ApiError {
@@ -709,6 +634,7 @@ fn parse_message(i: usize, m: &RawValue) -> Result<Message, ApiError> {
         attachments,
         tool_calls,
         tool_call_id,
+        thinking: vec![],
     })
 }
 
@@ -1019,12 +945,12 @@ mod tests {
             {"role":"tool","tool_call_id":"c1","content":"ok"},
             {"role":"user","content":[{"type":"text","text":"whole \ud83d\ude00, \\ud83d"}]}]}"#;
         let r = ChatRequest::parse(body.as_bytes()).unwrap();
-        assert_eq!(r.messages[0].text, "cut \u{FFFD}");
+        assert_eq!(r.conversation.messages[0].text, "cut \u{FFFD}");
         assert_eq!(
-            r.messages[1].tool_calls[0].arguments,
+            r.conversation.messages[1].tool_calls[0].arguments,
             "{\"q\":\"\u{FFFD}\"}"
         );
-        assert_eq!(r.messages[3].text, r"whole 😀, \ud83d");
+        assert_eq!(r.conversation.messages[3].text, r"whole 😀, \ud83d");
         // A file saved by a Windows editor, sent with `curl -d @file`.
         let with_bom = [&b"\xEF\xBB\xBF"[..], body.as_bytes()].concat();
         assert_eq!(ChatRequest::parse(&with_bom).unwrap(), r);
@@ -1070,16 +996,16 @@ mod tests {
             "temperature": 0.2, "top_p": 1}),
         )
         .unwrap();
-        assert_eq!(r.model, "hailuo");
+        assert_eq!(r.conversation.model, "hailuo");
         assert_eq!(
-            r.messages[0],
+            r.conversation.messages[0],
             Message {
                 role: Role::User,
                 text: "hi".into(),
                 ..Message::default()
             }
         );
-        assert!(!r.stream && !r.include_usage && !r.keeps_conversation());
+        assert!(!r.stream && !r.include_usage && !r.conversation.keeps_conversation());
     }
 
     #[test]
@@ -1088,8 +1014,11 @@ mod tests {
             "stream": true, "stream_options": {"include_usage": true}, "conversation_id": "chatcmpl-242830597915504644"}))
         .unwrap();
         assert!(r.stream && r.include_usage);
-        assert_eq!(r.conversation_id.as_deref(), Some("242830597915504644"));
-        assert!(r.keeps_conversation());
+        assert_eq!(
+            r.conversation.conversation_id.as_deref(),
+            Some("242830597915504644")
+        );
+        assert!(r.conversation.keeps_conversation());
     }
 
     #[test]
@@ -1098,8 +1027,8 @@ mod tests {
             {"type": "text", "text": "look"}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
             {"type": "text", "text": "here"}, {"type": "file", "file": {"file_data": "https://x.example/a.pdf", "filename": "a.pdf"}}]}]}))
         .unwrap();
-        assert_eq!(r.messages[0].text, "look\nhere");
-        assert_eq!(r.messages[0].attachments.len(), 2);
+        assert_eq!(r.conversation.messages[0].text, "look\nhere");
+        assert_eq!(r.conversation.messages[0].attachments.len(), 2);
     }
 
     #[test]
@@ -1231,28 +1160,34 @@ mod tests {
                 "parameters": {"type": "object"}, "strict": true}}],
             "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}, "strict": true}}}))
         .unwrap();
-        assert_eq!(r.tools[0].name, "get_weather");
-        assert_eq!(r.tool_choice, ToolChoice::Auto);
-        assert!(r.parallel_tool_calls);
+        assert_eq!(r.conversation.tools[0].name, "get_weather");
+        assert_eq!(r.conversation.tool_choice, ToolChoice::Auto);
+        assert!(r.conversation.parallel_tool_calls);
         assert_eq!(
-            r.messages[1].tool_calls[0].arguments,
+            r.conversation.messages[1].tool_calls[0].arguments,
             "{\"city\":\"Paris\"}"
         );
-        assert_eq!(r.messages[2].tool_call_id.as_deref(), Some("call_1"));
+        assert_eq!(
+            r.conversation.messages[2].tool_call_id.as_deref(),
+            Some("call_1")
+        );
         assert!(
-            matches!(r.response_format, ResponseFormat::JsonSchema { ref name, .. } if name == "x")
+            matches!(r.conversation.response_format, ResponseFormat::JsonSchema { ref name, .. } if name == "x")
         );
         let none = parse(
             serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "x"}]}),
         )
         .unwrap();
-        assert_eq!(none.tool_choice, ToolChoice::None);
+        assert_eq!(none.conversation.tool_choice, ToolChoice::None);
         let named = parse(serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "x"}],
             "tools": [{"type": "function", "function": {"name": "f"}}],
             "tool_choice": {"type": "function", "function": {"name": "f"}}, "parallel_tool_calls": false}))
         .unwrap();
-        assert_eq!(named.tool_choice, ToolChoice::Function("f".into()));
-        assert!(!named.parallel_tool_calls);
+        assert_eq!(
+            named.conversation.tool_choice,
+            ToolChoice::Function("f".into())
+        );
+        assert!(!named.conversation.parallel_tool_calls);
 
         let base = |extra: serde_json::Value| {
             let mut b =
@@ -1383,8 +1318,8 @@ mod tests {
         let body = r#"{"padding": [{"a": 0}, {"a": [0, {"b": "é"}]}], "model": "mé",
             "messages": [{"role": "user", "content": "say \"hi\" \u4f60\u597d", "name": "bob"}]}"#;
         let r = ChatRequest::parse(body.as_bytes()).unwrap();
-        assert_eq!(r.model, "mé");
-        assert_eq!(r.messages[0].text, "say \"hi\" 你好");
+        assert_eq!(r.conversation.model, "mé");
+        assert_eq!(r.conversation.messages[0].text, "say \"hi\" 你好");
         let dup = r#"{"model": "a", "model": "b", "messages": []}"#;
         assert_eq!(
             ChatRequest::parse(dup.as_bytes()).unwrap_err().status(),

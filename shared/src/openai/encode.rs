@@ -5,8 +5,8 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::chat::ToolCall;
 use super::usage::Usage;
+use crate::conversation::ToolCall;
 use crate::error::ApiError;
 use crate::upstream::Citation;
 
@@ -230,31 +230,52 @@ impl ChunkEncoder {
         )
     }
 
-    /// The calls of an answer, two chunks per call: `index`, `id`, `type`
-    /// and the name (with empty arguments), then the arguments.
+    /// The calls of an answer, two chunks per call: the head, then the
+    /// arguments.
     pub fn tool_calls(&self, calls: &[ToolCall]) -> Vec<Bytes> {
         let mut frames = Vec::with_capacity(calls.len() * 2);
         for (index, call) in calls.iter().enumerate() {
-            for head in [true, false] {
-                let delta = ToolCallDelta {
-                    index,
-                    id: head.then_some(call.id.as_str()),
-                    kind: head.then_some("function"),
-                    function: FunctionDelta {
-                        name: head.then_some(call.name.as_str()),
-                        arguments: if head { "" } else { &call.arguments },
-                    },
-                };
-                frames.push(self.chunk(
-                    Delta {
-                        tool_calls: Some([delta]),
-                        ..Delta::default()
-                    },
-                    None,
-                ));
-            }
+            frames.push(self.tool_call_start(index, &call.id, &call.name));
+            frames.push(self.tool_call_arguments(index, &call.arguments));
         }
         frames
+    }
+
+    /// A call's head: `index`, `id`, `type` and the name, with empty
+    /// arguments (a new `id` starts a new call, for every client).
+    pub fn tool_call_start(&self, index: usize, id: &str, name: &str) -> Bytes {
+        self.tool_call_delta(ToolCallDelta {
+            index,
+            id: Some(id),
+            kind: Some("function"),
+            function: FunctionDelta {
+                name: Some(name),
+                arguments: "",
+            },
+        })
+    }
+
+    /// More of the arguments of the call at `index`.
+    pub fn tool_call_arguments(&self, index: usize, json: &str) -> Bytes {
+        self.tool_call_delta(ToolCallDelta {
+            index,
+            id: None,
+            kind: None,
+            function: FunctionDelta {
+                name: None,
+                arguments: json,
+            },
+        })
+    }
+
+    fn tool_call_delta(&self, delta: ToolCallDelta<'_>) -> Bytes {
+        self.chunk(
+            Delta {
+                tool_calls: Some([delta]),
+                ..Delta::default()
+            },
+            None,
+        )
     }
 
     pub fn finish(&self, reason: &'static str) -> Bytes {
@@ -313,7 +334,11 @@ mod tests {
         assert_eq!(finish["choices"][0]["logprobs"], Value::Null);
         assert!(finish.get("conversation_id").is_none());
         assert_eq!(role["choices"][0]["finish_reason"], Value::Null);
-        let u = parse(&e.usage(Usage::estimate("a", "b")));
+        let u = parse(&e.usage(Usage::from(crate::conversation::TokenUsage {
+            input: 1,
+            output: 1,
+            ..Default::default()
+        })));
         assert_eq!(u["choices"], json!([]));
         assert_eq!(u["usage"]["total_tokens"], 2);
         assert_eq!(&ChunkEncoder::done()[..], b"data: [DONE]\n\n");
@@ -337,7 +362,11 @@ mod tests {
             reasoning: "",
             tool_calls: &[],
             finish_reason: "stop",
-            usage: Usage::estimate("hi", "hello"),
+            usage: Usage::from(crate::conversation::TokenUsage {
+                input: 1,
+                output: 2,
+                ..Default::default()
+            }),
             conversation_id: None,
         }
         .to_json();

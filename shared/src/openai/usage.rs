@@ -9,16 +9,38 @@ pub struct Usage {
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
     pub total_tokens: u32,
+    /// Cached input, where the upstream counts it (as OpenAI reports it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens_details: Option<PromptDetails>,
+    /// Reasoning output, where the upstream counts it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub completion_tokens_details: Option<CompletionDetails>,
 }
 
-impl Usage {
-    pub fn estimate(prompt: &str, completion: &str) -> Self {
-        let prompt_tokens = estimate_tokens(prompt);
-        let completion_tokens = estimate_tokens(completion);
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PromptDetails {
+    pub cached_tokens: u32,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CompletionDetails {
+    pub reasoning_tokens: u32,
+}
+
+/// The door-neutral count in OpenAI's fields: the details only when there
+/// is something in them (an estimate has none).
+impl From<crate::conversation::TokenUsage> for Usage {
+    fn from(u: crate::conversation::TokenUsage) -> Self {
         Self {
-            prompt_tokens,
-            completion_tokens,
-            total_tokens: prompt_tokens + completion_tokens,
+            prompt_tokens: u.input,
+            completion_tokens: u.output,
+            total_tokens: u.input.saturating_add(u.output),
+            prompt_tokens_details: (u.cache_read > 0).then_some(PromptDetails {
+                cached_tokens: u.cache_read,
+            }),
+            completion_tokens_details: (u.reasoning > 0).then_some(CompletionDetails {
+                reasoning_tokens: u.reasoning,
+            }),
         }
     }
 }
@@ -63,8 +85,32 @@ mod tests {
         assert_eq!(estimate_tokens("hello world"), 4);
         assert_eq!(estimate_tokens("我是海螺"), 4);
         assert_eq!(estimate_tokens("海螺AI"), 3);
-        let u = Usage::estimate("user:hi\nassistant:", "我是海螺");
-        assert_eq!(u.total_tokens, u.prompt_tokens + u.completion_tokens);
-        assert!(u.prompt_tokens > 0 && u.completion_tokens == 4);
+    }
+
+    #[test]
+    fn usage_in_openais_fields_with_details_only_when_counted() {
+        use crate::conversation::TokenUsage;
+        let estimate = Usage::from(TokenUsage {
+            input: 5,
+            output: 4,
+            ..TokenUsage::default()
+        });
+        assert_eq!(
+            serde_json::to_value(estimate).unwrap(),
+            serde_json::json!({"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9})
+        );
+        let counted = Usage::from(TokenUsage {
+            input: 169,
+            output: 85,
+            cache_read: 128,
+            cache_creation: 0,
+            reasoning: 57,
+        });
+        assert_eq!(
+            serde_json::to_value(counted).unwrap(),
+            serde_json::json!({"prompt_tokens": 169, "completion_tokens": 85, "total_tokens": 254,
+                "prompt_tokens_details": {"cached_tokens": 128},
+                "completion_tokens_details": {"reasoning_tokens": 57}})
+        );
     }
 }

@@ -10,16 +10,13 @@ use axum::{Json, Router};
 use futures_util::FutureExt;
 
 use super::AppState;
-use crate::answer::{Answer, Pool};
 use crate::config::Config;
+use crate::conversation::{StopReason, ToolCall};
 use crate::error::ApiError;
-use crate::files;
 use crate::openai::chat::ChatRequest;
-use crate::openai::encode::{completion_id, sources_block, unix_seconds, ChunkEncoder, Completion};
+use crate::openai::encode::{completion_id, unix_seconds, ChunkEncoder, Completion};
 use crate::openai::usage::Usage;
-use crate::prompt::flatten;
-use crate::structured::{Ending, Outcome, Plan, Reader};
-use crate::upstream::{ChatTurn, Citation, UpstreamEvent};
+use crate::reply::{Piece, Reply};
 
 /// The chat function. It answers the (static) models routes too, so that one
 /// function URL is a complete base URL for clients that list models first.
@@ -63,262 +60,162 @@ async fn answer_request(
     let tokens = state.credentials.tokens_for(&headers).await?;
     super::require_json(&headers)?;
     let body = body.map_err(|r| super::body_error(r, state.config.max_request_bytes))?;
-    let mut request = ChatRequest::parse(&body)?;
-    // Only the last message's files are sent (protocol section 6); earlier
-    // ones count by their text alone.
-    let last = request.messages.len() - 1;
-    let attachments = std::mem::take(&mut request.messages[last].attachments);
-    if !attachments.is_empty() && !state.upstream.takes_files() {
-        return Err(ApiError::invalid(
-            format!("messages[{last}].content"),
-            format!(
-                "Files and images are not supported by this deployment's {} upstream; send text parts only.",
-                state.upstream.name()
-            ),
-        ));
-    }
-    let plan = Plan::new(&mut request)?;
-    let prompt = flatten(
-        &request.messages,
-        request.conversation_id.is_some(),
-        &plan,
-        !attachments.is_empty(),
-    );
-    if prompt.trim().is_empty() && attachments.is_empty() {
-        return Err(ApiError::invalid(
-            "messages",
-            "The messages contain no text to send.",
-        ));
-    }
-    // Every file is fetched before any account is taken: a bad URL is the
-    // caller's 400, and no chat starts with a file missing.
-    let files = files::gather(
-        &format!("messages[{last}].content"),
-        &attachments,
-        &state.fetcher,
-    )
-    .await?;
-    let file_tokens = files.iter().map(|f| files::token_estimate(f)).sum();
-    let turn = ChatTurn {
-        prompt,
-        conversation_id: request.conversation_id.clone(),
-        files,
-    };
-    let pool = Pool {
-        dead: state.credentials.dead_tokens(),
-        leases: state.credentials.leases(),
-    };
-    let answer = Answer::open(
-        state.upstream.clone(),
-        &state.config,
-        &tokens,
-        pool,
-        &turn,
-        request.keeps_conversation(),
-    )
-    .await?;
+    let ChatRequest {
+        conversation,
+        stream,
+        include_usage,
+    } = ChatRequest::parse(&body)?;
+    let model = conversation.model.clone();
+    let reply = Reply::open(state.deployment(), &tokens, conversation).await?;
     tracing::info!(
-        token = %answer.token_fingerprint(),
-        chat_id = answer.chat_id().unwrap_or_default(),
-        stream = request.stream,
+        token = %reply.token_fingerprint(),
+        chat_id = reply.chat_id().unwrap_or_default(),
+        stream,
         "answer opened"
     );
     let config = state.config.clone();
-    let reply = (turn.prompt, file_tokens);
-    if request.stream {
-        Ok(stream_answer(answer, request, plan, config, reply))
+    if stream {
+        Ok(stream_answer(reply, model, include_usage, config))
     } else {
-        collect_answer(answer, request, &plan, &config, reply).await
+        collect_answer(reply, &model, &config).await
     }
 }
 
-/// What the caller is shown of a reply, in order.
-enum Piece {
-    Content(String),
-    Reasoning(String),
-    /// The end: content still to show, tool calls, the finish reason.
-    Done(Outcome),
+/// OpenAI's words for why an answer ended.
+fn finish_reason(stop: StopReason) -> &'static str {
+    match stop {
+        StopReason::EndTurn => "stop",
+        StopReason::ToolUse => "tool_calls",
+        StopReason::MaxTokens => "length",
+        StopReason::Refusal => "content_filter",
+    }
 }
 
-/// One reply to a request: the answer's events read through the plan's
-/// `Reader`, with the correction turn it may ask for sent on the same
-/// account and conversation. Counts what usage is estimated from.
-struct Reply<'p> {
-    reader: Reader<'p>,
-    wants_json: bool,
-    citations: Vec<Citation>,
-    /// Every prompt sent upstream (a correction re-reads the first answer).
-    prompt: String,
-    /// Every answer and reasoning text received.
-    completion: String,
-    /// What the turn's files add to the prompt (`files::token_estimate`).
-    file_tokens: u32,
-    done: bool,
-}
-
-impl<'p> Reply<'p> {
-    fn new(plan: &'p Plan, (prompt, file_tokens): (String, u32)) -> Self {
-        Self {
-            reader: plan.reader(),
-            wants_json: plan.wants_json(),
-            citations: Vec::new(),
-            prompt,
-            completion: String::new(),
-            file_tokens,
-            done: false,
-        }
-    }
-
-    fn usage(&self) -> Usage {
-        let mut usage = Usage::estimate(&self.prompt, &self.completion);
-        usage.prompt_tokens += self.file_tokens;
-        usage.total_tokens += self.file_tokens;
-        usage
-    }
-
-    /// The next piece; `None` after `Done` or an error.
-    async fn next(
-        &mut self,
-        answer: &mut Answer,
-        config: &Config,
-    ) -> Option<Result<Piece, ApiError>> {
-        while !self.done {
-            let event = answer.next().await;
-            match event {
-                None | Some(Ok(UpstreamEvent::End)) => match self.reader.end() {
-                    Ending::Done(mut outcome) => {
-                        self.done = true;
-                        if outcome.calls.is_empty() && !self.wants_json {
-                            outcome.text.push_str(&sources_block(&self.citations));
-                        }
-                        return Some(Ok(Piece::Done(outcome)));
-                    }
-                    Ending::Correct(prompt) => {
-                        self.prompt.push_str(&self.completion);
-                        self.prompt.push_str(&prompt);
-                        if let Err(e) = answer.follow_up(config, prompt).await {
-                            self.done = true;
-                            return Some(Err(e.into()));
-                        }
-                    }
-                },
-                Some(Ok(UpstreamEvent::Delta(d))) => {
-                    self.completion.push_str(&d);
-                    let shown = self.reader.text(&d);
-                    if !shown.is_empty() {
-                        return Some(Ok(Piece::Content(shown)));
-                    }
-                }
-                Some(Ok(UpstreamEvent::ReasoningDelta(d))) => {
-                    self.completion.push_str(&d);
-                    return Some(Ok(Piece::Reasoning(d)));
-                }
-                Some(Ok(UpstreamEvent::Citations(c))) => self.citations = c,
-                Some(Ok(UpstreamEvent::Conversation { .. })) => {}
-                Some(Err(e)) => {
-                    self.done = true;
-                    return Some(Err(e.into()));
-                }
-            }
-        }
-        None
-    }
+/// A reply read to its end.
+struct Collected {
+    content: String,
+    reasoning: String,
+    calls: Vec<ToolCall>,
+    stop: StopReason,
 }
 
 /// The whole answer in one body. A bug that panics while it is collected
 /// (where panics unwind: the server) costs the request a 500, as in
 /// `in_own_task`, but here the conversation is still deleted first: the
-/// answer is only lent to `collect`.
+/// reply is only lent to `collect`.
 async fn collect_answer(
-    mut answer: Answer,
-    request: ChatRequest,
-    plan: &Plan,
+    mut reply: Reply,
+    model: &str,
     config: &Config,
-    prompt: (String, u32),
 ) -> Result<Response, ApiError> {
-    let collected = std::panic::AssertUnwindSafe(collect(&mut answer, plan, config, prompt))
+    let collected = std::panic::AssertUnwindSafe(collect(&mut reply, config))
         .catch_unwind()
         .await;
-    answer.cleanup().await;
+    reply.cleanup().await;
     let Ok(collected) = collected else {
         tracing::error!(
-            chat_id = answer.chat_id().unwrap_or_default(),
+            chat_id = reply.chat_id().unwrap_or_default(),
             "collecting the answer panicked"
         );
         return Err(ApiError::bug());
     };
-    let (reply, mut content, reasoning, outcome) = collected?;
-    content.push_str(&outcome.text);
-    let id = completion_id(answer.chat_id());
+    let collected = collected?;
+    let id = completion_id(reply.chat_id());
     let body = Completion {
         id: &id,
-        model: &request.model,
+        model,
         created: unix_seconds(),
-        content: &content,
-        reasoning: &reasoning,
-        tool_calls: &outcome.calls,
-        finish_reason: outcome.finish.as_str(),
-        usage: reply.usage(),
-        conversation_id: answer.is_kept().then_some(answer.chat_id()).flatten(),
+        content: &collected.content,
+        reasoning: &collected.reasoning,
+        tool_calls: &collected.calls,
+        finish_reason: finish_reason(collected.stop),
+        usage: Usage::from(reply.usage()),
+        conversation_id: reply.is_kept().then_some(reply.chat_id()).flatten(),
     }
     .to_json();
     Ok(Json(body).into_response())
 }
 
-/// Read the reply to its end: the reply (for usage), the content, the
-/// reasoning and how it ended.
-async fn collect<'p>(
-    answer: &mut Answer,
-    plan: &'p Plan,
-    config: &Config,
-    prompt: (String, u32),
-) -> Result<(Reply<'p>, String, String, Outcome), ApiError> {
-    let mut reply = Reply::new(plan, prompt);
+/// Read the reply to its end: the content, the reasoning, the tool calls
+/// (native ones put together from their pieces) and how it ended.
+async fn collect(reply: &mut Reply, config: &Config) -> Result<Collected, ApiError> {
     let (mut content, mut reasoning) = (String::new(), String::new());
-    let mut ending = None;
-    while let Some(piece) = reply.next(answer, config).await {
+    let mut calls: Vec<ToolCall> = Vec::new();
+    let mut stop = None;
+    while let Some(piece) = reply.next(config).await {
         match piece? {
             Piece::Content(text) => content.push_str(&text),
             Piece::Reasoning(text) => reasoning.push_str(&text),
-            Piece::Done(outcome) => ending = Some(outcome),
+            Piece::ReasoningSignature(_) => {}
+            Piece::ToolCallStart { index, id, name } => {
+                if calls.len() <= index {
+                    calls.resize_with(index + 1, || ToolCall {
+                        id: String::new(),
+                        name: String::new(),
+                        arguments: String::new(),
+                    });
+                }
+                calls[index].id = id;
+                calls[index].name = name;
+            }
+            Piece::ToolCallArguments { index, json } => {
+                if let Some(call) = calls.get_mut(index) {
+                    call.arguments.push_str(&json);
+                }
+            }
+            Piece::Done {
+                text,
+                calls: whole,
+                stop: why,
+            } => {
+                content.push_str(&text);
+                calls.extend(whole);
+                stop = Some(why);
+            }
         }
     }
-    let outcome =
-        ending.ok_or_else(|| ApiError::Internal("the reply ended without an outcome".into()))?;
-    Ok((reply, content, reasoning, outcome))
+    let stop =
+        stop.ok_or_else(|| ApiError::Internal("the reply ended without an outcome".into()))?;
+    for call in &mut calls {
+        if call.arguments.trim().is_empty() {
+            call.arguments = "{}".into();
+        }
+    }
+    Ok(Collected {
+        content,
+        reasoning,
+        calls,
+        stop,
+    })
 }
 
-/// The stream is fed by a task that owns the answer; the response body ends
+/// The stream is fed by a task that owns the reply; the response body ends
 /// only when that task has finished, cleanup included.
 ///
 /// A bug that panics while the stream is produced (where panics unwind: the
 /// server; Lambda's build aborts) still ends the stream as an upstream
 /// failure does, with an error chunk and `[DONE]`, and the conversation is
-/// still deleted: the task keeps the answer, the encoder and the sender, and
+/// still deleted: the task keeps the reply, the encoder and the sender, and
 /// only lends them to `produce`.
 fn stream_answer(
-    answer: Answer,
-    request: ChatRequest,
-    plan: Plan,
+    reply: Reply,
+    model: String,
+    include_usage: bool,
     config: std::sync::Arc<Config>,
-    prompt: (String, u32),
 ) -> Response {
     let (out, body) = super::Outgoing::new(32);
     let encoder = ChunkEncoder::new(
-        completion_id(answer.chat_id()),
-        request.model.clone(),
-        answer
+        completion_id(reply.chat_id()),
+        model,
+        reply
             .is_kept()
-            .then(|| answer.chat_id().map(str::to_string))
+            .then(|| reply.chat_id().map(str::to_string))
             .flatten(),
     );
-    let include_usage = request.include_usage;
     super::spawn(async move {
-        let mut answer = answer;
-        let reply = Reply::new(&plan, prompt);
+        let mut reply = reply;
         let produced = std::panic::AssertUnwindSafe(produce(
-            &mut answer,
-            reply,
+            &mut reply,
             &config,
             &encoder,
             include_usage,
@@ -328,11 +225,11 @@ fn stream_answer(
         .await;
         if produced.is_err() {
             tracing::error!(
-                chat_id = answer.chat_id().unwrap_or_default(),
+                chat_id = reply.chat_id().unwrap_or_default(),
                 "the stream's producer panicked"
             );
             out.deliver(encoder.error(&ApiError::bug())).await;
-            answer.cleanup().await;
+            reply.cleanup().await;
             if out.deliver(ChunkEncoder::done()).await {
                 out.finish();
             }
@@ -350,8 +247,7 @@ fn stream_answer(
 }
 
 async fn produce(
-    answer: &mut Answer,
-    mut reply: Reply<'_>,
+    reply: &mut Reply,
     config: &Config,
     enc: &ChunkEncoder,
     include_usage: bool,
@@ -364,20 +260,27 @@ async fn produce(
         let piece = tokio::select! {
             biased;
             _ = out.caller_gone() => { client_gone = true; break; }
-            piece = reply.next(answer, config) => piece,
+            piece = reply.next(config) => piece,
         };
         let frame = match piece {
             None => break,
             Some(Ok(Piece::Content(text))) => enc.content(&text),
             Some(Ok(Piece::Reasoning(text))) => enc.reasoning(&text),
-            Some(Ok(Piece::Done(outcome))) => {
+            Some(Ok(Piece::ReasoningSignature(_))) => continue,
+            Some(Ok(Piece::ToolCallStart { index, id, name })) => {
+                enc.tool_call_start(index, &id, &name)
+            }
+            Some(Ok(Piece::ToolCallArguments { index, json })) => {
+                enc.tool_call_arguments(index, &json)
+            }
+            Some(Ok(Piece::Done { text, calls, stop })) => {
                 // The end of the answer reaches the caller before the deletion
                 // (which can take seconds on the agent upstream).
-                if !outcome.text.is_empty() {
-                    ending.push(enc.content(&outcome.text));
+                if !text.is_empty() {
+                    ending.push(enc.content(&text));
                 }
-                ending.extend(enc.tool_calls(&outcome.calls));
-                ending.push(enc.finish(outcome.finish.as_str()));
+                ending.extend(enc.tool_calls(&calls));
+                ending.push(enc.finish(finish_reason(stop)));
                 break;
             }
             Some(Err(e)) => {
@@ -391,22 +294,22 @@ async fn produce(
     }
     if client_gone {
         tracing::info!(
-            chat_id = answer.chat_id().unwrap_or_default(),
+            chat_id = reply.chat_id().unwrap_or_default(),
             "client went away mid-stream"
         );
-        answer.cleanup().await;
+        reply.cleanup().await;
         return;
     }
     // The deletion still happens inside the invocation, before the usage
     // chunk and `[DONE]` (the invocation lasts until `out` is dropped).
     let caller_there = out.deliver_all(ending).await;
-    answer.cleanup().await;
+    reply.cleanup().await;
     if !caller_there {
         return;
     }
     let mut tail = Vec::new();
     if failure.is_none() && include_usage {
-        tail.push(enc.usage(reply.usage()));
+        tail.push(enc.usage(Usage::from(reply.usage())));
     }
     tail.push(ChunkEncoder::done());
     if out.deliver_all(tail).await {
@@ -421,3 +324,7 @@ mod tests;
 #[cfg(test)]
 #[path = "chat_tools_tests.rs"]
 mod tools_tests;
+
+#[cfg(test)]
+#[path = "chat_native_tests.rs"]
+mod native_tests;

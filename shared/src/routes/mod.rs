@@ -37,6 +37,18 @@ pub struct AppState {
     pub(crate) fetcher: crate::files::fetch::Fetcher,
 }
 
+impl AppState {
+    /// What the conversation layer needs of this deployment.
+    pub(crate) fn deployment(&self) -> crate::reply::Deployment<'_> {
+        crate::reply::Deployment {
+            upstream: &self.upstream,
+            config: &self.config,
+            credentials: &self.credentials,
+            fetcher: &self.fetcher,
+        }
+    }
+}
+
 /// Route layer for routes that use no token: in secret mode the caller still
 /// needs a valid API key.
 pub(crate) async fn require_caller(

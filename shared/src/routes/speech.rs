@@ -89,10 +89,7 @@ async fn speak(
         speed = request.speed,
         "speech requested"
     );
-    let pool = Pool {
-        dead: state.credentials.dead_tokens(),
-        leases: state.credentials.leases(),
-    };
+    let pool = Pool::of(&state.credentials);
     let mut synthesis = Synthesis::open(
         state.upstream.clone(),
         speech,

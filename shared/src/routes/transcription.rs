@@ -139,10 +139,7 @@ async fn transcribe(
         mp3_bytes = mp3.bytes.len(),
         "transcoded"
     );
-    let pool = Pool {
-        dead: state.credentials.dead_tokens(),
-        leases: state.credentials.leases(),
-    };
+    let pool = Pool::of(&state.credentials);
     let text = crate::speech::transcribe(
         state.upstream.clone(),
         voice,

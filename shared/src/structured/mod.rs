@@ -31,8 +31,8 @@ use rand::distr::{Alphanumeric, SampleString};
 use rand::Rng;
 use serde_json::{json, Value};
 
+use crate::conversation::{Conversation, ResponseFormat, ToolCall, ToolChoice};
 use crate::error::ApiError;
-use crate::openai::chat::{ChatRequest, ResponseFormat, ToolCall, ToolChoice};
 use scan::{Scanner, Token};
 use schema::{PatternBudget, Refused, Schema};
 
@@ -41,15 +41,6 @@ use schema::{PatternBudget, Refused, Schema};
 pub(crate) enum Finish {
     Stop,
     ToolCalls,
-}
-
-impl Finish {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Finish::Stop => "stop",
-            Finish::ToolCalls => "tool_calls",
-        }
-    }
 }
 
 struct Offered {
@@ -79,7 +70,7 @@ pub(crate) struct Plan {
 impl Plan {
     /// Compile the request's schemas; a schema that is not one is a 400.
     /// The schemas move out of the request (no second copy of them is kept).
-    pub(crate) fn new(request: &mut ChatRequest) -> Result<Self, ApiError> {
+    pub(crate) fn new(request: &mut Conversation) -> Result<Self, ApiError> {
         let mut offered = Vec::new();
         let mut budget = PatternBudget::new();
         for (i, tool) in request.tools.iter_mut().enumerate() {
@@ -113,10 +104,7 @@ impl Plan {
                 )?,
             }),
         };
-        let tool_history = request
-            .messages
-            .iter()
-            .any(|m| !m.tool_calls.is_empty() || m.tool_call_id.is_some());
+        let tool_history = request.has_tool_history();
         Ok(Self {
             nonce: nonce(),
             must_call: matches!(
@@ -234,9 +222,9 @@ impl Plan {
     }
 
     /// A reader for one answer to this request.
-    pub(crate) fn reader(&self) -> Reader<'_> {
+    pub(crate) fn reader(self: &std::sync::Arc<Self>) -> Reader {
         Reader {
-            plan: self,
+            plan: self.clone(),
             scanner: self.scanner(),
             correcting: false,
             first: String::new(),
@@ -371,8 +359,8 @@ pub(crate) struct Outcome {
 }
 
 /// Reads one reply (an answer and perhaps its correction) to a request.
-pub(crate) struct Reader<'p> {
-    plan: &'p Plan,
+pub(crate) struct Reader {
+    plan: std::sync::Arc<Plan>,
     /// `None` when no tool is offered: no tag is looked for.
     scanner: Option<Scanner>,
     /// The correction turn is being read.
@@ -386,7 +374,7 @@ pub(crate) struct Reader<'p> {
     tokens: Vec<Token>,
 }
 
-impl Reader<'_> {
+impl Reader {
     /// New answer text; returns what to show the caller now.
     pub(crate) fn text(&mut self, delta: &str) -> String {
         if self.plan.is_plain() {
@@ -452,7 +440,7 @@ impl Reader<'_> {
 
     /// This turn's verdict.
     fn judge(&self) -> Result<Outcome, String> {
-        let plan = self.plan;
+        let plan = &self.plan;
         let mut calls = Vec::new();
         let mut problems = Vec::new();
         for token in &self.tokens {

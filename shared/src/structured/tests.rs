@@ -1,13 +1,15 @@
 use super::*;
 use crate::openai::chat::ChatRequest;
 
-fn request(extra: Value) -> ChatRequest {
+fn request(extra: Value) -> Conversation {
     let mut body =
         json!({"model": "m", "messages": [{"role": "user", "content": "weather in Paris?"}]});
     for (k, v) in extra.as_object().unwrap() {
         body[k] = v.clone();
     }
-    ChatRequest::parse(body.to_string().as_bytes()).unwrap()
+    ChatRequest::parse(body.to_string().as_bytes())
+        .unwrap()
+        .conversation
 }
 
 fn weather() -> Value {
@@ -16,8 +18,8 @@ fn weather() -> Value {
         {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}}}])
 }
 
-fn plan(extra: Value) -> Plan {
-    Plan::new(&mut request(extra)).unwrap()
+fn plan(extra: Value) -> std::sync::Arc<Plan> {
+    std::sync::Arc::new(Plan::new(&mut request(extra)).unwrap())
 }
 
 fn call(plan: &Plan, name: &str, arguments: Value) -> String {
@@ -332,7 +334,8 @@ fn tool_history_without_tools_says_not_to_call() {
             .to_string()
             .as_bytes(),
         )
-        .unwrap(),
+        .unwrap()
+        .conversation,
     )
     .unwrap();
     assert!(p.is_plain() && p.has_instruction());

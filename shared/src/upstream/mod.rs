@@ -1,17 +1,27 @@
 //! The upstream side: a small trait every chat backend implements, and the
-//! events it produces. Adapters know nothing of OpenAI.
+//! events it produces. Adapters know nothing of OpenAI, or of any door: they
+//! take the internal conversation (`crate::conversation`), as it is when
+//! they understand it ([`Capabilities::conversation`]), else flattened by
+//! the text-chat layer into a [`ChatTurn`].
 
 pub(crate) mod agent;
 pub(crate) mod browser;
+pub mod code;
 pub(crate) mod cumulative;
 pub(crate) mod device;
 pub(crate) mod envelope;
 pub mod hailuo;
 pub(crate) mod query_string;
 pub(crate) mod signing;
+pub(crate) mod sse;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::stream::BoxStream;
+
+use crate::conversation::{Conversation, StopReason, TokenUsage};
 
 /// A web-search source reported by the upstream.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,15 +42,84 @@ pub enum UpstreamEvent {
     Delta(String),
     /// New reasoning ("thinking") text.
     ReasoningDelta(String),
+    /// The signature of the reasoning just given (a native upstream signs
+    /// its thinking; the caller may send it back with the thinking).
+    ReasoningSignature(String),
+    /// A tool call begins: `index` counts this answer's calls from 0.
+    ToolCallStart {
+        index: usize,
+        id: String,
+        name: String,
+    },
+    /// More of a tool call's arguments (JSON text, in pieces).
+    ToolCallArguments { index: usize, json: String },
     /// The web-search sources so far (replaces any earlier list).
     Citations(Vec<Citation>),
+    /// Why the answer ended, from an upstream that says (before `End`).
+    Stop(StopReason),
+    /// What the answer cost, from an upstream that counts (before `End`).
+    Usage(TokenUsage),
     /// The answer is complete.
     End,
 }
 
 pub type EventStream = BoxStream<'static, Result<UpstreamEvent, UpstreamError>>;
 
-/// One turn to send upstream.
+/// What an upstream does natively. A text-only web chat does none of it:
+/// the text-chat layer flattens the conversation for it and emulates tools
+/// and JSON answers in the prompt.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Takes the conversation as it is ([`Turn::Conversation`]): roles,
+    /// tools and `tool_choice`, tool calls and results, and answers with
+    /// native tool calls, a stop reason and its own usage count.
+    pub conversation: bool,
+    /// Takes images.
+    pub images: bool,
+    /// Takes documents (as files; a native upstream gets their text).
+    pub documents: bool,
+    /// Whether thinking can be asked for or turned off.
+    pub thinking_control: bool,
+    /// Leaves a conversation upstream that must be deleted after the answer
+    /// (and can be kept and continued).
+    pub conversations_to_delete: bool,
+}
+
+/// One turn to send upstream, in the form the upstream takes.
+#[derive(Clone, Copy, Debug)]
+pub enum Turn<'a> {
+    /// For a text-only web chat: the conversation flattened into one prompt.
+    Text(&'a ChatTurn),
+    /// For an upstream that understands conversations: as it is, with the
+    /// files of its last message fetched.
+    Conversation {
+        conversation: &'a Conversation,
+        files: &'a [Arc<FileUpload>],
+    },
+}
+
+impl Turn<'_> {
+    /// The upstream conversation this turn continues, if any.
+    pub fn continues(&self) -> Option<&str> {
+        match self {
+            Turn::Text(turn) => turn.conversation_id.as_deref(),
+            Turn::Conversation { .. } => None,
+        }
+    }
+}
+
+/// The flattened turn a text-only web chat takes; a conversation sent to
+/// one is a bug of the text-chat layer, not the caller's.
+pub(crate) fn text_turn<'a>(turn: &Turn<'a>) -> Result<&'a ChatTurn, UpstreamError> {
+    match turn {
+        Turn::Text(turn) => Ok(turn),
+        Turn::Conversation { .. } => Err(UpstreamError::Protocol(
+            "a text-only upstream was sent a conversation, not its flattened turn".into(),
+        )),
+    }
+}
+
+/// One flattened turn, for a text-only web chat.
 #[derive(Clone, Debug, Default)]
 pub struct ChatTurn {
     /// The flattened prompt.
@@ -95,9 +174,27 @@ pub enum UpstreamError {
         fingerprint: String,
         message: String,
     },
+    /// The account cannot answer for a while (throttled, out of credits,
+    /// its plan's window used up, blocked, or its region refusing this
+    /// network): it cools for `retry_after`, and another account is tried.
+    #[error("the account {fingerprint} is {class}: {message}")]
+    Cooling {
+        fingerprint: String,
+        class: Unavailability,
+        message: String,
+        retry_after: Duration,
+    },
     /// The upstream refused the request itself (not the token's fault): no retry helps.
     #[error("upstream refused the request (HTTP {status}): {message}")]
     Rejected { status: u16, message: String },
+    /// The caller's request is invalid for this upstream (a parameter, the
+    /// context window): the caller's 400, never retried. `code` is the
+    /// error code the caller sees.
+    #[error("{message}")]
+    InvalidRequest { message: String, code: &'static str },
+    /// The request is larger than the upstream takes: the caller's 413.
+    #[error("{0}")]
+    TooLarge(String),
     /// The upstream answered with a failure code.
     #[error("upstream error {code}: {message}")]
     Api { code: i64, message: String },
@@ -118,12 +215,48 @@ pub enum UpstreamError {
     Unsupported(String),
 }
 
+/// Why an account cannot answer for a while (`UpstreamError::Cooling`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unavailability {
+    /// A short rate limit (requests or tokens per minute).
+    Throttled,
+    /// Out of credits until they are topped up.
+    NoCredits,
+    /// The plan's usage window is used up until it resets.
+    PlanWindow,
+    /// Blocked for unusual activity.
+    Blocked,
+    /// The account's region refuses this deployment's network.
+    EgressRefused,
+}
+
+impl Unavailability {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unavailability::Throttled => "throttled",
+            Unavailability::NoCredits => "out of credits",
+            Unavailability::PlanWindow => "at its plan's usage limit",
+            Unavailability::Blocked => "blocked for unusual activity",
+            Unavailability::EgressRefused => "refused for this network (egress)",
+        }
+    }
+}
+
+impl std::fmt::Display for Unavailability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl UpstreamError {
     /// Whether trying again (on another token, after a pause) could help.
     pub fn is_retryable(&self) -> bool {
         !matches!(
             self,
-            UpstreamError::Unsupported(_) | UpstreamError::Rejected { .. }
+            UpstreamError::Unsupported(_)
+                | UpstreamError::Rejected { .. }
+                | UpstreamError::InvalidRequest { .. }
+                | UpstreamError::TooLarge(_)
         )
     }
 
@@ -181,13 +314,17 @@ pub trait Upstream: Send + Sync + 'static {
         false
     }
 
-    /// Whether turns may carry files (`ChatTurn::files`).
-    fn takes_files(&self) -> bool {
-        false
+    /// What it does natively; a text-only web chat by default.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            conversations_to_delete: true,
+            ..Capabilities::default()
+        }
     }
 
-    /// Send one turn; the stream yields the answer.
-    async fn chat(&self, token: &str, turn: &ChatTurn) -> Result<EventStream, UpstreamError>;
+    /// Send one turn (in the form `capabilities` asks for); the stream
+    /// yields the answer.
+    async fn chat(&self, token: &str, turn: &Turn<'_>) -> Result<EventStream, UpstreamError>;
 
     /// Delete a conversation this service created.
     async fn delete_conversation(&self, token: &str, chat_id: &str) -> Result<(), UpstreamError>;

@@ -22,7 +22,7 @@ use std::time::Instant;
 use futures_util::StreamExt;
 use hailuo_gateway::settings::Lookup;
 use hailuo_gateway::upstream::hailuo::{HailuoClient, HailuoConfig};
-use hailuo_gateway::upstream::{ChatTurn, Upstream};
+use hailuo_gateway::upstream::{ChatTurn, Turn, Upstream};
 use hailuo_simulator::state::Settings;
 use hailuo_simulator::Shared;
 
@@ -44,7 +44,10 @@ async fn direct_run(sim: &Shared, client: &HailuoClient, prompt: &str) -> Run {
         prompt: prompt.into(),
         ..ChatTurn::default()
     };
-    let events = client.chat("bench-direct", &turn).await.expect("chat");
+    let events = client
+        .chat("bench-direct", &Turn::Text(&turn))
+        .await
+        .expect("chat");
     let (chat_id, received) = chat_bench::read_upstream(events).await.expect("events");
     client
         .delete_conversation("bench-direct", &chat_id)

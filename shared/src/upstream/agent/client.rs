@@ -20,7 +20,7 @@ use crate::upstream::envelope::id_of;
 use crate::upstream::query_string::{append_query, unix_ms};
 use crate::upstream::signing::{x_signature, yy_json};
 use crate::upstream::{
-    user_info_verdict, ChatTurn, EventStream, Upstream, UpstreamError, UpstreamEvent,
+    text_turn, user_info_verdict, EventStream, Turn, Upstream, UpstreamError, UpstreamEvent,
 };
 
 /// Polls that may fail in a row before the answer is given up.
@@ -281,7 +281,8 @@ impl Upstream for AgentClient {
         true
     }
 
-    async fn chat(&self, token: &str, turn: &ChatTurn) -> Result<EventStream, UpstreamError> {
+    async fn chat(&self, token: &str, turn: &Turn<'_>) -> Result<EventStream, UpstreamError> {
+        let turn = text_turn(turn)?;
         if !turn.files.is_empty() {
             return Err(UpstreamError::Unsupported(
                 "The MiniMax Agent upstream takes no files or images here; send text parts only."

@@ -1,11 +1,9 @@
 //! The HTTP client for the Hailuo web backend.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use eventsource_stream::Eventsource;
-use futures_util::{Stream, StreamExt};
 use reqwest::header::{HeaderMap, CONTENT_TYPE};
 use reqwest::Method;
 use serde_json::Value;
@@ -20,7 +18,8 @@ use crate::upstream::device::{DeviceCache, DeviceIdentity};
 use crate::upstream::envelope::{clip, open_envelope};
 use crate::upstream::signing::{yy_chat_form, yy_json};
 use crate::upstream::{
-    user_info_verdict, ChatTurn, EventStream, Upstream, UpstreamError, UpstreamEvent, Voice,
+    text_turn, user_info_verdict, Capabilities, ChatTurn, EventStream, Turn, Upstream,
+    UpstreamError, Voice,
 };
 
 const SENTRY_RELEASE: &str = "CI7N-1MjJnx5pru-bzzhR";
@@ -180,92 +179,27 @@ pub(super) async fn event_stream(
     })
 }
 
-/// The SSE byte stream decoded into upstream events.
-fn decode_events<S>(sse: S) -> EventStream
-where
-    S: Stream<
-            Item = Result<
-                eventsource_stream::Event,
-                eventsource_stream::EventStreamError<reqwest::Error>,
-            >,
-        > + Send
-        + 'static,
-{
-    struct State<S> {
-        sse: std::pin::Pin<Box<S>>,
-        decoder: StreamDecoder,
-        pending: VecDeque<UpstreamEvent>,
-        done: bool,
-    }
-    let state = State {
-        sse: Box::pin(sse),
-        decoder: StreamDecoder::default(),
-        pending: VecDeque::new(),
-        done: false,
-    };
-    futures_util::stream::unfold(state, |mut st| async move {
-        loop {
-            if let Some(event) = st.pending.pop_front() {
-                return Some((Ok(event), st));
-            }
-            if st.done {
-                return None;
-            }
-            match st.sse.next().await {
-                None => {
-                    // Closed with neither isEnd == 0 nor type 8: the answer was
-                    // cut off (protocol §6), and must not pass for a whole one.
-                    st.done = true;
-                    return Some((
-                        Err(UpstreamError::Transport(
-                            "the upstream closed the answer before its end (no isEnd == 0 event, no end marker)"
-                                .into(),
-                        )),
-                        st,
-                    ));
-                }
-                Some(Err(e)) => {
-                    st.done = true;
-                    let error = match e {
-                        eventsource_stream::EventStreamError::Transport(e) => {
-                            UpstreamError::from(e)
-                        }
-                        other => UpstreamError::Protocol(other.to_string()),
-                    };
-                    return Some((Err(error), st));
-                }
-                Some(Ok(event)) if event.data.trim().is_empty() => {}
-                Some(Ok(event)) => match st.decoder.decode(&event.data) {
-                    Ok(events) => {
-                        st.pending.extend(events);
-                        st.done = st.decoder.is_ended();
-                    }
-                    Err(e) => {
-                        st.done = true;
-                        return Some((Err(e), st));
-                    }
-                },
-            }
-        }
-    })
-    .boxed()
-}
-
 #[async_trait]
 impl Upstream for HailuoClient {
     fn name(&self) -> &'static str {
         "Hailuo"
     }
 
-    fn takes_files(&self) -> bool {
-        true
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            images: true,
+            documents: true,
+            conversations_to_delete: true,
+            ..Capabilities::default()
+        }
     }
 
     fn login_hint(&self) -> &'static str {
         "Log in to hailuoai.com again and send the new `_token` from the browser's localStorage."
     }
 
-    async fn chat(&self, token: &str, turn: &ChatTurn) -> Result<EventStream, UpstreamError> {
+    async fn chat(&self, token: &str, turn: &Turn<'_>) -> Result<EventStream, UpstreamError> {
+        let turn = text_turn(turn)?;
         let device = self.device(token).await?;
         let chat_id = turn.conversation_id.as_deref().unwrap_or("0");
         let unix = unix_now_rounded();
@@ -316,8 +250,9 @@ impl Upstream for HailuoClient {
                 return Err(self.explain_failure(token, error).await);
             }
         };
-        Ok(decode_events(
+        Ok(crate::upstream::sse::decode(
             in_flight.hold(response.bytes_stream()).eventsource(),
+            StreamDecoder::default(),
         ))
     }
 
@@ -387,6 +322,8 @@ impl Voice for HailuoClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upstream::UpstreamEvent;
+    use futures_util::StreamExt;
 
     fn sse(body: &'static str) -> EventStream {
         let bytes = futures_util::stream::iter(
@@ -395,7 +332,7 @@ mod tests {
                 .map(|c| Ok::<_, reqwest::Error>(bytes::Bytes::copy_from_slice(c)))
                 .collect::<Vec<_>>(),
         );
-        decode_events(bytes.eventsource())
+        crate::upstream::sse::decode(bytes.eventsource(), StreamDecoder::default())
     }
 
     const EVENT: &str = "event: message_result\ndata: {\"type\":2,\"statusInfo\":{\"code\":0},\"data\":{\"messageResult\":{\"chatID\":\"1\",\"isEnd\":1,\"content\":\"半个\"}}}\n\n";

@@ -58,11 +58,26 @@ pub struct StreamDecoder {
     ended: bool,
 }
 
-impl StreamDecoder {
-    pub fn is_ended(&self) -> bool {
+impl crate::upstream::sse::FrameDecoder for StreamDecoder {
+    fn decode(&mut self, data: &str) -> Result<Vec<UpstreamEvent>, UpstreamError> {
+        StreamDecoder::decode(self, data)
+    }
+
+    fn is_ended(&self) -> bool {
         self.ended
     }
 
+    /// Closed with neither isEnd == 0 nor type 8: the answer was cut off
+    /// (protocol §6), and must not pass for a whole one.
+    fn truncated(&self) -> UpstreamError {
+        UpstreamError::Transport(
+            "the upstream closed the answer before its end (no isEnd == 0 event, no end marker)"
+                .into(),
+        )
+    }
+}
+
+impl StreamDecoder {
     /// Decode one SSE `data` payload into zero or more events.
     pub fn decode(&mut self, data: &str) -> Result<Vec<UpstreamEvent>, UpstreamError> {
         if self.ended {
@@ -154,6 +169,7 @@ fn link_details(extra: &serde_json::Value) -> Option<Vec<Citation>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upstream::sse::FrameDecoder;
     use serde_json::json;
 
     fn ev(kind: i64, content: &str, is_end: i64) -> String {

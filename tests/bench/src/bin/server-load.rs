@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use chat_bench::{percentile, status_kib, Started};
 use hailuo_gateway::settings::Lookup;
 use hailuo_gateway::upstream::hailuo::{HailuoClient, HailuoConfig};
-use hailuo_gateway::upstream::{ChatTurn, Upstream};
+use hailuo_gateway::upstream::{ChatTurn, Turn, Upstream};
 use hailuo_simulator::state::Settings;
 use hailuo_simulator::Shared;
 
@@ -91,7 +91,10 @@ async fn direct(client: &HailuoClient, token: &str, prompt: &str) -> Result<Stre
         prompt: prompt.into(),
         ..ChatTurn::default()
     };
-    let events = client.chat(token, &turn).await.map_err(|e| e.to_string())?;
+    let events = client
+        .chat(token, &Turn::Text(&turn))
+        .await
+        .map_err(|e| e.to_string())?;
     let (chat_id, received) = chat_bench::read_upstream(events).await?;
     client
         .delete_conversation(token, &chat_id)
