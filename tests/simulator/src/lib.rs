@@ -1,7 +1,9 @@
-//! A loopback simulator of MiniMax's consumer chat backends, for tests and
-//! offline use: the Hailuo AI web protocol (`hailuo-web-protocol.md`, sections
-//! 1–6; `hailuo.rs`) and the MiniMax Agent web protocol
-//! (`minimax-agent-protocol.md`; `agent.rs`), one per instance. It checks every
+//! A loopback simulator of MiniMax's chat backends, for tests and offline
+//! use: MiniMax Code's managed gateway (`minimax-code-protocol.md`, section
+//! 8; `code.rs`, with its own state and `/_sim/` controls), the Hailuo AI web
+//! protocol (`hailuo-web-protocol.md`, sections 1–6; `hailuo.rs`) and the
+//! MiniMax Agent web protocol (`minimax-agent-protocol.md`; `agent.rs`), one
+//! per instance. It checks every
 //! call the way the real service would (token, query keys and order, time,
 //! signatures, a registered device), answers the way the real service does, and
 //! records conversations, deletions and protocol violations.
@@ -10,6 +12,7 @@
 
 pub mod agent;
 pub mod checks;
+pub mod code;
 pub mod hailuo;
 pub mod state;
 pub mod upload;

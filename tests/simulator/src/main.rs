@@ -1,5 +1,6 @@
-//! `hailuo-simulator [--protocol hailuo|agent] [--addr 127.0.0.1:18080] [--pace-ms 15]`: the simulator
-//! as a process, for end-to-end tests and for trying the service offline.
+//! `hailuo-simulator [--protocol hailuo|agent|minimax-code] [--region intl|cn]
+//! [--addr 127.0.0.1:18080] [--pace-ms 15]`: the simulator as a process, for
+//! end-to-end tests and for trying the service offline.
 
 use std::sync::{Arc, Mutex};
 
@@ -16,6 +17,9 @@ async fn main() -> std::io::Result<()> {
     let mut addr = "127.0.0.1:18080".to_string();
     let mut state = State::default();
     let mut protocol = Protocol::Hailuo;
+    let mut code = false;
+    let mut pace_ms = None;
+    let mut region = "en".to_string();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -24,18 +28,31 @@ async fn main() -> std::io::Result<()> {
                 protocol = match args.next().as_deref() {
                     Some("hailuo") => Protocol::Hailuo,
                     Some("agent") | Some("minimax-agent") => Protocol::Agent,
-                    other => panic!("--protocol is hailuo or agent, not {other:?}"),
+                    Some("minimax-code") | Some("code") => {
+                        code = true;
+                        Protocol::Hailuo
+                    }
+                    other => panic!("--protocol is hailuo, agent or minimax-code, not {other:?}"),
                 }
             }
             "--pace-ms" => {
-                state.settings.pace_ms = args
+                let pace = args
                     .next()
                     .and_then(|v| v.parse().ok())
-                    .expect("--pace-ms needs a number")
+                    .expect("--pace-ms needs a number");
+                state.settings.pace_ms = pace;
+                pace_ms = Some(pace);
+            }
+            "--region" => {
+                region = match args.next().as_deref() {
+                    Some("cn") => "cn".into(),
+                    Some("intl") | Some("en") => "en".into(),
+                    other => panic!("--region is intl or cn, not {other:?}"),
+                }
             }
             "--help" | "-h" => {
                 println!(
-                    "hailuo-simulator [--protocol hailuo|agent] [--addr HOST:PORT] [--pace-ms N]"
+                    "hailuo-simulator [--protocol hailuo|agent|minimax-code] [--region intl|cn] [--addr HOST:PORT] [--pace-ms N]"
                 );
                 return Ok(());
             }
@@ -43,6 +60,15 @@ async fn main() -> std::io::Result<()> {
         }
     }
     let listener = tokio::net::TcpListener::bind(&addr).await?;
+    if code {
+        println!(
+            "hailuo-simulator (MiniMax Code protocol, region {region}) listening on http://{}",
+            listener.local_addr()?
+        );
+        let mut state = hailuo_simulator::code::CodeState::with_region(&region);
+        state.settings.pace_ms = pace_ms.unwrap_or(state.settings.pace_ms);
+        return hailuo_simulator::code::serve(listener, Arc::new(Mutex::new(state))).await;
+    }
     println!(
         "hailuo-simulator ({protocol:?} protocol) listening on http://{}",
         listener.local_addr()?
