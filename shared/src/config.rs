@@ -39,6 +39,9 @@ pub struct Config {
     /// The self-hosted server's tokens document, `TOKENS_FILE`: the tokens
     /// secret's JSON in a file (used when `TOKENS_SECRET_ID` is not set).
     pub tokens_file: Option<String>,
+    /// Where the server keeps MiniMax Code's rotated tokens, `TOKENS_STATE_FILE`
+    /// (default: `TOKENS_FILE` with `.state.json` appended); see `tokens_state_file`.
+    pub tokens_state_file_setting: Option<String>,
     /// How often the server checks the tokens of `TOKENS_FILE`,
     /// `LIVENESS_INTERVAL_SECONDS` (6 hours, as the Lambda schedule; 0: never).
     pub liveness_interval: Duration,
@@ -85,6 +88,15 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The server's state file: `TOKENS_STATE_FILE`, else beside `TOKENS_FILE`.
+    pub fn tokens_state_file(&self) -> Option<String> {
+        self.tokens_state_file_setting.clone().or_else(|| {
+            self.tokens_file
+                .as_ref()
+                .map(|file| format!("{file}.state.json"))
+        })
+    }
+
     pub fn from_env() -> Self {
         Self::from_settings(&Lookup::env())
     }
@@ -113,6 +125,7 @@ impl Config {
             max_request_bytes: num("MAX_REQUEST_BYTES", 6 * 1024 * 1024) as usize,
             tokens_secret_id: env.value("TOKENS_SECRET_ID"),
             tokens_file: env.value("TOKENS_FILE"),
+            tokens_state_file_setting: env.value("TOKENS_STATE_FILE"),
             liveness_interval: Duration::from_secs(num("LIVENESS_INTERVAL_SECONDS", 6 * 3600)),
             token_status_secret_id: env.value("TOKEN_STATUS_SECRET_ID"),
             allow_header_tokens: env.flag("ALLOW_HEADER_TOKENS"),

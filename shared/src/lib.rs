@@ -95,6 +95,7 @@ mod credentials;
 mod error;
 mod files;
 mod liveness;
+pub mod login;
 mod openai;
 mod prompt;
 mod redact;

@@ -1,6 +1,9 @@
-//! The scheduled liveness check: every token in the tokens secret is checked
-//! upstream (concurrently, bounded) and the verdicts go to the status document,
-//! named by fingerprint only. The tokens secret is only ever read.
+//! The scheduled maintenance: MiniMax Code accounts whose access token is
+//! due are renewed first (`credentials/renewal.rs`: the one writer, each
+//! rotation stored before the next), then every token in the tokens secret
+//! is checked upstream (concurrently, bounded) and the verdicts go to the
+//! status document, named by fingerprint only, beside the lineages. The
+//! tokens secret is only ever read.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,6 +13,7 @@ use serde_json::json;
 
 use crate::config::Config;
 use crate::credentials::document::{Document, Latest};
+use crate::credentials::renewal::{self, Lineage, LineageStore, Renewed};
 use crate::credentials::secret::{StatusDocument, TokenStatus, TokensDocument};
 use crate::credentials::secrets_manager::SecretsManager;
 use crate::redact::fingerprint;
@@ -18,6 +22,8 @@ use crate::upstream::{Upstream, UpstreamError};
 #[derive(Debug)]
 pub struct Report {
     pub document: StatusDocument,
+    /// What the renewal of MiniMax Code accounts did.
+    pub renewed: Renewed,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +45,85 @@ fn now_rfc3339() -> String {
         .unwrap_or_default()
 }
 
-/// Check every token and write the status document.
+/// The status secret as the lineages' store: each save writes the whole
+/// document (the last verdicts and every lineage), creating it the first time.
+struct SecretStore<'a> {
+    secrets: &'a SecretsManager,
+    id: &'a str,
+    verdicts: HashMap<String, TokenStatus>,
+}
+
+#[async_trait::async_trait]
+impl LineageStore for SecretStore<'_> {
+    async fn load(&self) -> Result<HashMap<String, Lineage>, String> {
+        Ok(read_status(self.secrets, self.id).await?.accounts)
+    }
+
+    async fn save(&self, lineages: &HashMap<String, Lineage>) -> Result<(), String> {
+        let document = StatusDocument {
+            tokens: self.verdicts.clone(),
+            accounts: lineages.clone(),
+            ..StatusDocument::default()
+        };
+        write_status(self.secrets, self.id, &document)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The status document as stored now; an absent one is empty.
+async fn read_status(secrets: &SecretsManager, id: &str) -> Result<StatusDocument, String> {
+    match secrets.get_secret_value(id).await {
+        Ok(out) => Ok(serde_json::from_str::<StatusDocument>(
+            &out.secret_string.unwrap_or_default(),
+        )
+        .unwrap_or_default()),
+        Err(e) if e.is_not_found() => Ok(StatusDocument::default()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+async fn write_status(
+    secrets: &SecretsManager,
+    id: &str,
+    document: &StatusDocument,
+) -> Result<(), LivenessError> {
+    let body = serde_json::to_string(document).unwrap_or_default();
+    match secrets.put_secret_value(id, &body).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.is_not_found() => secrets
+            .create_secret(
+                id,
+                "Token liveness verdicts by fingerprint and MiniMax Code token lineages, written by token-liveness",
+                &body,
+            )
+            .await
+            .map_err(|e| LivenessError::StatusUnwritable(e.to_string())),
+        Err(e) => Err(LivenessError::StatusUnwritable(e.to_string())),
+    }
+}
+
+/// The account service of MiniMax Code, when there are accounts to renew.
+fn account_service(
+    config: &Config,
+    document: &TokensDocument,
+) -> Option<crate::upstream::code::oauth::AccountService> {
+    if document.code_accounts.is_empty() {
+        return None;
+    }
+    match crate::upstream::code::oauth::AccountService::new(
+        &config.code,
+        std::time::Duration::from_secs(30),
+    ) {
+        Ok(service) => Some(service),
+        Err(e) => {
+            tracing::error!(error = %e, "MiniMax Code accounts cannot be renewed");
+            None
+        }
+    }
+}
+
+/// Renew what is due, then check every token, and write the status document.
 pub async fn check_all(
     config: &Config,
     upstream: Arc<dyn Upstream>,
@@ -59,34 +143,39 @@ pub async fn check_all(
         .map_err(|e| LivenessError::TokensUnreadable(e.to_string()))?
         .secret_string
         .unwrap_or_default();
-    let tokens = serde_json::from_str::<TokensDocument>(&text)
-        .map_err(|_| LivenessError::TokensMalformed)?
-        .tokens;
-    // Verdicts of the last run, kept for tokens whose check fails this time.
-    let previous: HashMap<String, TokenStatus> = match secrets.get_secret_value(status_id).await {
-        Ok(out) => serde_json::from_str::<StatusDocument>(&out.secret_string.unwrap_or_default())
-            .map(|d| d.tokens)
-            .unwrap_or_default(),
-        Err(_) => HashMap::new(),
-    };
-
-    let document = check_tokens(config, upstream, tokens, &previous).await;
-    let body = serde_json::to_string(&document).unwrap_or_default();
-    match secrets.put_secret_value(status_id, &body).await {
-        Ok(()) => {}
-        Err(e) if e.is_not_found() => {
-            secrets
-                .create_secret(
-                    status_id,
-                    "Token liveness verdicts by fingerprint, written by token-liveness",
-                    &body,
-                )
-                .await
-                .map_err(|e| LivenessError::StatusUnwritable(e.to_string()))?;
-        }
-        Err(e) => return Err(LivenessError::StatusUnwritable(e.to_string())),
+    let document = serde_json::from_str::<TokensDocument>(&text)
+        .map_err(|_| LivenessError::TokensMalformed)?;
+    // The last run's verdicts (kept for tokens whose check fails this time)
+    // and lineages. Unreadable, nothing may be renewed: a lineage not read
+    // is a refresh token that may already be spent.
+    let previous = read_status(secrets, status_id)
+        .await
+        .map_err(LivenessError::StatusUnwritable)?;
+    let mut lineages = previous.accounts.clone();
+    let mut renewed = Renewed::default();
+    if let Some(service) = account_service(config, &document) {
+        let store = SecretStore {
+            secrets,
+            id: status_id,
+            verdicts: previous.tokens.clone(),
+        };
+        renewed = renewal::renew_due(
+            &document.code_accounts,
+            &mut lineages,
+            renewal::unix_now(),
+            &service,
+            &store,
+        )
+        .await;
     }
-    Ok(Report { document })
+    let mut status =
+        check_tokens(config, upstream, document.tokens.clone(), &previous.tokens).await;
+    status.accounts = lineages;
+    write_status(secrets, status_id, &status).await?;
+    Ok(Report {
+        document: status,
+        renewed,
+    })
 }
 
 /// Check `tokens` upstream (at most `LIVENESS_CONCURRENCY` at once): the
@@ -128,27 +217,87 @@ pub(crate) async fn check_tokens(
         live,
         checked_at: now_rfc3339(),
         tokens: checked.into_iter().collect(),
+        accounts: HashMap::new(),
     }
 }
 
-/// The self-hosted server's check: the tokens of `TOKENS_FILE`, the verdicts
-/// kept in memory for the credentials to read.
+/// The self-hosted server's lineages: a state file beside `TOKENS_FILE`
+/// that only this process writes (mode 600, replaced atomically), and the
+/// in-memory status the credentials read, updated on every save.
+pub struct StateFile {
+    pub path: std::path::PathBuf,
+    pub status: Arc<Latest<StatusDocument>>,
+}
+
+impl StateFile {
+    /// The lineages the file holds (none when it does not exist yet).
+    pub async fn read(&self) -> Result<HashMap<String, Lineage>, String> {
+        match tokio::fs::read(&self.path).await {
+            Ok(bytes) => serde_json::from_slice::<StatusDocument>(&bytes)
+                .map(|d| d.accounts)
+                .map_err(|e| format!("{} is not the expected JSON: {e}", self.path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(HashMap::new()),
+            Err(e) => Err(format!("{} cannot be read: {e}", self.path.display())),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl LineageStore for StateFile {
+    async fn load(&self) -> Result<HashMap<String, Lineage>, String> {
+        self.read().await
+    }
+
+    async fn save(&self, lineages: &HashMap<String, Lineage>) -> Result<(), String> {
+        let mut document = self.status.get().map(|d| (*d).clone()).unwrap_or_default();
+        document.accounts = lineages.clone();
+        let body = serde_json::to_vec_pretty(&document).map_err(|e| e.to_string())?;
+        crate::credentials::document::write_private(&self.path, &body)
+            .await
+            .map_err(|e| format!("{} cannot be written: {e}", self.path.display()))?;
+        self.status.set(document);
+        Ok(())
+    }
+}
+
+/// The self-hosted server's maintenance: renew what is due (stored in the
+/// state file), and, when `check` says, check the tokens of `TOKENS_FILE`;
+/// the verdicts and lineages are kept in memory for the credentials to read.
 pub async fn check_local(
     config: &Config,
     upstream: Arc<dyn Upstream>,
     tokens: &Document<TokensDocument>,
-    status: &Latest<StatusDocument>,
+    state: &StateFile,
+    check: bool,
 ) -> Result<Report, LivenessError> {
-    let tokens = tokens
+    let document = tokens
         .get()
         .await
-        .map_err(|e| LivenessError::TokensUnreadable(e.to_string()))?
-        .tokens
-        .clone();
-    let previous = status.get().map(|d| d.tokens.clone()).unwrap_or_default();
-    let document = check_tokens(config, upstream, tokens, &previous).await;
-    status.set(document.clone());
-    Ok(Report { document })
+        .map_err(|e| LivenessError::TokensUnreadable(e.to_string()))?;
+    let previous = state.status.get().map(|d| (*d).clone()).unwrap_or_default();
+    let mut lineages = previous.accounts.clone();
+    let mut renewed = Renewed::default();
+    if let Some(service) = account_service(config, &document) {
+        renewed = renewal::renew_due(
+            &document.code_accounts,
+            &mut lineages,
+            renewal::unix_now(),
+            &service,
+            state,
+        )
+        .await;
+    }
+    let mut status = if check {
+        check_tokens(config, upstream, document.tokens.clone(), &previous.tokens).await
+    } else {
+        previous
+    };
+    status.accounts = lineages;
+    state.status.set(status.clone());
+    Ok(Report {
+        document: status,
+        renewed,
+    })
 }
 
 fn short(e: &UpstreamError) -> String {
@@ -185,6 +334,7 @@ mod tests {
                 dead: 1,
                 ..Default::default()
             },
+            renewed: Renewed::default(),
         };
         let line: serde_json::Value =
             serde_json::from_str(&emf_line(&report, "token-liveness", 1_700_000_000_000)).unwrap();

@@ -1,67 +1,124 @@
 //! The self-hosted server: every route on one port, with the behaviour and
 //! the settings of the functions. Tokens come from the `Authorization` header
 //! (as the functions' header mode) or from `TOKENS_FILE`, the tokens secret's
-//! JSON in a file; with a file, the liveness check runs on a timer in this
-//! process (`LIVENESS_INTERVAL_SECONDS`) and its verdicts stay in memory,
-//! where the credentials read them as the functions read the status secret.
+//! JSON in a file; with a file, the maintenance runs on a timer in this
+//! process: MiniMax Code accounts renewed when due (the one writer, its
+//! lineages in a state file beside the tokens file), the liveness check every
+//! `LIVENESS_INTERVAL_SECONDS`; its verdicts stay in memory, where the
+//! credentials read them as the functions read the status secret.
 //! `TOKENS_SECRET_ID` works too (a server on AWS without Lambda).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use crate::config::Config;
+use crate::credentials::renewal::unix_now;
 use crate::credentials::Credentials;
-use crate::liveness::check_local;
+use crate::liveness::{check_local, StateFile};
 use crate::routes;
 use crate::upstream::Upstream;
 
-/// Build the state from the environment, start the liveness timer if there
-/// is a tokens file, and serve until SIGTERM (graceful, see `runtime::serve`).
+/// Build the state from the environment, start the maintenance timer if
+/// there is a tokens file, and serve until SIGTERM (graceful, see
+/// `runtime::serve`).
 pub async fn run_server() -> Result<(), lambda_http::Error> {
     let state = crate::voice_state_from_env("server").await?;
-    if let Some(every) = liveness_interval(&state.config, &state.credentials) {
-        let (config, upstream, credentials) = (
-            state.config.clone(),
-            state.upstream.clone(),
+    if let Some(plan) = maintenance(&state.config, &state.credentials) {
+        // The lineages are read before the first request: a refresh token
+        // the file names may be spent already, its successor is in here.
+        let lineages = plan.state.read().await?;
+        if !lineages.is_empty() {
+            let mut status = plan
+                .state
+                .status
+                .get()
+                .map(|d| (*d).clone())
+                .unwrap_or_default();
+            status.accounts = lineages;
+            plan.state.status.set(status);
+        }
+        tracing::info!(state_file = %plan.state.path.display(), "MiniMax Code lineages kept in the state file");
+        let (config, upstream) = (state.config.clone(), state.upstream.clone());
+        tokio::spawn(maintain_on_a_timer(
+            config,
+            upstream,
             state.credentials.clone(),
-        );
-        tokio::spawn(check_on_a_timer(config, upstream, credentials, every));
+            plan,
+        ));
     }
     crate::runtime::serve(routes::all(state)).await
 }
 
-/// The timer's period, when the credentials keep a local status to write
-/// (which settings make that is `Credentials::from_env`'s choice alone).
-fn liveness_interval(config: &Config, credentials: &Credentials) -> Option<Duration> {
-    let period = config.liveness_interval;
-    (credentials.local_liveness().is_some() && !period.is_zero()).then_some(period)
+/// What the server's timer does: where it keeps the lineages, and how often
+/// it checks the tokens (never for `LIVENESS_INTERVAL_SECONDS=0`; renewals
+/// still run then).
+pub(crate) struct Maintenance {
+    pub state: StateFile,
+    pub check_every: Option<Duration>,
 }
 
-/// Check every token of the file now, then every `every` (nothing, and at
-/// once, for credentials without a local tokens file). A failed run is
-/// logged and tried again at the next tick; a run is never skipped for a
-/// slow one (ticks that fall during a run are dropped, not queued).
-pub(crate) async fn check_on_a_timer(
+/// The timer's plan, when the credentials keep a local status to write
+/// (which settings make that is `Credentials::from_env`'s choice alone).
+fn maintenance(config: &Config, credentials: &Credentials) -> Option<Maintenance> {
+    let (_, status) = credentials.local_liveness()?;
+    let period = config.liveness_interval;
+    Some(Maintenance {
+        state: StateFile {
+            path: config.tokens_state_file()?.into(),
+            status: status.clone(),
+        },
+        check_every: (!period.is_zero()).then_some(period),
+    })
+}
+
+/// The longest the timer sleeps: a login added to the tokens file (whose
+/// access token lasts an hour) is renewed in time, and the file is read
+/// again (one `stat`) at least this often.
+const LONGEST_NAP: Duration = Duration::from_secs(30);
+
+/// Renew what is due and check every token of the file now; then wake for
+/// the earliest renewal due, the next check, or `LONGEST_NAP`, whichever
+/// comes first. A failed run is logged and tried again at the next wake.
+pub(crate) async fn maintain_on_a_timer(
     config: Arc<Config>,
     upstream: Arc<dyn Upstream>,
     credentials: Arc<Credentials>,
-    every: Duration,
+    plan: Maintenance,
 ) {
-    let mut ticks = tokio::time::interval(every);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next_check = Instant::now();
     loop {
-        ticks.tick().await;
-        let Some((tokens, status)) = credentials.local_liveness() else {
+        let Some((tokens, _)) = credentials.local_liveness() else {
             return;
         };
-        match check_local(&config, upstream.clone(), tokens, status).await {
-            Ok(report) => tracing::info!(
-                live = report.document.live,
-                dead = report.document.dead,
-                "liveness check done"
-            ),
-            Err(e) => tracing::error!(error = %e, "liveness check failed"),
+        let check = plan.check_every.is_some() && Instant::now() >= next_check;
+        let mut next_due = None;
+        match check_local(&config, upstream.clone(), tokens, &plan.state, check).await {
+            Ok(report) => {
+                next_due = report.renewed.next_due;
+                if check {
+                    tracing::info!(
+                        live = report.document.live,
+                        dead = report.document.dead,
+                        "liveness check done"
+                    );
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "maintenance failed"),
         }
+        if let (true, Some(every)) = (check, plan.check_every) {
+            next_check = Instant::now() + every;
+        }
+        let mut wake = Instant::now() + LONGEST_NAP;
+        if plan.check_every.is_some() {
+            wake = wake.min(next_check);
+        }
+        if let Some(due) = next_due {
+            let left = Duration::from_secs(due.saturating_sub(unix_now()));
+            wake = wake.min(Instant::now() + left);
+        }
+        tokio::time::sleep_until(wake).await;
     }
 }
 
@@ -178,14 +235,21 @@ mod tests {
         fake.kill("tok-dead");
         let state = file_state(&fake, &path);
         let every = Duration::from_secs(3600);
-        let timer = tokio::spawn(check_on_a_timer(
+        let (_, status) = state.credentials.local_liveness().unwrap();
+        let status = status.clone();
+        let plan = Maintenance {
+            state: StateFile {
+                path: dir.join("tokens.json.state.json"),
+                status: status.clone(),
+            },
+            check_every: Some(every),
+        };
+        let timer = tokio::spawn(maintain_on_a_timer(
             state.config.clone(),
             state.upstream.clone(),
             state.credentials.clone(),
-            every,
+            plan,
         ));
-        let (_, status) = state.credentials.local_liveness().unwrap();
-        let status = status.clone();
         // The first run is at start.
         while status.get().is_none() {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -226,23 +290,29 @@ mod tests {
 
     #[tokio::test]
     async fn the_timer_runs_only_for_a_tokens_file() {
-        async fn on(pairs: &[(&str, &str)]) -> Option<Duration> {
+        async fn on(pairs: &[(&str, &str)]) -> Option<(Option<Duration>, String)> {
             let config = config(pairs);
             let credentials = Credentials::from_env(&config, "test").await.unwrap();
-            liveness_interval(&config, &credentials)
+            maintenance(&config, &credentials)
+                .map(|m| (m.check_every, m.state.path.display().to_string()))
         }
         assert_eq!(on(&[]).await, None);
         assert_eq!(
             on(&[("TOKENS_FILE", "/t.json")]).await,
-            Some(Duration::from_secs(6 * 3600))
+            Some((
+                Some(Duration::from_secs(6 * 3600)),
+                "/t.json.state.json".into()
+            ))
         );
+        // Renewals still run when the check never does.
         assert_eq!(
             on(&[
                 ("TOKENS_FILE", "/t.json"),
-                ("LIVENESS_INTERVAL_SECONDS", "0")
+                ("LIVENESS_INTERVAL_SECONDS", "0"),
+                ("TOKENS_STATE_FILE", "/var/lib/gw/state.json")
             ])
             .await,
-            None
+            Some((None, "/var/lib/gw/state.json".into()))
         );
         assert_eq!(
             on(&[("TOKENS_FILE", "/t.json"), ("TOKENS_SECRET_ID", "s")]).await,

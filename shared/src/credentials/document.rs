@@ -172,6 +172,40 @@ impl<T: DeserializeOwned + Send + Sync + 'static> FileDocument<T> {
     }
 }
 
+/// Replace `path` with `bytes` atomically, readable by its owner only (mode
+/// 600): written to a temporary file beside it, synced, then renamed over
+/// it, so a reader (or a crash) sees the old document or the new one, never
+/// half of one. For files that hold tokens (the state file, a tokens file
+/// `gateway login` adds to).
+pub(crate) async fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
+    let mut options = tokio::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let written = async {
+        let mut file = options.open(&tmp).await?;
+        file.write_all(bytes).await?;
+        file.sync_all().await?;
+        drop(file);
+        tokio::fs::rename(&tmp, path).await
+    }
+    .await;
+    if written.is_err() {
+        let _ = tokio::fs::remove_file(&tmp).await;
+    }
+    written
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::secret::TokensDocument;

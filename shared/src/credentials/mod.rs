@@ -8,6 +8,7 @@
 
 pub mod document;
 pub mod pool;
+pub mod renewal;
 pub mod secret;
 pub mod secrets_manager;
 
@@ -287,7 +288,7 @@ impl Credentials {
                 },
                 None => None,
             };
-            return self.usable(&document.tokens, status.as_deref());
+            return self.usable(&document, status.as_deref());
         }
         if *allow_header_tokens {
             return Ok(TokenSet {
@@ -312,12 +313,28 @@ impl Credentials {
         }))
     }
 
-    /// The deployment's tokens minus the dead ones, shuffled.
+    /// The deployment's tokens minus the dead ones, shuffled: the plain
+    /// tokens, and the current access token of each MiniMax Code account
+    /// (its lineage's, from the status document, else its login's).
     fn usable(
         &self,
-        all: &[String],
+        document: &TokensDocument,
         status: Option<&StatusDocument>,
     ) -> Result<TokenSet, ApiError> {
+        let mut all = document.tokens.clone();
+        if !document.code_accounts.is_empty() {
+            let now = renewal::unix_now();
+            let none = Default::default();
+            let lineages = status.map_or(&none, |s| &s.accounts);
+            let access = renewal::usable_access_tokens(&document.code_accounts, lineages, now, 2);
+            if access.is_empty() {
+                return Err(ApiError::Unavailable(format!(
+                    "No MiniMax Code account has a usable access token: {} accounts, each dead                      or expired. The maintainer renews them (the token-liveness schedule, or the                      server's timer); a dead one needs `gateway login` again.",
+                    document.code_accounts.len()
+                )));
+            }
+            all.extend(access);
+        }
         if all.is_empty() {
             return Err(ApiError::Unavailable(
                 "This deployment has no upstream tokens: add some to the tokens secret's `tokens` list.".into(),
@@ -477,13 +494,13 @@ mod tests {
             fingerprint("a"): {"live": false, "checked_at": "t", "reason": "rejected"}}}))
         .unwrap();
         c.dead.remember(&fingerprint("b"));
-        let set = c
-            .usable(&["a".into(), "b".into(), "c".into()], Some(&status))
-            .unwrap();
+        let doc = |tokens: &[&str]| TokensDocument {
+            tokens: tokens.iter().map(|t| t.to_string()).collect(),
+            ..TokensDocument::default()
+        };
+        let set = c.usable(&doc(&["a", "b", "c"]), Some(&status)).unwrap();
         assert_eq!(set.tokens, vec!["c"]);
-        let e = c
-            .usable(&["a".into(), "b".into()], Some(&status))
-            .unwrap_err();
+        let e = c.usable(&doc(&["a", "b"]), Some(&status)).unwrap_err();
         assert_eq!(e.status(), 503);
         let m = e.to_string();
         assert!(
@@ -492,7 +509,51 @@ mod tests {
                 && m.contains("1 rejected"),
             "{m}"
         );
-        assert_eq!(c.usable(&[], None).unwrap_err().status(), 503);
+        assert_eq!(c.usable(&doc(&[]), None).unwrap_err().status(), 503);
+    }
+
+    #[test]
+    fn code_accounts_serve_their_current_access_token() {
+        use renewal::{CodeLogin, Lineage};
+        let c = Credentials::header_mode();
+        let now = renewal::unix_now();
+        let login = |n: u32| CodeLogin {
+            region: "intl".into(),
+            refresh_token: format!("mmort_login{n}"),
+            access_token: format!("mmoat_login{n}"),
+            expires_at: now + 3600,
+            expires_in: 3600,
+            login_at: now,
+        };
+        let document = TokensDocument {
+            tokens: vec!["mmoat_plain".into()],
+            code_accounts: vec![login(1), login(2), login(3)],
+            ..TokensDocument::default()
+        };
+        let mut status = StatusDocument::default();
+        // Account 2 was renewed: its lineage's token, not the login's.
+        let mut renewed = Lineage::from_login(&login(2));
+        renewed.generation = 1;
+        renewed.access_token = "mmoat_gen1".into();
+        status.accounts.insert(login(2).account(), renewed);
+        // Account 3 is dead.
+        let mut dead = Lineage::from_login(&login(3));
+        dead.dead = Some("invalid_grant".into());
+        status.accounts.insert(login(3).account(), dead);
+        let mut set = c.usable(&document, Some(&status)).unwrap().tokens;
+        set.sort();
+        assert_eq!(set, ["mmoat_gen1", "mmoat_login1", "mmoat_plain"]);
+        // Every account expired, none renewed: a 503 that says why.
+        let stale = TokensDocument {
+            code_accounts: vec![CodeLogin {
+                expires_at: now - 1,
+                ..login(4)
+            }],
+            ..TokensDocument::default()
+        };
+        let e = c.usable(&stale, None).unwrap_err();
+        assert_eq!(e.status(), 503);
+        assert!(e.to_string().contains("maintainer"), "{e}");
     }
 
     #[test]

@@ -18,17 +18,21 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
+use super::renewal::{CodeLogin, Lineage};
 use super::secrets_manager::{AwsError, SecretsManager};
 
-/// `{"tokens": [...], "api_keys": [...]}`, cleaned as it is read: each list
-/// trimmed, without empty entries or duplicates. A single `"api_key": "..."`
-/// is one more key: it is the one key a secret the stack creates holds
-/// (CloudFormation's `GenerateSecretString` can add only one string field).
+/// `{"tokens": [...], "api_keys": [...], "minimax_code_accounts": [...]}`,
+/// cleaned as it is read: each list trimmed, without empty entries or
+/// duplicates. A single `"api_key": "..."` is one more key: it is the one
+/// key a secret the stack creates holds (CloudFormation's
+/// `GenerateSecretString` can add only one string field). MiniMax Code
+/// accounts are what `gateway login` added (`renewal.rs`).
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(from = "RawTokensDocument")]
 pub struct TokensDocument {
     pub tokens: Vec<String>,
     pub api_keys: Vec<String>,
+    pub code_accounts: Vec<CodeLogin>,
 }
 
 #[derive(Deserialize)]
@@ -39,6 +43,8 @@ struct RawTokensDocument {
     api_keys: Vec<String>,
     #[serde(default)]
     api_key: Option<String>,
+    #[serde(default)]
+    minimax_code_accounts: Vec<CodeLogin>,
 }
 
 impl From<RawTokensDocument> for TokensDocument {
@@ -52,9 +58,16 @@ impl From<RawTokensDocument> for TokensDocument {
         };
         let mut api_keys = raw.api_keys;
         api_keys.extend(raw.api_key);
+        let mut seen = std::collections::HashSet::new();
+        let code_accounts = raw
+            .minimax_code_accounts
+            .into_iter()
+            .filter(|a| !a.refresh_token.trim().is_empty() && seen.insert(a.account()))
+            .collect();
         Self {
             tokens: clean(raw.tokens),
             api_keys: clean(api_keys),
+            code_accounts,
         }
     }
 }
@@ -68,11 +81,14 @@ pub struct TokenStatus {
     pub reason: String,
 }
 
-/// The status document: fingerprint → status.
+/// The status document: fingerprint → status; and MiniMax Code's lineages,
+/// by account (`renewal.rs`), which only the one writer changes.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct StatusDocument {
     #[serde(default)]
     pub tokens: HashMap<String, TokenStatus>,
+    #[serde(default, skip_serializing_if = "HashMap::is_empty")]
+    pub accounts: HashMap<String, Lineage>,
     #[serde(default)]
     pub checked_at: String,
     #[serde(default)]

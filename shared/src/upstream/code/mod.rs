@@ -14,12 +14,14 @@
 //! - `stream.rs`: the event stream decoded (sans I/O).
 //! - `errors.rs`: section 6's classes (dead, cooling and why, the caller's
 //!   400 or 413, the upstream's fault).
-//! - `client.rs`: the HTTP calls.
+//! - `client.rs`: the HTTP calls of the messages route.
+//! - `oauth.rs`: the account service (device flow, refresh grant).
 
 mod client;
 pub(crate) mod config;
 mod errors;
 mod models;
+pub mod oauth;
 mod request;
 mod stream;
 
