@@ -14,12 +14,12 @@ COPY . .
 # The `server` profile: release settings, and a panic costs one request, not
 # every request in flight (Cargo.toml says why Lambda's release profile aborts).
 RUN cargo build --profile server --locked -p server \
- && cp target/server/server /server
+ && cp target/server/gateway /gateway
 
 FROM gcr.io/distroless/static-debian12:nonroot
-COPY --from=build /server /server
+COPY --from=build /gateway /gateway
 # Listen on 0.0.0.0:$PORT; SIGTERM drains requests in flight (SHUTDOWN_TIMEOUT_SECONDS).
 ENV PORT=8080
 EXPOSE 8080
 STOPSIGNAL SIGTERM
-ENTRYPOINT ["/server"]
+ENTRYPOINT ["/gateway"]

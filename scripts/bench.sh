@@ -20,7 +20,7 @@ load)
   # Three sockets a stream in the bench's process (client, simulator's both
   # ends), two in the server's.
   [ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -ge 8192 ] || ulimit -n "$(ulimit -Hn)"
-  exec "$ROOT/target/release/server-load" --server-bin "$ROOT/target/server/server" "${@:2}"
+  exec "$ROOT/target/release/server-load" --server-bin "$ROOT/target/server/gateway" "${@:2}"
   ;;
 startup)
   "$ROOT/scripts/setup.sh" >/dev/null

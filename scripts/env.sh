@@ -12,6 +12,8 @@ export MOTO_URL="http://127.0.0.1:${MOTO_PORT}"
 export SIM_URL="http://${SIM_ADDR}"
 export AGENT_SIM_ADDR="${AGENT_SIM_ADDR:-127.0.0.1:18081}"
 export AGENT_SIM_URL="http://${AGENT_SIM_ADDR}"
+export CODE_SIM_ADDR="${CODE_SIM_ADDR:-127.0.0.1:18082}"
+export CODE_SIM_URL="http://${CODE_SIM_ADDR}"
 # AWS tooling stays local and quiet: never the instance metadata endpoint.
 export AWS_EC2_METADATA_DISABLED=true
 export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-testing}"

@@ -46,23 +46,25 @@ if ((${#focus[@]} == 0)); then
 fi
 # The self-hosted server, static (musl), as the Dockerfile ships it: the
 # server kind of the end-to-end run uses this binary.
-log "static server: cargo lambda build --target x86_64-unknown-linux-musl --bin server"
-cargo lambda build --target x86_64-unknown-linux-musl --bin server --locked --lambda-dir "$ROOT/target/static"
+log "static server: cargo lambda build --target x86_64-unknown-linux-musl --bin gateway"
+cargo lambda build --target x86_64-unknown-linux-musl --bin gateway --locked --lambda-dir "$ROOT/target/static"
 mkdir -p "$ROOT/target/static/bin"
 # A hard link, not a copy: the binary is the one cargo lambda wrote.
-ln -f "$ROOT/target/static/server/bootstrap" "$ROOT/target/static/bin/server"
-export SERVER_BIN="$ROOT/target/static/bin/server"
+ln -f "$ROOT/target/static/gateway/bootstrap" "$ROOT/target/static/bin/gateway"
+export SERVER_BIN="$ROOT/target/static/bin/gateway"
 if ldd "$SERVER_BIN" 2>&1 | grep -q '=>'; then
   echo "$SERVER_BIN is not static: $(ldd "$SERVER_BIN")" >&2
   exit 1
 fi
 
 mkdir -p "$E2E_DIR"
+# Every deployment's port but the header one's ($LAMBDA_PORT).
+DEPLOYMENT_PORTS="9001 9002 9003 9004 9005 9006 9007"
 pids=() deployment_pids=()
 cleanup() {
   for p in "${pids[@]}" "${deployment_pids[@]}"; do kill "$p" 2>/dev/null || true; done
   pkill -f "$ROOT/target/debug/(chat-completions|models|token-check|token-liveness|audio-speech|audio-transcriptions)" 2>/dev/null || true
-  pkill -f "$ROOT/target/.*/server$" 2>/dev/null || true
+  pkill -f "$ROOT/target/.*/gateway( |$)" 2>/dev/null || true
 }
 trap cleanup EXIT
 
@@ -74,6 +76,11 @@ log "start the MiniMax Agent simulator on $AGENT_SIM_ADDR"
 "$ROOT/target/debug/hailuo-simulator" --protocol agent --addr "$AGENT_SIM_ADDR" >"$E2E_DIR/agent-simulator.log" 2>&1 &
 pids+=($!)
 wait_http "$AGENT_SIM_URL/__sim/state" 30
+
+log "start the MiniMax Code simulator on $CODE_SIM_ADDR"
+"$ROOT/target/debug/hailuo-simulator" --protocol minimax-code --addr "$CODE_SIM_ADDR" >"$E2E_DIR/code-simulator.log" 2>&1 &
+pids+=($!)
+wait_http "$CODE_SIM_URL/_sim/state" 30
 
 log "start moto (local Secrets Manager) on :$MOTO_PORT"
 # moto keeps its recording in a file in its working directory: run it in .e2e.
@@ -94,7 +101,7 @@ deploy() { # name port [KEY=VALUE...]: defaults, each overridable
   local -A given=()
   for kv in "$@"; do given[${kv%%=*}]=1; done
   {
-    for kv in "HAILUO_BASE_URL=$SIM_URL" RUST_LOG=info UPSTREAM_FIRST_BYTE_TIMEOUT_MS=2500 \
+    for kv in UPSTREAM=hailuo "HAILUO_BASE_URL=$SIM_URL" RUST_LOG=info UPSTREAM_FIRST_BYTE_TIMEOUT_MS=2500 \
       HAILUO_TTS_POLL_INTERVAL_MS=100 HAILUO_TTS_TIMEOUT_MS=2000 \
       UPSTREAM_IDLE_TIMEOUT_MS=2500 UPSTREAM_RETRY_BACKOFF_MS=100 MAX_REQUEST_BYTES=1048576 \
       AWS_EC2_METADATA_DISABLED=true "AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID" \
@@ -131,7 +138,15 @@ start_deployments() {
   # It also replaces the first two OpenAI voices (REPLACE_AUDIO_MODEL).
   deploy files 9005 FILE_URL_ALLOW_PRIVATE=true FILE_MAX_BYTES=1048576 \
     REPLACE_AUDIO_MODEL=JayChou_hailuo,Daniel_hailuo
-  for port in "$LAMBDA_PORT" 9001 9002 9003 9004 9005; do wait_http "http://127.0.0.1:$port/" 120; done
+  # MiniMax Code: header mode (callers send access tokens), and its accounts
+  # from a tokens secret that `gateway login` writes, renewed by the
+  # token-liveness binary the tests run as the one writer.
+  local code=(UPSTREAM=minimax-code "MINIMAX_CODE_BASE_URL=$CODE_SIM_URL" "MINIMAX_CODE_ACCOUNT_URL=$CODE_SIM_URL"
+    FILE_URL_ALLOW_PRIVATE=true)
+  deploy code 9006 "${code[@]}"
+  deploy codeacct 9007 "${code[@]}" TOKENS_SECRET_ID=e2e/code-tokens TOKEN_STATUS_SECRET_ID=e2e/code-status \
+    SECRET_CACHE_TTL_SECONDS=1 STATUS_CACHE_TTL_SECONDS=1
+  for port in "$LAMBDA_PORT" $DEPLOYMENT_PORTS; do wait_http "http://127.0.0.1:$port/" 120; done
   [[ $GATEWAY_KIND == watch ]] || return 0
   # The emulator starts a function on its first request: warm them before any
   # test clock starts, on paths that read no secret.
@@ -139,7 +154,7 @@ start_deployments() {
     /lambda-url/audio-speech/warm-up /lambda-url/audio-transcriptions/warm-up; do
     curl -s -o /dev/null --max-time 300 "$GATEWAY_URL$path" || true
   done
-  for port in 9001 9002 9003 9004 9005; do
+  for port in $DEPLOYMENT_PORTS; do
     for fn in chat-completions models token-check audio-speech audio-transcriptions; do
       curl -s -o /dev/null --max-time 300 "http://127.0.0.1:$port/lambda-url/$fn/warm-up" || true
     done
@@ -152,7 +167,7 @@ stop_deployments() {
   for p in "${deployment_pids[@]}"; do wait "$p" 2>/dev/null || true; done
   deployment_pids=()
   # The ports are free again before the next kind starts.
-  for port in "$LAMBDA_PORT" 9001 9002 9003 9004 9005; do
+  for port in "$LAMBDA_PORT" $DEPLOYMENT_PORTS; do
     for ((i = 0; i < 120; i++)); do curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$port/" || break; sleep 0.25; done
   done
 }
@@ -180,7 +195,7 @@ for GATEWAY_KIND in $kinds; do
 done
 
 log "logs must not contain any token or API key"
-if grep -Eo '(tok|sk)-e2e-[A-Za-z0-9_-]+' "$E2E_DIR"/*.log | head -5 | grep .; then
+if grep -Eo '(tok|sk)-e2e-[A-Za-z0-9_-]+|mmo[ar]t_[A-Za-z0-9]{6,}' "$E2E_DIR"/*.log | head -5 | grep .; then
   echo "a token or key appeared in the logs above" >&2
   status=1
 fi

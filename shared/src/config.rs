@@ -10,8 +10,8 @@ use crate::upstream::hailuo::HailuoConfig;
 
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Which upstream serves this deployment, `UPSTREAM`: `hailuo` (default),
-    /// `minimax-code` or `minimax-agent`.
+    /// Which upstream serves this deployment, `UPSTREAM`: `minimax-code`
+    /// (default: the one that answers today), `hailuo` or `minimax-agent`.
     pub upstream: String,
     /// The MiniMax Code upstream's settings (`MINIMAX_CODE_*`), owned by its adapter.
     pub code: CodeConfig,
@@ -112,7 +112,7 @@ impl Config {
             |k, d| env.millis(k, d),
         );
         Self {
-            upstream: text("UPSTREAM", "hailuo").to_ascii_lowercase(),
+            upstream: text("UPSTREAM", "minimax-code").to_ascii_lowercase(),
             hailuo: HailuoConfig::from_lookup(env),
             code: CodeConfig::from_lookup(env),
             agent: AgentConfig::from_lookup(env),

@@ -33,6 +33,7 @@ impl Started {
         let port = free_port();
         let mut command = std::process::Command::new(bin);
         command
+            .env("UPSTREAM", "hailuo")
             .env("HAILUO_BASE_URL", sim_url)
             .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
             .env("RUST_LOG", "warn")

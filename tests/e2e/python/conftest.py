@@ -157,3 +157,78 @@ def client_for():
 def http():
     with httpx.Client(base_url=GATEWAY_URL, timeout=60) as c:
         yield c
+
+
+CODE_SIM_URL = os.environ.get("CODE_SIM_URL", "http://127.0.0.1:18082")
+CODE_URL = "http://127.0.0.1:9006"  # UPSTREAM=minimax-code, header mode
+CODE_ACCOUNTS_URL = "http://127.0.0.1:9007"  # minimax-code, accounts in e2e/code-tokens
+
+
+class CodeSim:
+    """The MiniMax Code simulator's control API (`/_sim/`)."""
+
+    def __init__(self, url: str = CODE_SIM_URL):
+        self.url = url
+        self.http = httpx.Client(base_url=url, timeout=10)
+
+    def reset(self):
+        self.http.post("/_sim/reset").raise_for_status()
+
+    def state(self) -> dict:
+        return self.http.get("/_sim/state").raise_for_status().json()
+
+    def settings(self, **kw):
+        self.http.post("/_sim/settings", json=kw).raise_for_status()
+
+    def script(self, blocks: list, stop_reason: str | None = None, **kw):
+        """The next answer (for any account, or `account=`/`model=`)."""
+        self.http.post("/_sim/script", json={"blocks": blocks, "stop_reason": stop_reason, **kw}).raise_for_status()
+
+    def fault(self, kind: str, target: str = "messages", **kw):
+        self.http.post("/_sim/fault", json={"target": target, "kind": kind, **kw}).raise_for_status()
+
+    def advance(self, seconds: float):
+        self.http.post("/_sim/clock", json={"advance_s": seconds}).raise_for_status()
+
+    def pending(self) -> list[str]:
+        return self.http.get("/_sim/device/pending").raise_for_status().json()["user_codes"]
+
+    def approve(self, user_code: str, account: str):
+        self.http.post("/_sim/device/approve", json={"user_code": user_code, "account": account}).raise_for_status()
+
+    def violations(self) -> list:
+        return self.http.get("/_sim/violations").raise_for_status().json()["violations"]
+
+    def requests(self, path_suffix: str = "/messages") -> list[dict]:
+        log = self.http.get("/_sim/log").raise_for_status().json()["requests"]
+        return [r for r in log if r["path"].endswith(path_suffix)]
+
+    def login(self, account: str = "e2e") -> dict:
+        """A device login as a client makes it (PKCE, the poll), the sim's
+        clock moved past the interval instead of sleeping: the token answer."""
+        import base64
+        import secrets
+
+        verifier = base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()
+        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+        start = self.http.post("/oauth2/device/code", data={
+            "client_id": "mcode-public", "scope": "agent.default", "audience": "agent-backend",
+            "code_challenge": challenge, "code_challenge_method": "S256"}).raise_for_status().json()
+        self.approve(start["user_code"], account)
+        self.advance(start["interval"])
+        answer = self.http.post("/oauth2/token", data={
+            "grant_type": "urn:ietf:params:oauth:grant-type:device_code", "device_code": start["device_code"],
+            "client_id": "mcode-public", "code_verifier": verifier})
+        answer.raise_for_status()
+        return answer.json()
+
+    def assert_clean(self):
+        assert self.violations() == [], f"MiniMax Code protocol violations: {self.violations()}"
+
+
+@pytest.fixture
+def code_sim():
+    s = CodeSim()
+    s.reset()
+    yield s
+    s.assert_clean()

@@ -393,7 +393,7 @@ def chat_processes() -> set[int]:
                 argv0 = f.read().split(b"\0")[0]
         except OSError:
             continue
-        if argv0.endswith(b"/server" if ON_SERVER else b"/chat-completions"):
+        if argv0.endswith(b"/gateway" if ON_SERVER else b"/chat-completions"):
             pids.add(int(entry))
     return pids
 

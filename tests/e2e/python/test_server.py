@@ -21,7 +21,7 @@ pytestmark = server_only
 ROOT = os.environ.get("ROOT", ".")
 E2E_DIR = os.environ.get("E2E_DIR", ".e2e")
 # The static (musl) build scripts/test.sh makes, as the Dockerfile ships it.
-SERVER = os.environ.get("SERVER_BIN") or os.path.join(ROOT, "target", "debug", "server")
+SERVER = os.environ.get("SERVER_BIN") or os.path.join(ROOT, "target", "debug", "gateway")
 
 
 def free_port() -> int:
@@ -39,6 +39,7 @@ class Server:
         self.log_path = os.path.join(E2E_DIR, f"server-{name}.log")
         env = {
             "PATH": os.environ["PATH"],
+            "UPSTREAM": "hailuo",
             "HAILUO_BASE_URL": SIM_URL,
             "RUST_LOG": "info",
             "LISTEN_ADDR": f"127.0.0.1:{self.port}",

@@ -19,7 +19,9 @@ use crate::upstream::{Capabilities, EventStream, Turn, Upstream, UpstreamError, 
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
 pub struct CodeClient {
-    http: reqwest::Client,
+    /// The web chats' connections (the same TLS roots, `SSL_CERT_FILE`
+    /// included, and another connection past an HTTP/2 stream limit).
+    http: crate::upstream::browser::Connections,
     config: CodeConfig,
     catalogue: Catalogue,
 }
@@ -27,10 +29,7 @@ pub struct CodeClient {
 impl CodeClient {
     pub fn new(config: CodeConfig) -> Result<Self, crate::upstream::browser::BoxError> {
         config.check_hosts()?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build()?;
+        let http = crate::upstream::browser::Connections::new(config.streams_per_connection)?;
         let catalogue = Catalogue::new(&config.models, &config.default_model);
         Ok(Self {
             http,
@@ -178,8 +177,8 @@ impl Upstream for CodeClient {
         let model = self.catalogue.resolve(&conversation.model);
         let max_tokens = self.max_tokens(conversation.max_tokens, model)?;
         let body = request::body(conversation, files, model, max_tokens)?;
-        let response = self
-            .http
+        let (http, in_flight) = self.http.take();
+        let response = http
             .post(self.url("messages"))
             .headers(self.headers(token, true)?)
             .body(body)
@@ -198,7 +197,7 @@ impl Upstream for CodeClient {
             return Err(self.failure_under_200(token, response).await);
         }
         Ok(crate::upstream::sse::decode(
-            response.bytes_stream().eventsource(),
+            in_flight.hold(response.bytes_stream()).eventsource(),
             Frames {
                 decoder: StreamDecoder::default(),
                 config: self.config.clone(),
@@ -222,8 +221,8 @@ impl Upstream for CodeClient {
             "messages": [{"role": "user", "content": "ping"}],
             "stream": false,
         });
-        let response = self
-            .http
+        let (http, _in_flight) = self.http.take();
+        let response = http
             .post(self.url("messages/count_tokens"))
             .headers(self.headers(token, false)?)
             .json(&body)

@@ -86,8 +86,9 @@ pub struct CodeConfig {
     pub throttle_cooldown: Duration,
     pub plan_cooldown: Duration,
     pub block_cooldown: Duration,
-    /// Connecting to the upstream, `MINIMAX_CODE_CONNECT_TIMEOUT_MS` (10 s).
-    pub connect_timeout: Duration,
+    /// Streams per upstream connection before another is opened,
+    /// `UPSTREAM_STREAMS_PER_CONNECTION` (64, as for the web chats).
+    pub streams_per_connection: usize,
 }
 
 impl CodeConfig {
@@ -123,7 +124,7 @@ impl CodeConfig {
             throttle_cooldown: secs("MINIMAX_CODE_THROTTLE_COOLDOWN_S", 60),
             plan_cooldown: secs("MINIMAX_CODE_PLAN_COOLDOWN_S", 3600),
             block_cooldown: secs("MINIMAX_CODE_BLOCK_COOLDOWN_S", 3600),
-            connect_timeout: env.millis("MINIMAX_CODE_CONNECT_TIMEOUT_MS", 10_000),
+            streams_per_connection: crate::upstream::browser::streams_per_connection(env),
         }
     }
 

@@ -166,6 +166,7 @@ struct DeviceAnswer {
 /// The account service of one region.
 pub struct AccountService {
     http: reqwest::Client,
+    timeout: Duration,
     account_url: String,
     client_id: String,
 }
@@ -181,13 +182,10 @@ fn form(pairs: &[(&str, &str)]) -> String {
 impl AccountService {
     pub fn new(config: &CodeConfig, timeout: Duration) -> Result<Self, String> {
         config.check_hosts()?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            .timeout(timeout)
-            .build()
-            .map_err(|e| e.to_string())?;
+        let http = crate::upstream::browser::http_client().map_err(|e| e.to_string())?;
         Ok(Self {
             http,
+            timeout,
             account_url: config.account_url.clone(),
             client_id: config.client_id.clone(),
         })
@@ -197,6 +195,7 @@ impl AccountService {
         let response = self
             .http
             .post(format!("{}{path}", self.account_url))
+            .timeout(self.timeout)
             .header("content-type", "application/x-www-form-urlencoded")
             .header("accept", "application/json")
             .body(body)

@@ -1,4 +1,4 @@
-//! `server-load [--server-bin target/server/server] [--levels 100,300,1000]
+//! `server-load [--server-bin target/server/gateway] [--levels 100,300,1000]
 //!              [--seconds 15] [--pace-ms 100] [--chunk-bytes 50] [--answer-bytes 2000]
 //!              [--split-cores] [--server-url URL --sim-addr 0.0.0.0:18080]`
 //!
@@ -158,7 +158,7 @@ where
 
 #[tokio::main]
 async fn main() {
-    let mut server_bin = "target/server/server".to_string();
+    let mut server_bin = "target/server/gateway".to_string();
     let mut levels = vec![100usize, 300, 1000];
     let mut seconds = 15u64;
     let mut pace_ms = 100u64;
