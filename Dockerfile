@@ -14,10 +14,14 @@ COPY . .
 # The `server` profile: release settings, and a panic costs one request, not
 # every request in flight (Cargo.toml says why Lambda's release profile aborts).
 RUN cargo build --profile server --locked -p server \
- && cp target/server/gateway /gateway
+ && cp target/server/gateway /gateway \
+ && mkdir /data
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /gateway /gateway
+# Where a tokens file and its state file live (a volume; docs/self-hosting.md):
+# owned by the non-root user, so a named volume starts writable.
+COPY --from=build --chown=65532:65532 /data /data
 # Listen on 0.0.0.0:$PORT; SIGTERM drains requests in flight (SHUTDOWN_TIMEOUT_SECONDS).
 ENV PORT=8080
 EXPOSE 8080

@@ -193,4 +193,71 @@ mod tests {
             "status follows the tokens TTL"
         );
     }
+
+    /// Every setting a deployment can be given is a row of
+    /// docs/configuration.md, and every row is a setting: the names are
+    /// those the code looks up (recorded by running each reader with a
+    /// lookup that answers nothing, then everything), and the few read
+    /// around the reader, each checked to be in its source.
+    #[test]
+    fn the_configuration_table_is_what_the_code_reads() {
+        use std::cell::RefCell;
+        use std::collections::BTreeSet;
+        let read = RefCell::new(BTreeSet::new());
+        // Every reader, with a lookup that answers `unset` for the names in
+        // it and "1" for every other.
+        let run = |unset: &dyn Fn(&str) -> bool| {
+            let record = |k: &str| {
+                read.borrow_mut().insert(k.to_string());
+                (!unset(k)).then(|| "1".to_string())
+            };
+            Config::from_lookup(record);
+            let env = Lookup::new(&record);
+            crate::runtime::ServerSettings::from_lookup(&env);
+            crate::credentials::secrets_manager::SecretsManager::from_lookup(&env, "test");
+        };
+        run(&|_| true);
+        run(&|_| false);
+        // A name read only when another is unset (a fallback) shows up
+        // when that one alone is.
+        let seen: Vec<String> = read.borrow().iter().cloned().collect();
+        for name in &seen {
+            run(&|k| k == name);
+        }
+        let around = [
+            ("RUST_LOG", include_str!("runtime.rs")),
+            ("SSL_CERT_FILE", include_str!("upstream/browser.rs")),
+        ];
+        for (name, source) in around {
+            assert!(
+                source.contains(&format!("\"{name}\"")),
+                "{name} is no longer read"
+            );
+            read.borrow_mut().insert(name.to_string());
+        }
+        // reqwest reads these itself, for the upstream calls.
+        for name in ["HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY"] {
+            read.borrow_mut().insert(name.to_string());
+        }
+        let table = include_str!("../../docs/configuration.md");
+        let mut documented = BTreeSet::new();
+        for row in table.lines().filter(|l| l.starts_with("| `")) {
+            let first = row.split('|').nth(1).unwrap_or_default();
+            for name in first.split('`').skip(1).step_by(2) {
+                let setting = name
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+                if setting && !name.is_empty() {
+                    documented.insert(name.to_string());
+                }
+            }
+        }
+        let read = read.into_inner();
+        let missing: Vec<_> = read.difference(&documented).collect();
+        let stale: Vec<_> = documented.difference(&read).collect();
+        assert!(
+            missing.is_empty() && stale.is_empty(),
+            "docs/configuration.md lacks {missing:?} and names {stale:?}, which nothing reads"
+        );
+    }
 }

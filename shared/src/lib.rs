@@ -1,32 +1,40 @@
-//! MiniMax's consumer chat (Hailuo AI, MiniMax Agent) behind an
-//! OpenAI-compatible API: the library every Lambda function in this workspace
-//! is wired from. The functions' `main.rs` files only build the state once per
-//! execution environment and run one of the routers below.
+//! MiniMax's models (MiniMax Code's model gateway, and the Hailuo AI and
+//! MiniMax Agent web chats) behind an OpenAI-compatible API: the library
+//! every Lambda function in this workspace is wired from. The functions'
+//! `main.rs` files only build the state once per execution environment and
+//! run one of the routers below.
 //!
 //! # The path of a chat request
 //!
 //! The request is checked at the door (CORS, body limit, who is calling and
-//! with which tokens), parsed into typed, borrowed fields and flattened into
-//! the one text the upstream takes. `answer` then leases a free account of the
-//! request's pool and opens the upstream answer, retrying elsewhere only while
-//! the upstream has not accepted the turn. The answer's events become OpenAI
-//! chunks in a task that owns the answer, so a caller that goes away cannot
-//! cancel the cleanup; that task sends the end of the answer, deletes the
-//! upstream conversation and gives the account back, and only then lets the
-//! response end (Lambda freezes the environment once it has).
+//! with which tokens) and parsed into typed, borrowed fields: one internal
+//! [`conversation::Conversation`], the same for every door. The
+//! conversation layer (`reply.rs`) is the one place that looks at what the
+//! upstream does natively: an upstream that understands conversations gets
+//! it as it is; a text-only web chat gets it flattened into one prompt, with
+//! tools and JSON answers emulated through the nonce contract. `answer`
+//! then leases a free account of the request's pool and opens the upstream
+//! answer, retrying elsewhere only while the upstream has not accepted the
+//! turn (accounts cool by error class: throttled, out of credits, blocked).
+//! The answer's pieces become OpenAI chunks in a task that owns the reply,
+//! so a caller that goes away cannot cancel the cleanup; that task sends the
+//! end of the answer, deletes what the answer left upstream and gives the
+//! account back, and only then lets the response end (Lambda freezes the
+//! environment once it has).
 //!
 //! ```text
 //! function URL / server ── runtime.rs (Lambda loop, restarted if a response cannot be delivered)
-//!   └─ routes/chat.rs ── CORS, limits
-//!        ├─ credentials/   caller → tokens (header mode, or Secrets Manager + API keys)
-//!        ├─ openai/chat.rs request → typed, validated fields
-//!        ├─ structured/    tools, tool_choice, response_format → the contract with the model (nonce)
-//!        ├─ prompt.rs      messages (tool calls and results too) + instruction → one text
-//!        ├─ files/         the last message's files → bytes (data URLs, safe fetching)
-//!        └─ answer.rs      lease an account → Upstream::chat → first event (or retry elsewhere)
-//!             └─ upstream/ hailuo/ (SSE) or agent/ (send, then poll) → UpstreamEvent …
-//!   answer text → structured::Reader (tags held, calls checked; one correction turn in the same conversation)
-//!   chunks (openai/encode.rs) → finish → delete upstream conversation → usage, [DONE] → end
+//!   └─ routes/chat.rs ── CORS, limits        (the door: OpenAI chat completions)
+//!        ├─ credentials/   caller → tokens (header mode, or a tokens document + API keys;
+//!        │                 MiniMax Code accounts' current access tokens)
+//!        ├─ openai/chat.rs request → Conversation (typed, validated fields)
+//!        └─ reply.rs       the conversation layer: native, or the text-chat layer
+//!             ├─ (text chats) structured/ + prompt.rs: the contract, one prompt; Reader + correction turn
+//!             ├─ files/    the last message's files → bytes (data URLs, safe fetching)
+//!             └─ answer.rs lease an account → Upstream::chat(Turn) → first event (or retry elsewhere)
+//!                  └─ upstream/ code/ (Anthropic Messages), hailuo/ (SSE), agent/ (send, then poll)
+//!   pieces (text, reasoning, tool calls, stop, usage) → chunks (openai/encode.rs) → finish
+//!     → cleanup → usage, [DONE] → end
 //! ```
 //!
 //! Speech takes the same path to an account: `speech.rs` leases one with
@@ -38,16 +46,20 @@
 //!
 //! # Layout, and which way dependencies point
 //!
-//! routes → prompt → structured → openai; routes → files → openai, upstream (its
-//! `FileUpload`); routes → credentials → answer → upstream → settings,
-//! redact, text; routes → speech → answer; routes → audio. Adapters
-//! (`upstream/hailuo`, `upstream/agent`) know nothing of OpenAI, of
+//! routes (doors) → reply (the conversation layer) → answer (the pool) →
+//! upstream; reply → prompt, structured (the text-chat layer), files;
+//! routes → credentials; routes → speech → answer; routes → audio.
+//! `conversation` is a leaf every layer reads. Adapters (`upstream/code`,
+//! `upstream/hailuo`, `upstream/agent`) know nothing of any door, of
 //! credentials or of the gateway's config: each owns its config type, built
 //! from the settings reader with its prefix.
 //!
-//! - `routes/`: one `Router` per function (`chat` with `chat_tests.rs`,
-//!   `models`, `token_check`, `speech`, `transcription`), with the
-//!   fallbacks, limits and CORS they share.
+//! - `conversation.rs`: the one internal conversation (messages, tools,
+//!   answer format, thinking, the output cap), stop reasons, token usage.
+//! - `reply.rs`: a conversation answered, as door-neutral pieces.
+//! - `routes/`: one `Router` per function (`chat` with `chat_tests.rs` and
+//!   `chat_native_tests.rs`, `models`, `token_check`, `speech`,
+//!   `transcription`), with the fallbacks, limits and CORS they share.
 //! - `openai/`: the OpenAI surface: request parsing (`chat.rs`), chunk and
 //!   completion encoding, usage estimates, the model list.
 //! - `structured/`: tool calls and JSON answers over chats that have neither:
@@ -55,36 +67,42 @@
 //!   (`schema.rs`), JSON out of prose (`json_text.rs`). Sans I/O.
 //! - `files/`: documents and images a message carries, as bytes: data URLs,
 //!   safe URL fetching (`fetch.rs`), types sniffed from the bytes.
-//! - `prompt.rs`: OpenAI messages flattened into the upstream's one text.
+//! - `prompt.rs`: messages flattened into a web chat's one text.
 //! - `speech.rs`: synthesis and voice calls on an account of the pool;
 //!   OpenAI voices mapped to Hailuo's.
 //! - `audio/`: codecs in-process (decode any accepted file, encode the
 //!   voice call's mp3, mp3 parts to 24 kHz PCM). Sans I/O; imports nothing
 //!   of ours.
 //! - `credentials/`: header or secret mode, API keys; `secret.rs` (Secrets
-//!   Manager documents), `pool.rs` (tokens seen dead, accounts in use).
+//!   Manager documents), `pool.rs` (tokens seen dead, accounts cooling,
+//!   accounts in use), `renewal.rs` (MiniMax Code's rotating refresh tokens
+//!   and their one writer).
 //! - `answer.rs`: one upstream answer: lease, open with retries, timeouts,
 //!   cleanup.
-//! - `upstream/`: the `Upstream` trait and its events, and `Voice` (speech,
-//!   Hailuo's only, for the functions that ask for it); what both web
-//!   protocols share (`browser.rs`: HTTP client, browser profile, signed calls,
-//!   registration; `signing.rs`, `envelope.rs`, `query_string.rs`,
-//!   `device.rs`, `cumulative.rs`); the adapters `hailuo/` and `agent/`
-//!   (`config.rs`, `device_query.rs`, `client.rs`, and the stream or poll
-//!   decoder).
-//! - `liveness.rs`: the scheduled token check and its metric line.
+//! - `upstream/`: the `Upstream` trait (`Turn`, `Capabilities`) and its
+//!   events, and `Voice` (speech, Hailuo's only, for the functions that ask
+//!   for it); `sse.rs` (an SSE answer through a protocol's frame decoder);
+//!   what both web protocols share (`browser.rs`: HTTP client, browser
+//!   profile, signed calls, registration; `signing.rs`, `envelope.rs`,
+//!   `query_string.rs`, `device.rs`, `cumulative.rs`); the adapters `code/`
+//!   (MiniMax Code: config, models, request, stream, errors, oauth, client),
+//!   `hailuo/` and `agent/`.
+//! - `liveness.rs`: the scheduled maintenance (renewals, then the token
+//!   check) and its metric line; the server's state file.
+//! - `login.rs`: `gateway login`, the device flow that adds an account.
 //! - `config.rs`: the gateway's settings, holding each adapter's own.
 //! - `error.rs`: `ApiError`, every failure as an OpenAI error and status.
 //! - `runtime.rs`: Lambda (streamed or buffered) or a local server with a
 //!   graceful shutdown; logs.
 //! - `server.rs`: the self-hosted server: every route (`routes::all`) on one
 //!   port, tokens from the header or `TOKENS_FILE` (`credentials/document.rs`),
-//!   the liveness check on a timer in-process.
+//!   the maintenance on a timer in-process.
 //! - `caller.rs`: whether a request's caller is still there (a server
 //!   drops the handler), so that a request still waiting for an account stops.
 //! - `settings.rs`, `redact.rs`, `text.rs`: leaves that import nothing of ours
 //!   (the settings reader, fingerprints, character-safe cuts).
-//! - `testing.rs` (tests only): a scripted upstream for in-process tests.
+//! - `testing.rs` (tests only): a scripted upstream for in-process tests, as
+//!   a web chat or (`native()`) as an upstream that takes conversations.
 
 mod answer;
 mod audio;

@@ -132,15 +132,31 @@ impl Reply {
                 conversation: &conversation,
                 files: &files,
             };
-            let answer = Answer::open(
-                upstream.clone(),
-                at.config,
-                tokens,
-                Pool::of(at.credentials),
-                &turn,
-                false,
-            )
-            .await?;
+            let open = |tokens| {
+                Answer::open(
+                    upstream.clone(),
+                    at.config,
+                    tokens,
+                    Pool::of(at.credentials),
+                    &turn,
+                    false,
+                )
+            };
+            let answer = match open(tokens).await {
+                Ok(answer) => answer,
+                // Rejected tokens, or none left: the maintainer may have just
+                // rotated them. The status is read again, once.
+                Err(e @ (ApiError::Unauthorized(_) | ApiError::Unavailable(_))) => {
+                    match at.credentials.reread(tokens).await {
+                        Some(fresh) => {
+                            tracing::info!("tokens rejected; trying the ones the status holds now");
+                            open(&fresh).await?
+                        }
+                        None => return Err(e),
+                    }
+                }
+                Err(e) => return Err(e),
+            };
             return Ok(Self::new(
                 answer,
                 Mode::Native {

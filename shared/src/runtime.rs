@@ -140,18 +140,33 @@ pub(crate) async fn serve_until(
              panics here ends every request in flight; build with `--profile server`"
         );
     }
-    let env = Lookup::env();
-    let addr = listen_addr(&env);
-    // The longest a shutdown waits for requests in flight.
-    let timeout = Duration::from_secs(env.number("SHUTDOWN_TIMEOUT_SECONDS", 120));
+    let settings = ServerSettings::from_lookup(&Lookup::env());
+    let addr = settings.addr;
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    let idle = Duration::from_secs(env.number(
-        "CONNECTION_IDLE_TIMEOUT_SECONDS",
-        CONNECTION_IDLE_TIMEOUT.as_secs(),
-    ));
-    serve_on(listener, router, stop, idle, timeout).await
+    serve_on(listener, router, stop, settings.idle, settings.shutdown).await
+}
+
+/// What a local server reads of the environment.
+pub(crate) struct ServerSettings {
+    pub addr: String,
+    /// The longest a shutdown waits for requests in flight.
+    pub shutdown: Duration,
+    pub idle: Duration,
+}
+
+impl ServerSettings {
+    pub(crate) fn from_lookup(env: &Lookup) -> Self {
+        Self {
+            addr: listen_addr(env),
+            shutdown: Duration::from_secs(env.number("SHUTDOWN_TIMEOUT_SECONDS", 120)),
+            idle: Duration::from_secs(env.number(
+                "CONNECTION_IDLE_TIMEOUT_SECONDS",
+                CONNECTION_IDLE_TIMEOUT.as_secs(),
+            )),
+        }
+    }
 }
 
 /// The default of `CONNECTION_IDLE_TIMEOUT_SECONDS`: how long a connection

@@ -39,6 +39,14 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Document<T> {
         }
     }
 
+    /// Read it afresh at the next `get` (a secret's cache is expired; a file
+    /// and the memory are always read as they are).
+    pub async fn expire(&self) {
+        if let Self::Secret(secret) = self {
+            secret.expire().await;
+        }
+    }
+
     /// What the document is called in errors and logs (never its content).
     pub fn id(&self) -> &str {
         match self {

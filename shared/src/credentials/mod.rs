@@ -313,6 +313,33 @@ impl Credentials {
         }))
     }
 
+    /// After the upstream rejected tokens of `set`: the deployment's tokens
+    /// read again, the status document afresh, when that gives MiniMax Code
+    /// access tokens `set` did not have (the maintainer may have just
+    /// rotated them; a chat never refreshes itself). `None` otherwise, and
+    /// in header mode.
+    pub async fn reread(&self, set: &TokenSet) -> Option<TokenSet> {
+        let Mode::Secret(secret) = &self.mode else {
+            return None;
+        };
+        if !set.from_secret {
+            return None;
+        }
+        let document = secret.tokens.get().await.ok()?;
+        if document.code_accounts.is_empty() {
+            return None;
+        }
+        let status = secret.status.as_ref()?;
+        status.expire().await;
+        let status = status.get().await.ok()?;
+        let fresh = self.usable(&document, Some(&status)).ok()?;
+        fresh
+            .tokens
+            .iter()
+            .any(|t| !set.tokens.contains(t))
+            .then_some(fresh)
+    }
+
     /// The deployment's tokens minus the dead ones, shuffled: the plain
     /// tokens, and the current access token of each MiniMax Code account
     /// (its lineage's, from the status document, else its login's).
@@ -329,7 +356,9 @@ impl Credentials {
             let access = renewal::usable_access_tokens(&document.code_accounts, lineages, now, 2);
             if access.is_empty() {
                 return Err(ApiError::Unavailable(format!(
-                    "No MiniMax Code account has a usable access token: {} accounts, each dead                      or expired. The maintainer renews them (the token-liveness schedule, or the                      server's timer); a dead one needs `gateway login` again.",
+                    "No MiniMax Code account has a usable access token: {} accounts, each dead \
+                     or expired. The maintainer renews them (the token-liveness schedule, or the \
+                     server's timer); a dead one needs `gateway login` again.",
                     document.code_accounts.len()
                 )));
             }
@@ -510,6 +539,53 @@ mod tests {
             "{m}"
         );
         assert_eq!(c.usable(&doc(&[]), None).unwrap_err().status(), 503);
+    }
+
+    #[tokio::test]
+    async fn a_rejected_access_token_is_looked_up_again_once_the_status_moved() {
+        use renewal::{CodeLogin, Lineage};
+        let dir = std::env::temp_dir().join(format!("gw-reread-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tokens.json");
+        let now = renewal::unix_now();
+        let login = CodeLogin {
+            region: "intl".into(),
+            refresh_token: "mmort_login".into(),
+            access_token: "mmoat_login".into(),
+            expires_at: now + 3600,
+            expires_in: 3600,
+            login_at: now,
+        };
+        let doc = serde_json::json!({"api_keys": ["sk-k"], "minimax_code_accounts": [login]});
+        std::fs::write(&path, doc.to_string()).unwrap();
+        let status = Arc::new(Latest::new("status"));
+        let c = Credentials::new(
+            Mode::Secret(Box::new(SecretMode {
+                tokens: Document::File(FileDocument::new(&path)),
+                status: Some(Document::Memory(status.clone())),
+                allow_header_tokens: false,
+            })),
+            Duration::from_secs(600),
+            "sk-",
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, "Bearer sk-k".parse().unwrap());
+        let first = c.tokens_for(&headers).await.unwrap();
+        assert_eq!(first.tokens, ["mmoat_login"]);
+        // Nothing moved: nothing new to try.
+        assert_eq!(c.reread(&first).await, None);
+        // The maintainer rotated it meanwhile.
+        let mut rotated = Lineage::from_login(&login);
+        rotated.generation = 1;
+        rotated.access_token = "mmoat_gen1".into();
+        let mut doc = StatusDocument::default();
+        doc.accounts.insert(login.account(), rotated);
+        status.set(doc);
+        let fresh = c.reread(&first).await.unwrap();
+        assert_eq!(fresh.tokens, ["mmoat_gen1"]);
+        // Header mode never rereads.
+        assert_eq!(Credentials::header_mode().reread(&first).await, None);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -149,6 +149,17 @@ impl<T: DeserializeOwned + Send + Sync + 'static> CachedDocument<T> {
         &self.id
     }
 
+    /// Let the next `get` check with Secrets Manager whatever the TTL (it
+    /// still reads the value only if its version changed).
+    pub async fn expire(&self) {
+        let mut guard = self.held.lock().await;
+        let (held, missing_until) = &mut *guard;
+        if let Some(h) = held.as_mut() {
+            h.checked = Instant::now().checked_sub(self.ttl).unwrap_or(h.checked);
+        }
+        *missing_until = None;
+    }
+
     /// The current document; `Err(NotFound)` when the secret does not exist.
     pub async fn get(&self) -> Result<Arc<T>, SecretError> {
         let mut guard = match self.held.try_lock() {

@@ -1,6 +1,6 @@
 //! `GET /v1/models` and `GET /v1/models/{id}`.
 
-use axum::extract::Path;
+use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
 
@@ -8,14 +8,19 @@ use super::AppState;
 use crate::error::ApiError;
 use crate::openai::models::{model, model_list};
 
-/// The models routes, without the shared fallbacks (see `super::finish`).
-pub(crate) fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    let list = get(|| async { Json(model_list()) });
-    let one = get(|Path(id): Path<String>| async move {
-        model(&id)
-            .map(Json)
-            .ok_or_else(|| ApiError::NotFound(format!("The model '{id}' does not exist.")))
+/// The models routes, without the shared fallbacks (see `super::finish`):
+/// what the deployment's upstream serves.
+pub(crate) fn routes() -> Router<AppState> {
+    let list = get(|State(state): State<AppState>| async move {
+        Json(model_list(&state.upstream.models()))
     });
+    let one = get(
+        |State(state): State<AppState>, Path(id): Path<String>| async move {
+            model(&state.upstream.models(), &id)
+                .map(Json)
+                .ok_or_else(|| ApiError::NotFound(format!("The model '{id}' does not exist.")))
+        },
+    );
     Router::new()
         .route("/v1/models", list.clone())
         .route("/models", list)

@@ -314,6 +314,22 @@ pub trait Upstream: Send + Sync + 'static {
         false
     }
 
+    /// The model names it serves, for the model list (any other name is
+    /// still answered, by its default model). The web chats pick no model:
+    /// the names their clients have used are listed.
+    fn models(&self) -> Vec<String> {
+        [
+            "hailuo",
+            "MiniMax-Text-01",
+            "MiniMax-VL-01",
+            "MiniMax-M1",
+            "MiniMax-M2.5",
+            "MiniMax-M2.7",
+        ]
+        .map(str::to_string)
+        .to_vec()
+    }
+
     /// What it does natively; a text-only web chat by default.
     fn capabilities(&self) -> Capabilities {
         Capabilities {

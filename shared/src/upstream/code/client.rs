@@ -38,11 +38,6 @@ impl CodeClient {
         })
     }
 
-    /// The model ids this upstream serves, in the catalogue's order.
-    pub fn model_ids(&self) -> Vec<String> {
-        self.catalogue.ids().map(str::to_string).collect()
-    }
-
     fn url(&self, route: &str) -> String {
         format!("{}{}/{route}", self.config.base_url, self.config.llm_path)
     }
@@ -151,6 +146,11 @@ impl Upstream for CodeClient {
     fn login_hint(&self) -> &'static str {
         "Its access tokens last an hour: send a fresh one (mmoat_…), or run `gateway login` and \
          let the gateway keep the account's tokens renewed."
+    }
+
+    /// The catalogue's ids, in its order.
+    fn models(&self) -> Vec<String> {
+        self.catalogue.ids().map(str::to_string).collect()
     }
 
     fn capabilities(&self) -> Capabilities {
