@@ -74,6 +74,7 @@ if $offline; then
     chmod 600 "$TOKENS_FILE"
     curl -s -X POST "$url/_sim/settings" -H 'content-type: application/json' -d '{"interval": 1}' >/dev/null
     coproc LOGIN { "$ROOT/target/debug/gateway" login --tokens-file "$TOKENS_FILE" 2>&1; }
+    login_pid=$LOGIN_PID # bash unsets LOGIN_PID once the login ends
     while IFS= read -r line <&"${LOGIN[0]}"; do
       if [[ $line =~ confirm\ the\ code\ ([A-Z0-9]{4}-[A-Z0-9]{4}) ]]; then
         curl -s -X POST "$url/_sim/device/approve" -H 'content-type: application/json' \
@@ -81,7 +82,7 @@ if $offline; then
       fi
       [[ $line == Added* ]] && echo "$line" >&2
     done
-    wait "$LOGIN_PID"
+    wait "$login_pid" || { echo "the simulated login failed (see above)" >&2; exit 1; }
     key_hint="sk-local"
     if $lambda; then
       # The functions read no TOKENS_FILE: header mode with the simulated
