@@ -2,6 +2,7 @@
 # Benchmarks of the chat function against the simulator on loopback (release build).
 #   scripts/bench.sh [chat-bench args]   the function as a local server (the same router Lambda runs)
 #   scripts/bench.sh lambda [args]       the same, through the Lambda emulator (`cargo lambda watch`)
+#   scripts/bench.sh code [args]         the MiniMax Code path: Anthropic SSE in, OpenAI chunks out (code-bench)
 #   scripts/bench.sh memory              what one request costs in memory (request-memory)
 #   scripts/bench.sh audio               the transcription function's transcoder (audio-bench)
 #   scripts/bench.sh startup             each Lambda bootstrap's size, zip and start → ready (lambda-startup)
@@ -13,6 +14,10 @@ set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
 case ${1:-} in
+code)
+  cargo build --release --locked -p chat-completions -p chat-bench --bin chat-completions --bin code-bench
+  exec "$ROOT/target/release/code-bench" --gateway-bin "$ROOT/target/release/chat-completions" "${@:2}"
+  ;;
 load)
   # The server as it ships (the `server` profile: release, unwinding panics).
   cargo build --profile server --locked -p server

@@ -193,6 +193,9 @@ pub struct CodeState {
     violations: Vec<Value>,
     log: Vec<Value>,
     counts: HashMap<String, u64>,
+    /// The newest streamed answers (64 at most): when each piece of text
+    /// was sent, with the answer's length in bytes then.
+    pub answers_sent: Vec<Vec<(std::time::Instant, usize)>>,
 }
 
 fn real_now() -> f64 {
@@ -210,6 +213,12 @@ impl CodeState {
             s.settings.pending_shape = "status".into();
         }
         s
+    }
+
+    /// Queue a scripted answer (what `POST /_sim/script` does), for a
+    /// simulator run in-process (the benchmarks).
+    pub fn script(&mut self, script: Script) {
+        self.scripts.push_back(script);
     }
 
     /// The simulator's clock: real time plus what `/_sim/clock` added.
@@ -1115,14 +1124,27 @@ async fn messages(AxState(st): AxState<SharedCode>, headers: HeaderMap, body: By
     };
     let pace = Duration::from_millis(st.lock().unwrap().settings.pace_ms);
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
+    let record = st.clone();
     tokio::spawn(async move {
         let _answering = answering;
+        // When each piece of text was sent, with the answer's length then
+        // (what the benchmarks measure latency from).
+        let (mut text, mut sent) = (0usize, Vec::new());
         for frame in frames {
+            if let Some(n) = text_delta_len(&frame) {
+                text += n;
+                sent.push((std::time::Instant::now(), text));
+            }
             if tx.send(Ok(Bytes::from(frame))).await.is_err() {
-                return;
+                break;
             }
             tokio::time::sleep(pace).await;
         }
+        let mut s = record.lock().unwrap();
+        if s.answers_sent.len() >= 64 {
+            s.answers_sent.remove(0);
+        }
+        s.answers_sent.push(sent);
     });
     Response::builder()
         .header("content-type", "text/event-stream")
@@ -1131,6 +1153,13 @@ async fn messages(AxState(st): AxState<SharedCode>, headers: HeaderMap, body: By
             tokio_stream::wrappers::ReceiverStream::new(rx),
         ))
         .unwrap()
+}
+
+/// The bytes of text a frame carries, if it is a `text_delta`.
+fn text_delta_len(frame: &str) -> Option<usize> {
+    let data = frame.split("\ndata: ").nth(1)?.trim_end();
+    let v: Value = serde_json::from_str(data).ok()?;
+    (v["delta"]["type"] == "text_delta").then(|| v["delta"]["text"].as_str().map_or(0, str::len))
 }
 
 fn frame(data: Value) -> String {
@@ -1473,6 +1502,14 @@ mod tests {
         assert_eq!(output, 2);
         assert_eq!(thinking, 0, "M3 thinks only when asked");
         assert_eq!(blocks[0]["text"].as_str().unwrap().len(), 8);
+    }
+
+    #[test]
+    fn text_deltas_are_measured_by_their_bytes() {
+        let f = frame(json!({"type": "content_block_delta", "index": 0,
+            "delta": {"type": "text_delta", "text": "héllo"}}));
+        assert_eq!(text_delta_len(&f), Some(6));
+        assert_eq!(text_delta_len(&frame(json!({"type": "ping"}))), None);
     }
 
     #[test]
