@@ -408,6 +408,8 @@ impl Answer {
                     accepted = true;
                     continue;
                 }
+                // A keep-alive is not the first byte of the answer.
+                Ok(Some(Ok(UpstreamEvent::Alive))) => continue,
                 Ok(Some(Ok(event))) => {
                     self.buffered.push_back(event);
                     return Ok(());
@@ -523,6 +525,8 @@ impl Answer {
                     self.message_id = message_id.or(self.message_id.take());
                     continue;
                 }
+                // Still there: the idle timer starts again.
+                Ok(Some(Ok(UpstreamEvent::Alive))) => continue,
                 Ok(other) => other,
                 Err(_) if Instant::now() >= self.deadline => Some(Err(UpstreamError::Timeout(
                     "the answer took longer than the longest allowed (UPSTREAM_TOTAL_TIMEOUT_MS)"

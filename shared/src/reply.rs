@@ -339,7 +339,7 @@ impl Reply {
                 self.citations = c;
                 return None;
             }
-            Some(Ok(UpstreamEvent::Conversation { .. })) => return None,
+            Some(Ok(UpstreamEvent::Conversation { .. } | UpstreamEvent::Alive)) => return None,
             Some(Err(e)) => return Some(Err(e.into())),
         }))
     }

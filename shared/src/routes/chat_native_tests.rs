@@ -287,3 +287,34 @@ async fn the_callers_mistakes_the_upstream_reports_are_400s_and_never_retried() 
     assert_eq!(body["error"]["code"], "context_length_exceeded");
     assert_eq!(fake.record(|r| r.chats.len()), 1, "not retried elsewhere");
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_upstreams_keep_alive_holds_a_long_silence_open_and_without_it_the_answer_stalls() {
+    use UpstreamEvent::*;
+    let silence = |alive: bool| {
+        let mut steps = vec![Step::Event(Delta("thinking hard".into()))];
+        for _ in 0..3 {
+            steps.push(Step::Sleep(Duration::from_secs(45)));
+            if alive {
+                steps.push(Step::Event(Alive));
+            }
+        }
+        steps.extend([Step::Event(Delta(", done".into())), Step::Event(End)]);
+        Script::steps(steps)
+    };
+    let fake = native();
+    let app = router(state(&fake, Config::default()));
+    let ask = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+    // 135 s without content, a ping every 45 s: under the 60 s idle timeout.
+    fake.script(silence(true));
+    let body = json(send(&app, "tok-a", ask.clone()).await).await;
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "thinking hard, done"
+    );
+    // The same silence with no ping: the idle timeout ends it.
+    fake.script(silence(false));
+    let response = send(&app, "tok-a", ask).await;
+    assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert!(error_message(response).await.contains("stalled"));
+}

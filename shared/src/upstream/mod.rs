@@ -59,6 +59,9 @@ pub enum UpstreamEvent {
     Stop(StopReason),
     /// What the answer cost, from an upstream that counts (before `End`).
     Usage(TokenUsage),
+    /// The upstream is still there (a keep-alive): no content, but the
+    /// answer's idle timer starts again. Never passed on to a reader.
+    Alive,
     /// The answer is complete.
     End,
 }

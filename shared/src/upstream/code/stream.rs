@@ -265,7 +265,10 @@ impl StreamDecoder {
                 let error = frame.error.unwrap_or_default();
                 return Err(classifier.classify_event(&error, data));
             }
-            // `ping` anywhere, and event types this adapter does not know.
+            // Between thinking and text a model may be silent for long:
+            // a `ping` keeps the answer's idle timer from running out.
+            "ping" => out.push(UpstreamEvent::Alive),
+            // Event types this adapter does not know.
             _ => {}
         }
         Ok(out)
@@ -372,6 +375,7 @@ mod tests {
         assert_eq!(
             run(ANSWER).unwrap(),
             vec![
+                Alive,
                 ReasoningDelta("The user wants the weather.".into()),
                 ReasoningSignature("sig-1".into()),
                 Delta("Let me check.".into()),
@@ -466,7 +470,8 @@ mod tests {
             r#"{"type":"message_stop"}"#,
         ];
         let events = run(&frames).unwrap();
-        assert_eq!(events[0], UpstreamEvent::Delta("hi".into()));
+        assert_eq!(events[0], UpstreamEvent::Alive);
+        assert_eq!(events[1], UpstreamEvent::Delta("hi".into()));
         assert!(events.contains(&UpstreamEvent::Stop(StopReason::EndTurn)));
     }
 }
