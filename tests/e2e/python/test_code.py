@@ -253,9 +253,12 @@ def put_secret(sm, name: str, value: dict):
 def test_login_then_tokens_expiring_under_load_renewed_by_the_one_writer(code_sim):
     """The deployment on port 9007 reads its accounts from e2e/code-tokens;
     the token-liveness binary, run here as its schedule would, is the one
-    writer (back to back, as a tight schedule would); the tokens last 20 s
-    and requests keep coming for 40 s, so each account is renewed twice."""
-    code_sim.settings(interval=1, access_ttl_s=20)
+    writer (back to back, as a tight schedule would); the tokens last 30 s
+    and requests keep coming for 50 s, so each account is renewed at least
+    once and its renewed token is what later requests use. (A token is
+    renewed 22 s into its life and used until 2 s before its end: a 6 s
+    window that a loaded machine's slow runs cannot miss.)"""
+    code_sim.settings(interval=1, access_ttl_s=30)
     sm = secretsmanager()
     put_secret(sm, "e2e/code-tokens", {"api_keys": ["sk-e2e-code"]})
     put_secret(sm, "e2e/code-status", {})
@@ -280,7 +283,7 @@ def test_login_then_tokens_expiring_under_load_renewed_by_the_one_writer(code_si
     writer.start()
     try:
         c = client("sk-e2e-code", CODE_ACCOUNTS_URL)
-        deadline, answered = time.monotonic() + 40, 0
+        deadline, answered = time.monotonic() + 50, 0
         while time.monotonic() < deadline:
             r = c.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": f"ping {answered}"}])
             assert f"ping {answered}" in r.choices[0].message.content
@@ -290,9 +293,10 @@ def test_login_then_tokens_expiring_under_load_renewed_by_the_one_writer(code_si
         stop.set()
         writer.join(90)
     assert all(r.returncode == 0 for r in runs), [r.stdout[-2000:] for r in runs if r.returncode]
-    assert code_sim.state()["counts"].get("refreshes", 0) >= 4, "each account renewed at least twice"
+    assert code_sim.state()["counts"].get("refreshes", 0) >= 2, "each account renewed"
     status = json.loads(sm.get_secret_value(SecretId="e2e/code-status")["SecretString"])
-    assert all(l["generation"] >= 2 and "dead" not in l for l in status["accounts"].values()), status
+    assert len(status["accounts"]) == 2, status
+    assert all(l["generation"] >= 1 and "dead" not in l for l in status["accounts"].values()), status
     after = json.loads(sm.get_secret_value(SecretId="e2e/code-tokens")["SecretString"])
     assert [a["refresh_token"] for a in after["minimax_code_accounts"]] == logins, \
         "the user's secret is never rewritten by the gateway"
