@@ -31,9 +31,10 @@ struct Run {
 
 /// Latencies of the newest answer the simulator sent.
 fn latencies_for(sim: &SharedCode, received: &[(Instant, usize)]) -> Vec<f64> {
-    let s = sim.lock().unwrap();
-    let sent = s.answers_sent.last().expect("an answer was sent");
-    chat_bench::latencies(sent, received)
+    let sent = sim.lock().unwrap().answers_sent.last().cloned();
+    let sent = sent.expect("an answer was sent");
+    let sent = sent.lock().unwrap();
+    chat_bench::latencies(&sent, received)
 }
 
 fn script(sim: &SharedCode, bytes: usize) {
