@@ -117,6 +117,31 @@ pub async fn start_simulator(
     (sim, url)
 }
 
+/// One streamed answer as a client saw it.
+pub struct Run {
+    /// Seconds from the upstream sending text to the client holding it, per chunk.
+    pub latencies: Vec<f64>,
+    pub ttfb: f64,
+}
+
+/// Per-chunk latency p50 and p99 over all runs, time to first byte p50,
+/// and how many chunks there were.
+pub fn summarize(runs: &[Run]) -> (f64, f64, f64, usize) {
+    let mut all: Vec<f64> = runs
+        .iter()
+        .flat_map(|r| r.latencies.iter().copied())
+        .collect();
+    all.sort_by(f64::total_cmp);
+    let mut ttfb: Vec<f64> = runs.iter().map(|r| r.ttfb).collect();
+    ttfb.sort_by(f64::total_cmp);
+    (
+        percentile(&all, 0.5),
+        percentile(&all, 0.99),
+        percentile(&ttfb, 0.5),
+        all.len(),
+    )
+}
+
 /// The `p` quantile of sorted values (NaN when there are none).
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {

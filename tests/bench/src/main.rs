@@ -16,7 +16,7 @@
 //! reports time to first byte and the function's peak RSS (VmHWM) while
 //! streaming.
 
-use chat_bench::{percentile, status_kib, Started};
+use chat_bench::{status_kib, summarize, Run, Started};
 use std::time::Instant;
 
 use futures_util::StreamExt;
@@ -25,12 +25,6 @@ use hailuo_gateway::upstream::hailuo::{HailuoClient, HailuoConfig};
 use hailuo_gateway::upstream::{ChatTurn, Turn, Upstream};
 use hailuo_simulator::state::Settings;
 use hailuo_simulator::Shared;
-
-struct Run {
-    /// Seconds from the upstream sending text to the client holding it, per chunk.
-    latencies: Vec<f64>,
-    ttfb: f64,
-}
 
 fn latencies_for(sim: &Shared, chat_id: &str, received: &[(Instant, usize)]) -> Vec<f64> {
     let s = sim.lock().unwrap();
@@ -94,22 +88,6 @@ async fn gateway_run(
         latencies: latencies_for(sim, &chat_id, &received),
         ttfb,
     }
-}
-
-fn summarize(runs: &[Run]) -> (f64, f64, f64, usize) {
-    let mut all: Vec<f64> = runs
-        .iter()
-        .flat_map(|r| r.latencies.iter().copied())
-        .collect();
-    all.sort_by(f64::total_cmp);
-    let mut ttfb: Vec<f64> = runs.iter().map(|r| r.ttfb).collect();
-    ttfb.sort_by(f64::total_cmp);
-    (
-        percentile(&all, 0.5),
-        percentile(&all, 0.99),
-        percentile(&ttfb, 0.5),
-        all.len(),
-    )
 }
 
 /// A 20 MB PDF served from loopback, fetched, uploaded to the simulator's

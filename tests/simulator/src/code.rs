@@ -1374,17 +1374,10 @@ mod control {
         AxState(st): AxState<SharedCode>,
         Json(patch): Json<Value>,
     ) -> Json<Value> {
-        let mut s = st.lock().unwrap();
-        let mut current = serde_json::to_value(&s.settings).unwrap();
-        if let (Some(cur), Some(p)) = (current.as_object_mut(), patch.as_object()) {
-            for (k, v) in p {
-                cur.insert(k.clone(), v.clone());
-            }
-        }
-        if let Ok(next) = serde_json::from_value(current) {
-            s.settings = next;
-        }
-        Json(serde_json::to_value(&s.settings).unwrap())
+        Json(crate::patch_settings(
+            &mut st.lock().unwrap().settings,
+            &patch,
+        ))
     }
 
     #[derive(Deserialize)]

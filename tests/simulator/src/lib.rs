@@ -182,6 +182,25 @@ pub fn compose_answer(prompt: &str, turn: usize) -> String {
     answer
 }
 
+/// `settings` with the fields of `patch` replaced (a patch that does not fit
+/// leaves them as they were): what `/__sim/settings` and `/_sim/settings`
+/// answer, the settings now.
+pub(crate) fn patch_settings<T>(settings: &mut T, patch: &Value) -> Value
+where
+    T: serde::Serialize + serde::de::DeserializeOwned,
+{
+    let mut current = serde_json::to_value(&*settings).unwrap();
+    if let (Some(cur), Some(p)) = (current.as_object_mut(), patch.as_object()) {
+        for (k, v) in p {
+            cur.insert(k.clone(), v.clone());
+        }
+    }
+    if let Ok(next) = serde_json::from_value(current) {
+        *settings = next;
+    }
+    serde_json::to_value(&*settings).unwrap()
+}
+
 mod control {
     use super::*;
 
@@ -201,17 +220,7 @@ mod control {
     }
 
     pub async fn settings(AxState(st): AxState<Shared>, Json(patch): Json<Value>) -> Json<Value> {
-        let mut s = st.lock().unwrap();
-        let mut current = serde_json::to_value(&s.settings).unwrap();
-        if let (Some(cur), Some(p)) = (current.as_object_mut(), patch.as_object()) {
-            for (k, v) in p {
-                cur.insert(k.clone(), v.clone());
-            }
-        }
-        if let Ok(next) = serde_json::from_value(current) {
-            s.settings = next;
-        }
-        Json(serde_json::to_value(&s.settings).unwrap())
+        Json(patch_settings(&mut st.lock().unwrap().settings, &patch))
     }
 
     #[derive(serde::Deserialize)]

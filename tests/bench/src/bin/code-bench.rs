@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use base64::Engine;
-use chat_bench::{percentile, status_kib, Started};
+use chat_bench::{status_kib, summarize, Run, Started};
 use hailuo_gateway::conversation::{
     Conversation, Message, ResponseFormat, Role, ThinkingWanted, ToolChoice,
 };
@@ -23,11 +23,6 @@ use hailuo_gateway::upstream::code::{CodeClient, CodeConfig};
 use hailuo_gateway::upstream::{Turn, Upstream};
 use hailuo_simulator::code::{CodeState, Script, SharedCode};
 use sha2::Digest;
-
-struct Run {
-    latencies: Vec<f64>,
-    ttfb: f64,
-}
 
 /// Latencies of the newest answer the simulator sent.
 fn latencies_for(sim: &SharedCode, received: &[(Instant, usize)]) -> Vec<f64> {
@@ -171,22 +166,6 @@ async fn login(http: &reqwest::Client, sim_url: &str) -> String {
         .as_str()
         .expect("an access token")
         .to_string()
-}
-
-fn summarize(runs: &[Run]) -> (f64, f64, f64, usize) {
-    let mut all: Vec<f64> = runs
-        .iter()
-        .flat_map(|r| r.latencies.iter().copied())
-        .collect();
-    all.sort_by(f64::total_cmp);
-    let mut ttfb: Vec<f64> = runs.iter().map(|r| r.ttfb).collect();
-    ttfb.sort_by(f64::total_cmp);
-    (
-        percentile(&all, 0.5),
-        percentile(&all, 0.99),
-        percentile(&ttfb, 0.5),
-        all.len(),
-    )
 }
 
 #[tokio::main]
