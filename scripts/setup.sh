@@ -44,4 +44,10 @@ if [ ! -d tests/e2e/node/node_modules ] || [ tests/e2e/node/package-lock.json -n
   log "npm ci (tests/e2e/node)"
   (cd tests/e2e/node && npm ci --no-audit --no-fund --loglevel=error)
 fi
+# The coding agents the end-to-end tests run headless (Claude Code, Codex):
+# pinned, from the npm registry, native binaries included.
+if [ ! -d tests/e2e/agents/node_modules ] || [ tests/e2e/agents/package-lock.json -nt tests/e2e/agents/node_modules ]; then
+  log "npm ci (tests/e2e/agents: Claude Code, Codex)"
+  (cd tests/e2e/agents && npm ci --no-audit --no-fund --loglevel=error)
+fi
 log "setup done"

@@ -19,6 +19,9 @@ pub struct Config {
     pub hailuo: HailuoConfig,
     /// The MiniMax Agent upstream's settings (`AGENT_*`), owned by its adapter.
     pub agent: AgentConfig,
+    /// Model names mapped to the upstream's, `MODEL_MAP`: `pattern=model`
+    /// pairs, comma-separated, first match wins (see `ModelMap`).
+    pub model_map: ModelMap,
     /// Time to the first upstream event, `UPSTREAM_FIRST_BYTE_TIMEOUT_MS` (30 s).
     pub first_byte_timeout: Duration,
     /// Longest silence between upstream events, `UPSTREAM_IDLE_TIMEOUT_MS` (60 s).
@@ -117,6 +120,7 @@ impl Config {
             code: CodeConfig::from_lookup(env),
             agent: AgentConfig::from_lookup(env),
             first_byte_timeout: ms("UPSTREAM_FIRST_BYTE_TIMEOUT_MS", 30_000),
+            model_map: ModelMap::parse(&text("MODEL_MAP", "")),
             idle_timeout: ms("UPSTREAM_IDLE_TIMEOUT_MS", 60_000),
             total_timeout: ms("UPSTREAM_TOTAL_TIMEOUT_MS", 840_000),
             retries: num("UPSTREAM_RETRIES", 2).min(5) as u32,
@@ -160,9 +164,75 @@ impl Config {
     }
 }
 
+/// The names clients send (`claude-sonnet-4-5`, `gpt-5-codex`, a small fast
+/// model for background calls) mapped to the upstream's models: `MODEL_MAP`
+/// is `pattern=model` pairs separated by commas, each pattern a shell glob
+/// matched without regard to case (`*haiku*=MiniMax-M2.7-highspeed,
+/// claude-*=MiniMax-M3`). The first pattern that matches wins; a name none
+/// matches goes to the upstream as sent, and the upstream takes every name
+/// it does not serve as its default model. Answers echo the name the caller
+/// sent, whichever model served it.
+#[derive(Clone, Debug, Default)]
+pub struct ModelMap(Vec<(glob::Pattern, String)>);
+
+impl ModelMap {
+    /// Entries that are not `pattern=model`, or whose pattern is not a glob,
+    /// are left out with a warning (the others still apply).
+    pub fn parse(setting: &str) -> Self {
+        let mut entries = Vec::new();
+        for entry in setting.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let parsed = entry
+                .split_once('=')
+                .map(|(p, m)| (p.trim(), m.trim()))
+                .filter(|(p, m)| !p.is_empty() && !m.is_empty())
+                .and_then(|(p, m)| Some((glob::Pattern::new(p).ok()?, m.to_string())));
+            match parsed {
+                Some(pair) => entries.push(pair),
+                None => tracing::warn!(
+                    entry,
+                    "MODEL_MAP entry left out: write pattern=model, the pattern a glob such as claude-*"
+                ),
+            }
+        }
+        Self(entries)
+    }
+
+    /// The upstream model for `name`, when a pattern matches it.
+    pub fn resolve(&self, name: &str) -> Option<&str> {
+        let options = glob::MatchOptions {
+            case_sensitive: false,
+            require_literal_separator: false,
+            require_literal_leading_dot: false,
+        };
+        self.0
+            .iter()
+            .find(|(pattern, _)| pattern.matches_with(name, options))
+            .map(|(_, model)| model.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn model_map_takes_the_first_glob_that_matches_in_any_case() {
+        let map = ModelMap::parse(
+            " *haiku*=MiniMax-M2.7-highspeed, claude-*=MiniMax-M3 ,gpt-5?codex=MiniMax-M3.1-Flash-Preview, nonsense, [=x",
+        );
+        assert_eq!(map.0.len(), 3, "the broken entries are left out");
+        assert_eq!(
+            map.resolve("claude-3-5-HAIKU-latest"),
+            Some("MiniMax-M2.7-highspeed")
+        );
+        assert_eq!(map.resolve("Claude-Sonnet-4-5"), Some("MiniMax-M3"));
+        assert_eq!(
+            map.resolve("gpt-5-codex"),
+            Some("MiniMax-M3.1-Flash-Preview")
+        );
+        assert_eq!(map.resolve("gpt-4o"), None);
+        assert_eq!(ModelMap::parse("").resolve("claude-x"), None);
+    }
 
     #[test]
     fn defaults_and_overrides() {

@@ -1,8 +1,8 @@
 //! The one internal conversation: what every front door builds and what every
 //! upstream receives, whatever the dialect on either side.
 //!
-//! A door (OpenAI chat completions today; Anthropic Messages and OpenAI
-//! Responses next) parses and validates its own wire format, in its own
+//! A door (OpenAI chat completions, Anthropic Messages, OpenAI Responses)
+//! parses and validates its own wire format, in its own
 //! error shape, into a [`Conversation`]. An upstream that understands
 //! conversations and tools natively (MiniMax Code's Messages gateway) gets it
 //! as it is; a text-only web chat (Hailuo, MiniMax Agent) gets it through the
@@ -89,6 +89,9 @@ pub struct Message {
     pub tool_calls: Vec<ToolCall>,
     /// A `tool` message: the call it answers.
     pub tool_call_id: Option<String>,
+    /// A `tool` message: the tool failed, and `text` says how (Anthropic's
+    /// `is_error`).
+    pub tool_error: bool,
     /// An assistant turn's signed reasoning, where the door carries it.
     pub thinking: Vec<Thinking>,
 }

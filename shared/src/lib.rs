@@ -105,6 +105,7 @@
 //!   a web chat or (`native()`) as an upstream that takes conversations.
 
 mod answer;
+mod anthropic;
 mod audio;
 mod caller;
 mod config;

@@ -93,6 +93,9 @@ fn push_text(out: &mut String, m: &Message, all: &[Message], plan: &Plan) {
             json_string(id),
             json_string(name)
         ));
+        if m.tool_error {
+            out.push_str("Error: ");
+        }
         out.push_str(&m.text);
         out.push_str("</tool_result>");
         return;

@@ -87,6 +87,8 @@ pub(crate) struct Reply {
     citations: Vec<Citation>,
     /// Every answer and reasoning text received (for the estimate).
     completion: String,
+    /// The input as estimated before the upstream was asked.
+    input_estimate: u32,
     done: bool,
 }
 
@@ -98,119 +100,208 @@ pub(crate) struct Deployment<'a> {
     pub fetcher: &'a Fetcher,
 }
 
-impl Reply {
-    /// Validate what the upstream cannot take, fetch the last message's
-    /// files, and open the answer on an account of the pool.
-    pub(crate) async fn open(
-        at: Deployment<'_>,
-        tokens: &TokenSet,
-        mut conversation: Conversation,
-    ) -> Result<Reply, ApiError> {
-        let upstream = at.upstream;
-        let caps = upstream.capabilities();
-        let last = conversation.messages.len() - 1;
-        let files_param = format!("messages[{last}].content");
-        // Only the last message's files are sent (the web chats take no
-        // others); earlier ones count by their text alone.
-        let attachments = std::mem::take(&mut conversation.messages[last].attachments);
-        check_files(&attachments, caps, upstream.name(), &files_param)?;
-        if caps.conversation {
-            refuse_kept_conversations(&conversation, upstream.name())?;
-            let has_content = conversation
-                .messages
-                .iter()
-                .any(|m| !m.text.trim().is_empty() || !m.tool_calls.is_empty());
-            if !has_content && attachments.is_empty() {
-                return Err(ApiError::invalid(
-                    "messages",
-                    "The messages contain no text to send.",
-                ));
-            }
-            let files = files::gather(&files_param, &attachments, at.fetcher).await?;
-            let prompt_tokens = estimate_prompt(&conversation, &files);
-            let turn = Turn::Conversation {
-                conversation: &conversation,
-                files: &files,
-            };
-            let open = |tokens| {
-                Answer::open(
-                    upstream.clone(),
-                    at.config,
-                    tokens,
-                    Pool::of(at.credentials),
-                    &turn,
-                    false,
-                )
-            };
-            let answer = match open(tokens).await {
-                Ok(answer) => answer,
-                // Rejected tokens, or none left: the maintainer may have just
-                // rotated them. The status is read again, once.
-                Err(e @ (ApiError::Unauthorized(_) | ApiError::Unavailable(_))) => {
-                    match at.credentials.reread(tokens).await {
-                        Some(fresh) => {
-                            tracing::info!("tokens rejected; trying the ones the status holds now");
-                            open(&fresh).await?
-                        }
-                        None => return Err(e),
-                    }
-                }
-                Err(e) => return Err(e),
-            };
-            return Ok(Self::new(
-                answer,
-                Mode::Native {
-                    usage: None,
-                    stop: None,
-                    calls: 0,
-                    prompt_tokens,
-                },
-            ));
+/// A conversation made ready for its upstream: checked, its files fetched,
+/// flattened for a web chat; and what its input is estimated at (the same
+/// figure whether the request is answered or only counted).
+enum Prepared {
+    Native {
+        conversation: Conversation,
+        files: Vec<Arc<FileUpload>>,
+        prompt_tokens: u32,
+    },
+    Text {
+        turn: ChatTurn,
+        plan: Arc<Plan>,
+        keeps: bool,
+        file_tokens: u32,
+    },
+}
+
+impl Prepared {
+    fn input_estimate(&self) -> u32 {
+        match self {
+            Prepared::Native { prompt_tokens, .. } => *prompt_tokens,
+            Prepared::Text {
+                turn, file_tokens, ..
+            } => estimate_tokens(&turn.prompt) + file_tokens,
         }
-        let plan = Arc::new(Plan::new(&mut conversation)?);
-        let prompt = flatten(
-            &conversation.messages,
-            conversation.conversation_id.is_some(),
-            &plan,
-            !attachments.is_empty(),
-        );
-        if prompt.trim().is_empty() && attachments.is_empty() {
+    }
+}
+
+/// Validate what the upstream cannot take, map the model name
+/// (`MODEL_MAP`), fetch the last message's files, and build what the
+/// upstream is sent.
+async fn prepare(
+    at: &Deployment<'_>,
+    mut conversation: Conversation,
+) -> Result<Prepared, ApiError> {
+    let upstream = at.upstream;
+    let caps = upstream.capabilities();
+    if let Some(model) = at.config.model_map.resolve(&conversation.model) {
+        conversation.model = model.to_string();
+    }
+    let last = conversation.messages.len() - 1;
+    let files_param = format!("messages[{last}].content");
+    // Only the last message's files are sent (the web chats take no
+    // others); earlier ones count by their text alone.
+    let attachments = std::mem::take(&mut conversation.messages[last].attachments);
+    check_files(&attachments, caps, upstream.name(), &files_param)?;
+    if caps.conversation {
+        refuse_kept_conversations(&conversation, upstream.name())?;
+        let has_content = conversation
+            .messages
+            .iter()
+            .any(|m| !m.text.trim().is_empty() || !m.tool_calls.is_empty());
+        if !has_content && attachments.is_empty() {
             return Err(ApiError::invalid(
                 "messages",
                 "The messages contain no text to send.",
             ));
         }
         let files = files::gather(&files_param, &attachments, at.fetcher).await?;
-        let file_tokens = files.iter().map(|f| files::token_estimate(f)).sum();
-        let turn = ChatTurn {
+        let prompt_tokens = estimate_prompt(&conversation, &files);
+        return Ok(Prepared::Native {
+            conversation,
+            files,
+            prompt_tokens,
+        });
+    }
+    let plan = Arc::new(Plan::new(&mut conversation)?);
+    let prompt = flatten(
+        &conversation.messages,
+        conversation.conversation_id.is_some(),
+        &plan,
+        !attachments.is_empty(),
+    );
+    if prompt.trim().is_empty() && attachments.is_empty() {
+        return Err(ApiError::invalid(
+            "messages",
+            "The messages contain no text to send.",
+        ));
+    }
+    let files = files::gather(&files_param, &attachments, at.fetcher).await?;
+    let file_tokens = files.iter().map(|f| files::token_estimate(f)).sum();
+    Ok(Prepared::Text {
+        turn: ChatTurn {
             prompt,
             conversation_id: conversation.conversation_id.clone(),
             files,
-        };
-        let answer = Answer::open(
-            upstream.clone(),
-            at.config,
-            tokens,
-            Pool::of(at.credentials),
-            &Turn::Text(&turn),
-            conversation.keeps_conversation(),
-        )
-        .await?;
-        Ok(Self::new(
-            answer,
-            Mode::Text {
-                reader: plan.reader(),
-                wants_json: plan.wants_json(),
-                prompt: turn.prompt,
-                file_tokens,
-            },
-        ))
+        },
+        plan,
+        keeps: conversation.keeps_conversation(),
+        file_tokens,
+    })
+}
+
+impl Reply {
+    /// What answering `conversation` would count as its input, without
+    /// answering it (Anthropic's `count_tokens`): the figure `open` starts
+    /// with, from the same checks and the same prompt. No account is used.
+    pub(crate) async fn count(
+        at: Deployment<'_>,
+        conversation: Conversation,
+    ) -> Result<u32, ApiError> {
+        Ok(prepare(&at, conversation).await?.input_estimate().max(1))
     }
 
-    fn new(answer: Answer, mode: Mode) -> Self {
+    /// Prepare the conversation (`prepare`) and open the answer on an
+    /// account of the pool.
+    pub(crate) async fn open(
+        at: Deployment<'_>,
+        tokens: &TokenSet,
+        conversation: Conversation,
+    ) -> Result<Reply, ApiError> {
+        let upstream = at.upstream;
+        let prepared = prepare(&at, conversation).await?;
+        let input_estimate = prepared.input_estimate();
+        match prepared {
+            Prepared::Native {
+                conversation,
+                files,
+                prompt_tokens,
+            } => {
+                let turn = Turn::Conversation {
+                    conversation: &conversation,
+                    files: &files,
+                };
+                let open = |tokens| {
+                    Answer::open(
+                        upstream.clone(),
+                        at.config,
+                        tokens,
+                        Pool::of(at.credentials),
+                        &turn,
+                        false,
+                    )
+                };
+                let answer = match open(tokens).await {
+                    Ok(answer) => answer,
+                    // Rejected tokens, or none left: the maintainer may have
+                    // just rotated them. The status is read again, once.
+                    Err(e @ (ApiError::Unauthorized(_) | ApiError::Unavailable(_))) => {
+                        match at.credentials.reread(tokens).await {
+                            Some(fresh) => {
+                                tracing::info!(
+                                    "tokens rejected; trying the ones the status holds now"
+                                );
+                                open(&fresh).await?
+                            }
+                            None => return Err(e),
+                        }
+                    }
+                    Err(e) => return Err(e),
+                };
+                Ok(Self::new(
+                    answer,
+                    Mode::Native {
+                        usage: None,
+                        stop: None,
+                        calls: 0,
+                        prompt_tokens,
+                    },
+                    input_estimate,
+                ))
+            }
+            Prepared::Text {
+                turn,
+                plan,
+                keeps,
+                file_tokens,
+            } => {
+                let answer = Answer::open(
+                    upstream.clone(),
+                    at.config,
+                    tokens,
+                    Pool::of(at.credentials),
+                    &Turn::Text(&turn),
+                    keeps,
+                )
+                .await?;
+                Ok(Self::new(
+                    answer,
+                    Mode::Text {
+                        reader: plan.reader(),
+                        wants_json: plan.wants_json(),
+                        prompt: turn.prompt,
+                        file_tokens,
+                    },
+                    input_estimate,
+                ))
+            }
+        }
+    }
+
+    /// The input estimate the reply opened with (before any upstream count):
+    /// what `count` gives for the same conversation.
+    pub(crate) fn input_estimate(&self) -> u32 {
+        self.input_estimate.max(1)
+    }
+
+    fn new(answer: Answer, mode: Mode, input_estimate: u32) -> Self {
         Self {
             answer,
             mode,
+            input_estimate,
             citations: Vec::new(),
             completion: String::new(),
             done: false,

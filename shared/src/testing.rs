@@ -471,6 +471,29 @@ impl Voice for FakeUpstream {
     }
 }
 
+/// A native upstream's usage, as the protocol's own example counts it.
+pub const NATIVE_USAGE: crate::conversation::TokenUsage = crate::conversation::TokenUsage {
+    input: 169,
+    output: 85,
+    cache_read: 128,
+    cache_creation: 0,
+    reasoning: 57,
+};
+
+/// The configuration of a deployment given only `settings`.
+pub fn config_of(settings: &[(&str, &str)]) -> Config {
+    let settings: Vec<(String, String)> = settings
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Config::from_lookup(move |k| {
+        settings
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+    })
+}
+
 /// The app as the functions build it, over `fake`, in header mode.
 pub fn state(fake: &FakeUpstream, config: Config) -> AppState {
     AppState {

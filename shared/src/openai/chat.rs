@@ -634,6 +634,7 @@ fn parse_message(i: usize, m: &RawValue) -> Result<Message, ApiError> {
         attachments,
         tool_calls,
         tool_call_id,
+        tool_error: false,
         thinking: vec![],
     })
 }

@@ -301,6 +301,12 @@ impl ChunkEncoder {
     pub fn done() -> Bytes {
         Bytes::from_static(b"data: [DONE]\n\n")
     }
+
+    /// An SSE comment: every SSE parser skips it, and it keeps the
+    /// connection busy while the answer is silent.
+    pub fn keepalive() -> Bytes {
+        Bytes::from_static(b": keep-alive\n\n")
+    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -235,15 +235,7 @@ fn stream_answer(
             }
         }
     });
-    let mut response = Response::new(body);
-    let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream; charset=utf-8"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    response
+    super::event_stream(body)
 }
 
 async fn produce(
@@ -257,10 +249,12 @@ async fn produce(
     let mut ending = Vec::new();
     let mut client_gone = !out.deliver(enc.role()).await;
     while !client_gone {
-        let piece = tokio::select! {
-            biased;
-            _ = out.caller_gone() => { client_gone = true; break; }
-            piece = reply.next(config) => piece,
+        let piece = match super::next_piece(reply, config, out, ChunkEncoder::keepalive).await {
+            super::Waited::CallerGone => {
+                client_gone = true;
+                break;
+            }
+            super::Waited::Piece(piece) => piece,
         };
         let frame = match piece {
             None => break,

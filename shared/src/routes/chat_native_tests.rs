@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::router;
 use crate::config::Config;
-use crate::conversation::{Role, StopReason, TokenUsage, ToolChoice};
+use crate::conversation::{Role, StopReason, ToolChoice};
 use crate::testing::{error_message, frames, json, send, state, FakeUpstream, Script, Step};
 use crate::upstream::{Unavailability, UpstreamError, UpstreamEvent};
 
@@ -20,13 +20,7 @@ fn native() -> FakeUpstream {
     FakeUpstream::answering("unused", Duration::from_millis(10)).native()
 }
 
-const USAGE: TokenUsage = TokenUsage {
-    input: 169,
-    output: 85,
-    cache_read: 128,
-    cache_creation: 0,
-    reasoning: 57,
-};
+use crate::testing::NATIVE_USAGE as USAGE;
 
 /// Thinking (signed), a sentence, then a call whose arguments come in three
 /// pieces: the protocol's own example answer.

@@ -19,18 +19,7 @@ use crate::upstream::{UpstreamError, UpstreamEvent};
 
 const ANSWER: &str = "海螺的回答：one two three four";
 
-fn config(settings: &[(&str, &str)]) -> Config {
-    let settings: Vec<(String, String)> = settings
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    Config::from_lookup(move |k| {
-        settings
-            .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.clone())
-    })
-}
+use crate::testing::config_of as config;
 
 fn ask(stream: bool) -> Value {
     json!({"model": "hailuo", "stream": stream, "stream_options": {"include_usage": stream},

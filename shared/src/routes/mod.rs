@@ -1,6 +1,7 @@
 //! One module per OpenAI route; each builds its `Router`.
 
 pub mod chat;
+pub mod messages;
 pub mod models;
 pub mod speech;
 pub mod token_check;
@@ -176,6 +177,57 @@ impl Outgoing {
     }
 }
 
+/// How long a stream may be silent before a keep-alive is sent: well
+/// under CloudFront's 60-second origin read timeout and the idle timeouts
+/// of proxies, so a model that thinks (or queues) for minutes is not cut.
+pub(crate) const KEEPALIVE: Duration = Duration::from_secs(15);
+
+/// What waiting for a reply's next piece came to.
+pub(crate) enum Waited {
+    Piece(Option<Result<crate::reply::Piece, ApiError>>),
+    /// The caller went away, or stopped reading.
+    CallerGone,
+}
+
+/// The reply's next piece, with `keepalive()` sent each `KEEPALIVE` the
+/// reply is silent (the piece's future is kept across keep-alives, never
+/// cancelled half-read).
+pub(crate) async fn next_piece(
+    reply: &mut crate::reply::Reply,
+    config: &Config,
+    out: &Outgoing,
+    keepalive: fn() -> bytes::Bytes,
+) -> Waited {
+    let next = reply.next(config);
+    tokio::pin!(next);
+    loop {
+        tokio::select! {
+            biased;
+            _ = out.caller_gone() => return Waited::CallerGone,
+            piece = &mut next => return Waited::Piece(piece),
+            _ = tokio::time::sleep(KEEPALIVE) => {
+                if !out.deliver(keepalive()).await {
+                    return Waited::CallerGone;
+                }
+            }
+        }
+    }
+}
+
+/// A streamed response's head: SSE, never cached, never buffered by a
+/// proxy (nginx's `X-Accel-Buffering`).
+pub(crate) fn event_stream(body: axum::body::Body) -> Response {
+    let mut response = Response::new(body);
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
 /// Run a request's work in its own task: if the caller's connection drops
 /// (a local server cancels the handler then), the task still finishes and
 /// cleans up upstream (deletes the conversation, gives the account back).
@@ -200,6 +252,7 @@ pub(crate) async fn in_own_task(
 pub fn all(state: AppState) -> Router {
     let config = state.config.clone();
     let router = chat::routes(state.clone())
+        .merge(messages::routes(state.clone()))
         .merge(token_check::routes(state.clone()))
         .merge(speech::routes(state.clone()))
         .merge(transcription::routes(state));
@@ -226,9 +279,14 @@ pub(crate) fn limited(router: Router, max_body: usize) -> Router {
 /// The fallbacks and CORS every router shares.
 pub(crate) fn finish(router: Router, config: &Config) -> Router {
     let router = router
-        .fallback(|method: Method, uri: Uri| async move { not_found(&method, &uri) })
+        .fallback(|method: Method, uri: Uri| async move {
+            in_door_shape(&uri, not_found(&method, &uri))
+        })
         .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
-            ApiError::MethodNotAllowed(format!("{method} is not allowed on {}.", uri.path()))
+            in_door_shape(
+                &uri,
+                ApiError::MethodNotAllowed(format!("{method} is not allowed on {}.", uri.path())),
+            )
         });
     match cors(&config.cors_allow_origins) {
         Some(layer) => router.layer(layer),
@@ -267,9 +325,22 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
 
 fn not_found(method: &Method, uri: &Uri) -> ApiError {
     ApiError::NotFound(format!(
-        "Unknown request URL: {method} {}. This service serves POST /v1/chat/completions, GET /v1/models, POST /v1/audio/speech, POST /v1/audio/transcriptions and POST /token/check.",
+        "Unknown request URL: {method} {}. This service serves POST /v1/chat/completions, POST /v1/messages, POST /v1/messages/count_tokens, GET /v1/models, POST /v1/audio/speech, POST /v1/audio/transcriptions and POST /token/check.",
         uri.path()
     ))
+}
+
+/// A fallback's error in the shape of the door its path belongs to:
+/// Anthropic's under `/v1/messages`, OpenAI's elsewhere.
+fn in_door_shape(uri: &Uri, e: ApiError) -> Response {
+    use axum::response::IntoResponse;
+    let path = uri.path();
+    if path.starts_with("/v1/messages") || path.starts_with("/messages") {
+        let id = crate::anthropic::error::request_id();
+        crate::anthropic::error::with_request_id(crate::anthropic::error::response(e, &id), &id)
+    } else {
+        e.into_response()
+    }
 }
 
 /// JSON bodies must say so, as OpenAI requires: `Content-Type:

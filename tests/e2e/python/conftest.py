@@ -226,6 +226,24 @@ class CodeSim:
         assert self.violations() == [], f"MiniMax Code protocol violations: {self.violations()}"
 
 
+def tokens_of(text: str) -> int:
+    """The MiniMax Code simulator's usage rule (protocol section 8.9)."""
+    import math
+
+    return math.ceil(len(text.encode()) / 4)
+
+
+@pytest.fixture
+def access(code_sim) -> str:
+    """A fresh MiniMax Code account's access token (header mode's bearer)."""
+    return code_sim.login("alice")["access_token"]
+
+
+def last_sent(code_sim) -> dict:
+    """The body of the newest messages call the MiniMax Code simulator got."""
+    return code_sim.requests()[-1]["detail"]["body"]
+
+
 @pytest.fixture
 def code_sim():
     s = CodeSim()

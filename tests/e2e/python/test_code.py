@@ -9,7 +9,6 @@ spent twice, across a restart of the server."""
 
 import base64
 import json
-import math
 import os
 import re
 import subprocess
@@ -20,7 +19,7 @@ import boto3
 import openai
 import pytest
 
-from conftest import CODE_ACCOUNTS_URL, CODE_SIM_URL, CODE_URL, server_only
+from conftest import CODE_ACCOUNTS_URL, CODE_SIM_URL, CODE_URL, last_sent, tokens_of, server_only
 
 ROOT = os.environ.get("ROOT", ".")
 MOTO_URL = os.environ.get("MOTO_URL", "http://127.0.0.1:5055")
@@ -33,22 +32,8 @@ WEATHER = {"type": "function", "function": {"name": "get_weather", "description"
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
 
 
-def tokens_of(text: str) -> int:
-    """The simulator's usage rule (protocol section 8.9)."""
-    return math.ceil(len(text.encode()) / 4)
-
-
 def client(key: str, base: str = CODE_URL) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0, timeout=60)
-
-
-@pytest.fixture
-def access(code_sim) -> str:
-    return code_sim.login("alice")["access_token"]
-
-
-def last_sent(code_sim) -> dict:
-    return code_sim.requests()[-1]["detail"]["body"]
 
 
 def test_answers_streamed_and_not_carry_the_upstreams_own_usage(code_sim, access):

@@ -917,23 +917,30 @@ fn check_request(s: &mut CodeState, body: &Value) -> Result<(), Refused> {
     Ok(())
 }
 
-/// The text of the newest user turn (what an unscripted answer echoes).
+/// The text of the newest user turn (what an unscripted answer echoes): its
+/// text blocks, and what its tool results say, as a model reads them.
 fn last_user_text(body: &Value) -> String {
     let last = body["messages"]
         .as_array()
         .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
         .cloned()
         .unwrap_or_default();
-    match &last["content"] {
-        Value::String(s) => s.clone(),
-        Value::Array(blocks) => blocks
-            .iter()
-            .filter(|b| b["type"] == "text")
-            .filter_map(|b| b["text"].as_str())
-            .collect::<Vec<_>>()
-            .join("\n"),
-        _ => String::new(),
+    fn text_of(content: &Value) -> String {
+        match content {
+            Value::String(s) => s.clone(),
+            Value::Array(blocks) => blocks
+                .iter()
+                .filter_map(|b| match b["type"].as_str() {
+                    Some("text") => b["text"].as_str().map(str::to_string),
+                    Some("tool_result") => Some(text_of(&b["content"])),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+            _ => String::new(),
+        }
     }
+    text_of(&last["content"])
 }
 
 fn thinks(model: &str, thinking: &Value) -> bool {

@@ -63,7 +63,7 @@ enum Block<'a> {
     },
     ToolResult {
         tool_use_id: &'a str,
-        content: &'a str,
+        content: Cow<'a, str>,
     },
 }
 
@@ -303,7 +303,13 @@ pub fn body(
                 "user",
                 vec![Block::ToolResult {
                     tool_use_id: m.tool_call_id.as_deref().unwrap_or_default(),
-                    content: &m.text,
+                    // The protocol records no `is_error` field: a failed
+                    // tool says so in its words.
+                    content: if m.tool_error {
+                        Cow::Owned(format!("Error: {}", m.text))
+                    } else {
+                        Cow::Borrowed(&m.text)
+                    },
                 }],
             ),
             _ => {

@@ -1,0 +1,11 @@
+//! POST /v1/messages (Anthropic Messages, streamed) and
+//! POST /v1/messages/count_tokens, with Lambda response streaming.
+
+use hailuo_gateway::{init_tracing, routes, run, state_from_env, Delivery};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    init_tracing();
+    let state = state_from_env("messages").await?;
+    run(routes::messages::router(state), Delivery::Streamed).await
+}

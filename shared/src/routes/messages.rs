@@ -1,0 +1,225 @@
+//! `POST /v1/messages` (Anthropic Messages, streamed or not) and
+//! `POST /v1/messages/count_tokens`: Claude Code's and the anthropic SDKs'
+//! door onto the same conversation layer as chat completions.
+//!
+//! Every answer carries `request-id`; every failure is Anthropic's error
+//! shape (`anthropic/error.rs`), before the stream as a status, after its
+//! first byte as an `error` event. The stream's order is the one the SDK
+//! checks (`anthropic/encode.rs`), with a `ping` every `KEEPALIVE` of
+//! silence so a model that thinks for minutes is not cut by CloudFront's
+//! origin read timeout. The paths are taken with and without `/v1`, and a
+//! query string (Claude Code's `?beta=true`) changes nothing.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use futures_util::FutureExt;
+
+use super::{AppState, Waited};
+use crate::anthropic::encode::{message_id, Collector, Events};
+use crate::anthropic::error::{request_id, response as error_response, with_request_id};
+use crate::anthropic::request::{MessagesRequest, Route};
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::reply::{Piece, Reply};
+
+/// The messages function (the server mounts the same routes).
+pub fn router(state: AppState) -> Router {
+    let config = state.config.clone();
+    super::finish(routes(state), &config)
+}
+
+pub(super) fn routes(state: AppState) -> Router {
+    let max_body = state.config.max_request_bytes;
+    super::limited(
+        Router::new()
+            .route("/v1/messages", post(messages))
+            .route("/messages", post(messages))
+            .route("/v1/messages/count_tokens", post(count_tokens))
+            .route("/messages/count_tokens", post(count_tokens))
+            .with_state(state),
+        max_body,
+    )
+}
+
+async fn messages(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let id = request_id();
+    let response = super::in_own_task(answer_request(state, headers, body))
+        .await
+        .unwrap_or_else(|e| error_response(e, &id));
+    with_request_id(response, &id)
+}
+
+async fn count_tokens(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let id = request_id();
+    let response = count(state, headers, body)
+        .await
+        .unwrap_or_else(|e| error_response(e, &id));
+    with_request_id(response, &id)
+}
+
+/// The estimate `message_start` would carry for the same request, from the
+/// same checks and prompt, without an account (Claude Code's editors call
+/// this dozens of times at start).
+async fn count(
+    state: AppState,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    state.credentials.authorize(&headers).await?;
+    super::require_json(&headers)?;
+    let body = body.map_err(|r| super::body_error(r, state.config.max_request_bytes))?;
+    let request = MessagesRequest::parse(&body, Route::CountTokens)?;
+    let input_tokens = Reply::count(state.deployment(), request.conversation).await?;
+    Ok(Json(serde_json::json!({ "input_tokens": input_tokens })).into_response())
+}
+
+async fn answer_request(
+    state: AppState,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let tokens = state.credentials.tokens_for(&headers).await?;
+    super::require_json(&headers)?;
+    let body = body.map_err(|r| super::body_error(r, state.config.max_request_bytes))?;
+    let MessagesRequest {
+        conversation,
+        stream,
+    } = MessagesRequest::parse(&body, Route::Messages)?;
+    let model = conversation.model.clone();
+    let reply = Reply::open(state.deployment(), &tokens, conversation).await?;
+    tracing::info!(
+        token = %reply.token_fingerprint(),
+        chat_id = reply.chat_id().unwrap_or_default(),
+        stream,
+        door = "messages",
+        "answer opened"
+    );
+    let config = state.config.clone();
+    if stream {
+        Ok(stream_answer(reply, model, config))
+    } else {
+        collect_answer(reply, &model, &config).await
+    }
+}
+
+/// The whole message in one body; as in chat, a bug that panics while it
+/// is collected costs a 500 after the cleanup.
+async fn collect_answer(
+    mut reply: Reply,
+    model: &str,
+    config: &Config,
+) -> Result<Response, ApiError> {
+    let collected = std::panic::AssertUnwindSafe(collect(&mut reply, config))
+        .catch_unwind()
+        .await;
+    reply.cleanup().await;
+    let Ok(collected) = collected else {
+        tracing::error!("collecting the answer panicked");
+        return Err(ApiError::bug());
+    };
+    let message = collected?.message(&message_id(), model, reply.usage());
+    Ok(Json(message).into_response())
+}
+
+async fn collect(reply: &mut Reply, config: &Config) -> Result<Collector, ApiError> {
+    let mut collector = Collector::default();
+    while let Some(piece) = reply.next(config).await {
+        collector.add(piece?);
+    }
+    if !collector.is_done() {
+        return Err(ApiError::Internal(
+            "the reply ended without an outcome".into(),
+        ));
+    }
+    Ok(collector)
+}
+
+/// The event stream, fed by a task that owns the reply (as chat's): the
+/// body ends once the answer is cleaned up.
+fn stream_answer(reply: Reply, model: String, config: std::sync::Arc<Config>) -> Response {
+    let (out, body) = super::Outgoing::new(32);
+    super::spawn(async move {
+        let mut reply = reply;
+        let mut events = Events::new(message_id(), model);
+        let produced =
+            std::panic::AssertUnwindSafe(produce(&mut reply, &config, &mut events, &out))
+                .catch_unwind()
+                .await;
+        if produced.is_err() {
+            tracing::error!("the stream's producer panicked");
+            let told = out.deliver(Events::error(&ApiError::bug())).await;
+            reply.cleanup().await;
+            if told {
+                out.finish();
+            }
+        }
+    });
+    super::event_stream(body)
+}
+
+async fn produce(reply: &mut Reply, config: &Config, events: &mut Events, out: &super::Outgoing) {
+    let mut client_gone = !out.deliver(events.start(reply.input_estimate())).await;
+    let mut ending = None;
+    let mut failed = false;
+    while !client_gone {
+        let piece = match super::next_piece(reply, config, out, Events::ping).await {
+            Waited::CallerGone => {
+                client_gone = true;
+                break;
+            }
+            Waited::Piece(piece) => piece,
+        };
+        let frame = match piece {
+            None => break,
+            Some(Ok(Piece::Done { text, calls, stop })) => {
+                // The end reaches the caller before the cleanup.
+                ending = Some(events.end(&text, &calls, stop, reply.usage()));
+                break;
+            }
+            Some(Ok(piece)) => events.piece(piece),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "upstream failed mid-stream");
+                ending = Some(Events::error(&e));
+                failed = true;
+                break;
+            }
+        };
+        if !frame.is_empty() {
+            client_gone = !out.deliver(frame).await;
+        }
+    }
+    if client_gone {
+        tracing::info!("client went away mid-stream");
+        reply.cleanup().await;
+        return;
+    }
+    let ending = ending.unwrap_or_else(|| {
+        failed = true;
+        Events::error(&ApiError::Internal(
+            "the reply ended without an outcome".into(),
+        ))
+    });
+    let caller_there = out.deliver(ending).await;
+    reply.cleanup().await;
+    if !caller_there || (!failed && !out.deliver(Events::stop()).await) {
+        return;
+    }
+    out.finish();
+}
+
+#[cfg(test)]
+#[path = "messages_tests.rs"]
+mod tests;
