@@ -3,6 +3,8 @@
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export ROOT
 export VENV="$ROOT/.venv"
+# LiteLLM pins an older openai SDK: it lives in a virtualenv of its own.
+export LITELLM_VENV="$ROOT/.venv-litellm"
 export E2E_DIR="$ROOT/.e2e"
 export SIM_ADDR="${SIM_ADDR:-127.0.0.1:18080}"
 export LAMBDA_PORT="${LAMBDA_PORT:-9000}"

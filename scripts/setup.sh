@@ -40,6 +40,14 @@ if [ ! -x "$VENV/bin/python" ] || ! cmp -s tests/e2e/requirements.txt "$stamp"; 
   cp tests/e2e/requirements.txt "$stamp"
 fi
 
+stamp="$LITELLM_VENV/.requirements"
+if [ ! -x "$LITELLM_VENV/bin/python" ] || ! cmp -s tests/e2e/litellm/requirements.txt "$stamp"; then
+  log "python venv (.venv-litellm): $(grep -v '^#' tests/e2e/litellm/requirements.txt | tr '\n' ' ')"
+  python3 -m venv "$LITELLM_VENV"
+  "$LITELLM_VENV/bin/pip" install -q --disable-pip-version-check -r tests/e2e/litellm/requirements.txt
+  cp tests/e2e/litellm/requirements.txt "$stamp"
+fi
+
 if [ ! -d tests/e2e/node/node_modules ] || [ tests/e2e/node/package-lock.json -nt tests/e2e/node/node_modules ]; then
   log "npm ci (tests/e2e/node)"
   (cd tests/e2e/node && npm ci --no-audit --no-fund --loglevel=error)

@@ -63,7 +63,7 @@ DEPLOYMENT_PORTS="9001 9002 9003 9004 9005 9006 9007"
 pids=() deployment_pids=()
 cleanup() {
   for p in "${pids[@]}" "${deployment_pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  pkill -f "$ROOT/target/debug/(chat-completions|messages|models|token-check|token-liveness|audio-speech|audio-transcriptions)" 2>/dev/null || true
+  pkill -f "$ROOT/target/debug/(chat-completions|messages|responses|models|token-check|token-liveness|audio-speech|audio-transcriptions)" 2>/dev/null || true
   pkill -f "$ROOT/target/.*/gateway( |$)" 2>/dev/null || true
 }
 trap cleanup EXIT
@@ -150,12 +150,12 @@ start_deployments() {
   [[ $GATEWAY_KIND == watch ]] || return 0
   # The emulator starts a function on its first request: warm them before any
   # test clock starts, on paths that read no secret.
-  for path in /v1/models /v1/chat/completions /lambda-url/messages/warm-up /lambda-url/token-check/warm-up \
+  for path in /v1/models /v1/chat/completions /lambda-url/messages/warm-up /lambda-url/responses/warm-up /lambda-url/token-check/warm-up \
     /lambda-url/audio-speech/warm-up /lambda-url/audio-transcriptions/warm-up; do
     curl -s -o /dev/null --max-time 300 "$GATEWAY_URL$path" || true
   done
   for port in $DEPLOYMENT_PORTS; do
-    for fn in chat-completions messages models token-check audio-speech audio-transcriptions; do
+    for fn in chat-completions messages responses models token-check audio-speech audio-transcriptions; do
       curl -s -o /dev/null --max-time 300 "http://127.0.0.1:$port/lambda-url/$fn/warm-up" || true
     done
   done
@@ -163,7 +163,7 @@ start_deployments() {
 
 stop_deployments() {
   for p in "${deployment_pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  pkill -f "$ROOT/target/debug/(chat-completions|messages|models|token-check|token-liveness|audio-speech|audio-transcriptions)" 2>/dev/null || true
+  pkill -f "$ROOT/target/debug/(chat-completions|messages|responses|models|token-check|token-liveness|audio-speech|audio-transcriptions)" 2>/dev/null || true
   for p in "${deployment_pids[@]}"; do wait "$p" 2>/dev/null || true; done
   deployment_pids=()
   # The ports are free again before the next kind starts.

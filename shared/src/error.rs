@@ -128,9 +128,19 @@ impl ApiError {
     }
 
     /// The OpenAI error object: `{"error":{"message","type","param","code"}}`.
+    ///
+    /// A 401's message begins as OpenAI's own does (`Incorrect API key
+    /// provided:`): clients classify errors by their words before their
+    /// status, and LiteLLM (1.106) takes any error whose text holds
+    /// `invalid_request_error` (the type OpenAI gives a 401 too) for a bad
+    /// request unless that phrase is there.
     pub fn body(&self) -> serde_json::Value {
         let (kind, param, code) = self.kind();
-        json!({"error": {"message": self.to_string(), "type": kind, "param": param, "code": code}})
+        let message = match self {
+            ApiError::Unauthorized(m) => format!("Incorrect API key provided: {m}"),
+            _ => self.to_string(),
+        };
+        json!({"error": {"message": message, "type": kind, "param": param, "code": code}})
     }
 }
 
@@ -166,6 +176,19 @@ impl From<UpstreamError> for ApiError {
                 message: m.clone(),
                 param: None,
                 code: "unsupported_by_upstream",
+            },
+            // In OpenAI's words, which clients (LiteLLM's context window
+            // fallbacks, Codex) recognise.
+            UpstreamError::InvalidRequest {
+                message,
+                code: code @ "context_length_exceeded",
+            } => ApiError::BadRequest {
+                message: format!(
+                    "This model's maximum context length is smaller than this request: the upstream \
+                     refused it ({message}). Send a shorter history."
+                ),
+                param: Some("messages".into()),
+                code,
             },
             UpstreamError::InvalidRequest { message, code } => ApiError::BadRequest {
                 message: format!("The upstream refused the request: {message}"),

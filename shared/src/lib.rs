@@ -24,17 +24,19 @@
 //!
 //! ```text
 //! function URL / server ── runtime.rs (Lambda loop, restarted if a response cannot be delivered)
-//!   └─ routes/chat.rs ── CORS, limits        (the door: OpenAI chat completions)
+//!   └─ routes/chat.rs, messages.rs, responses.rs ── CORS, limits   (the three doors)
 //!        ├─ credentials/   caller → tokens (header mode, or a tokens document + API keys;
 //!        │                 MiniMax Code accounts' current access tokens)
-//!        ├─ openai/chat.rs request → Conversation (typed, validated fields)
+//!        ├─ openai/chat.rs, anthropic/request.rs, responses/request.rs
+//!        │                 request → Conversation (typed, validated fields)
 //!        └─ reply.rs       the conversation layer: native, or the text-chat layer
 //!             ├─ (text chats) structured/ + prompt.rs: the contract, one prompt; Reader + correction turn
 //!             ├─ files/    the last message's files → bytes (data URLs, safe fetching)
 //!             └─ answer.rs lease an account → Upstream::chat(Turn) → first event (or retry elsewhere)
 //!                  └─ upstream/ code/ (Anthropic Messages), hailuo/ (SSE), agent/ (send, then poll)
-//!   pieces (text, reasoning, tool calls, stop, usage) → chunks (openai/encode.rs) → finish
-//!     → cleanup → usage, [DONE] → end
+//!   pieces (text, reasoning, tool calls, stop, usage) → the door's encoder (openai/encode.rs,
+//!     anthropic/encode.rs, responses/encode.rs) → routes/stream.rs: keep-alives, the end
+//!     → cleanup → the close (usage, [DONE]; message_stop) → end
 //! ```
 //!
 //! Speech takes the same path to an account: `speech.rs` leases one with
@@ -58,8 +60,13 @@
 //!   answer format, thinking, the output cap), stop reasons, token usage.
 //! - `reply.rs`: a conversation answered, as door-neutral pieces.
 //! - `routes/`: one `Router` per function (`chat` with `chat_tests.rs` and
-//!   `chat_native_tests.rs`, `models`, `token_check`, `speech`,
-//!   `transcription`), with the fallbacks, limits and CORS they share.
+//!   `chat_native_tests.rs`, `messages`, `responses`, `models`,
+//!   `token_check`, `speech`, `transcription`), with the fallbacks, limits
+//!   and CORS they share; `stream.rs`, one streamed answer in any door's
+//!   dialect.
+//! - `anthropic/`: the Messages door (request, message and events, errors
+//!   in Anthropic's shape); `responses/`: the Responses door (request,
+//!   items and events); `wire.rs`: what their typed parsers share.
 //! - `openai/`: the OpenAI surface: request parsing (`chat.rs`), chunk and
 //!   completion encoding, usage estimates, the model list.
 //! - `structured/`: tool calls and JSON answers over chats that have neither:
@@ -119,6 +126,7 @@ mod openai;
 mod prompt;
 mod redact;
 mod reply;
+mod responses;
 pub mod routes;
 mod runtime;
 mod server;
@@ -129,6 +137,7 @@ mod structured;
 mod testing;
 mod text;
 pub mod upstream;
+mod wire;
 
 use std::sync::Arc;
 

@@ -21,7 +21,6 @@
 
 use std::borrow::Cow;
 
-use serde::de::{Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -30,6 +29,8 @@ use crate::conversation::{
     ToolCall, ToolChoice,
 };
 use crate::error::ApiError;
+use crate::openai::chat::MAX_SCHEMA_BYTES;
+use crate::wire::{check_range, Counted, TextOr};
 
 /// The largest `max_tokens` taken as it is (Anthropic's models stop far
 /// below; an upstream refuses what it cannot give in its own words).
@@ -51,18 +52,8 @@ pub(crate) enum Route {
 
 impl MessagesRequest {
     pub(crate) fn parse(body: &[u8], route: Route) -> Result<Self, ApiError> {
-        let mut json = serde_json::Deserializer::from_slice(body);
-        let wire: Wire = serde_path_to_error::deserialize(&mut json).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            if inner.is_syntax() || inner.is_eof() || path == "." {
-                ApiError::bad_body(format!("The request body is not valid JSON: {inner}."))
-            } else {
-                ApiError::invalid(path.clone(), format!("{path}: {inner}."))
-            }
-        })?;
-        json.end()
-            .map_err(|e| ApiError::bad_body(format!("The request body is not valid JSON: {e}.")))?;
+        let body = crate::openai::body::normalized(body);
+        let wire: Wire = crate::wire::parse(&body)?;
         wire.into_request(route)
     }
 }
@@ -75,13 +66,13 @@ struct Wire<'a> {
     #[serde(borrow)]
     system: Option<Content<'a>>,
     #[serde(borrow)]
-    messages: Option<Vec<WireMessage<'a>>>,
+    messages: Option<Counted<WireMessage<'a>>>,
     #[serde(borrow)]
-    tools: Option<Vec<WireTool<'a>>>,
+    tools: Option<Counted<WireTool<'a>>>,
     #[serde(borrow)]
     tool_choice: Option<WireToolChoice<'a>>,
     #[serde(borrow)]
-    stop_sequences: Option<Vec<Cow<'a, str>>>,
+    stop_sequences: Option<Counted<Cow<'a, str>>>,
     stream: Option<bool>,
     #[serde(borrow)]
     thinking: Option<WireThinking<'a>>,
@@ -100,40 +91,9 @@ struct WireMessage<'a> {
     content: Option<Content<'a>>,
 }
 
-/// A string, or a list of content blocks.
-enum Content<'a> {
-    Text(Cow<'a, str>),
-    Blocks(Vec<Block<'a>>),
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for Content<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = Content<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a string or an array of content blocks")
-            }
-            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
-                Ok(Content::Text(Cow::Borrowed(s)))
-            }
-            fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
-                Ok(Content::Text(Cow::Owned(s.to_string())))
-            }
-            fn visit_string<E>(self, s: String) -> Result<Self::Value, E> {
-                Ok(Content::Text(Cow::Owned(s)))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let mut blocks = Vec::new();
-                while let Some(block) = seq.next_element()? {
-                    blocks.push(block);
-                }
-                Ok(Content::Blocks(blocks))
-            }
-        }
-        d.deserialize_any(V(std::marker::PhantomData))
-    }
-}
+/// A string, or a list of content blocks (each counted against the
+/// request's budget).
+type Content<'a> = TextOr<'a, Block<'a>>;
 
 /// Every field any content block has; which ones must be there depends on
 /// `type` (checked in `Turns::block`).
@@ -144,7 +104,7 @@ struct Block<'a> {
     #[serde(borrow)]
     text: Option<Cow<'a, str>>,
     #[serde(borrow)]
-    source: Option<Source<'a>>,
+    source: Option<Box<Source<'a>>>,
     #[serde(borrow)]
     title: Option<Cow<'a, str>>,
     #[serde(borrow)]
@@ -271,7 +231,7 @@ impl Wire<'_> {
         if let Some(k) = self.top_k.filter(|k| *k < 0) {
             return Err(invalid("top_k", format!("must be 0 or more, got {k}.")));
         }
-        if let Some(stops) = &self.stop_sequences {
+        if let Some(Counted(stops)) = &self.stop_sequences {
             if stops.iter().any(|s| s.is_empty()) {
                 return Err(invalid(
                     "stop_sequences",
@@ -284,7 +244,7 @@ impl Wire<'_> {
         if let Some(system) = self.system {
             turns.system(system, "system")?;
         }
-        let wire_messages = match self.messages {
+        let wire_messages = match self.messages.map(|m| m.0) {
             Some(m) if !m.is_empty() => m,
             Some(_) => {
                 return Err(invalid(
@@ -306,7 +266,8 @@ impl Wire<'_> {
 
         let mut tools = Vec::new();
         let mut dropped = Vec::new();
-        for (i, t) in self.tools.unwrap_or_default().into_iter().enumerate() {
+        let mut schema_bytes = 0;
+        for (i, t) in self.tools.unwrap_or_default().0.into_iter().enumerate() {
             let param = format!("tools[{i}]");
             let Some(name) = t.name.filter(|n| !n.is_empty()) else {
                 return Err(required(&format!("{param}.name"), "the tool's name"));
@@ -325,6 +286,13 @@ impl Wire<'_> {
                 return Err(invalid(
                     &format!("{param}.input_schema"),
                     "must be a JSON Schema object.".into(),
+                ));
+            }
+            schema_bytes += schema.get().len();
+            if schema_bytes > MAX_SCHEMA_BYTES {
+                return Err(invalid(
+                    "tools",
+                    format!("the tools' input schemas take more than {MAX_SCHEMA_BYTES} bytes in all; offer fewer or smaller tools."),
                 ));
             }
             tools.push(Tool {
@@ -463,16 +431,6 @@ impl Wire<'_> {
     }
 }
 
-fn check_range(param: &str, value: Option<f64>, low: f64, high: f64) -> Result<(), ApiError> {
-    match value {
-        Some(v) if !(low..=high).contains(&v) => Err(invalid(
-            param,
-            format!("must be between {low} and {high}, got {v}."),
-        )),
-        _ => Ok(()),
-    }
-}
-
 /// The messages built so far.
 #[derive(Default)]
 struct Turns {
@@ -484,8 +442,8 @@ impl Turns {
     /// message, its text blocks joined by blank lines.
     fn system(&mut self, content: Content<'_>, param: &str) -> Result<(), ApiError> {
         let text = match content {
-            Content::Text(t) => t.into_owned(),
-            Content::Blocks(blocks) => {
+            TextOr::Text(t) => t.into_owned(),
+            TextOr::List(blocks) => {
                 let mut parts = Vec::new();
                 for (j, b) in blocks.into_iter().enumerate() {
                     let p = format!("{param}[{j}]");
@@ -544,7 +502,7 @@ impl Turns {
             return self.system(content, &content_param);
         }
         let blocks = match content {
-            Content::Text(t) => {
+            TextOr::Text(t) => {
                 self.push(Message {
                     role,
                     text: t.into_owned(),
@@ -552,7 +510,7 @@ impl Turns {
                 });
                 return Ok(());
             }
-            Content::Blocks(b) => b,
+            TextOr::List(b) => b,
         };
         let mut texts: Vec<String> = Vec::new();
         let mut turn = Message {
@@ -573,14 +531,14 @@ impl Turns {
                     let source = b
                         .source
                         .ok_or_else(|| required(&format!("{p}.source"), "the image"))?;
-                    let url = image_url(source, &format!("{p}.source"))?;
+                    let url = image_url(*source, &format!("{p}.source"))?;
                     turn.attachments.push((j, Attachment::Image { url }));
                 }
                 (Some("document"), Role::User) => {
                     let source = b
                         .source
                         .ok_or_else(|| required(&format!("{p}.source"), "the document"))?;
-                    match document(source, b.title.as_deref(), &format!("{p}.source"))? {
+                    match document(*source, b.title.as_deref(), &format!("{p}.source"))? {
                         Document::Text(text) => texts.push(text),
                         Document::File(attachment) => turn.attachments.push((j, attachment)),
                     }
@@ -778,8 +736,8 @@ fn result_content(
 ) -> Result<(String, Vec<String>), ApiError> {
     match content {
         None => Ok((String::new(), Vec::new())),
-        Some(Content::Text(t)) => Ok((t.into_owned(), Vec::new())),
-        Some(Content::Blocks(blocks)) => {
+        Some(TextOr::Text(t)) => Ok((t.into_owned(), Vec::new())),
+        Some(TextOr::List(blocks)) => {
             let (mut texts, mut images) = (Vec::new(), Vec::new());
             for (j, b) in blocks.into_iter().enumerate() {
                 let p = format!("{param}[{j}]");
@@ -790,7 +748,7 @@ fn result_content(
                             .into_owned(),
                     ),
                     Some("image") => images.push(image_url(
-                        b.source
+                        *b.source
                             .ok_or_else(|| required(&format!("{p}.source"), "the image"))?,
                         &format!("{p}.source"),
                     )?),

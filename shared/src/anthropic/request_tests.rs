@@ -319,3 +319,33 @@ fn thinking_and_output_format_map_to_the_conversation() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A body of nothing but empty blocks stops at the element budget, a 400
+/// that says so, instead of building millions of structs.
+#[test]
+fn a_hostile_body_stops_at_the_element_budget() {
+    let blocks = vec![json!({}); crate::wire::MAX_ELEMENTS + 10];
+    let (param, message) = refused(json!({"model": "m", "max_tokens": 5,
+        "messages": [{"role": "user", "content": blocks}]}));
+    assert!(param.starts_with("messages[0].content"), "{param}");
+    assert!(message.contains("send a shorter history"), "{message}");
+    // Schemas count too, by their bytes.
+    let big = json!({"type": "object", "description": "x".repeat(MAX_SCHEMA_BYTES)});
+    let (param, _) = refused(
+        json!({"model": "m", "max_tokens": 5, "tools": [{"name": "f", "input_schema": big}],
+        "messages": [{"role": "user", "content": "x"}]}),
+    );
+    assert_eq!(param, "tools");
+}
+
+/// What Node clients send: a lone surrogate half from a cut emoji, a byte
+/// order mark; read as the chat door reads them.
+#[test]
+fn a_lone_surrogate_and_a_byte_order_mark_are_read_not_refused() {
+    let mut body = b"\xef\xbb\xbf".to_vec();
+    body.extend_from_slice(
+        br#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"cut \ud83d"}]}"#,
+    );
+    let r = MessagesRequest::parse(&body, Route::Messages).unwrap();
+    assert_eq!(r.conversation.messages[0].text, "cut \u{fffd}");
+}

@@ -11,7 +11,7 @@ use futures_util::FutureExt;
 
 use super::AppState;
 use crate::config::Config;
-use crate::conversation::{StopReason, ToolCall};
+use crate::conversation::{StopReason, TokenUsage, ToolCall};
 use crate::error::ApiError;
 use crate::openai::chat::ChatRequest;
 use crate::openai::encode::{completion_id, unix_seconds, ChunkEncoder, Completion};
@@ -189,22 +189,65 @@ async fn collect(reply: &mut Reply, config: &Config) -> Result<Collected, ApiErr
     })
 }
 
-/// The stream is fed by a task that owns the reply; the response body ends
-/// only when that task has finished, cleanup included.
-///
-/// A bug that panics while the stream is produced (where panics unwind: the
-/// server; Lambda's build aborts) still ends the stream as an upstream
-/// failure does, with an error chunk and `[DONE]`, and the conversation is
-/// still deleted: the task keeps the reply, the encoder and the sender, and
-/// only lends them to `produce`.
+/// Chat completions' words for a stream (`stream::Dialect`): chunks, the
+/// finish chunk, the usage chunk when asked for, `[DONE]`.
+struct ChatStream {
+    enc: ChunkEncoder,
+    include_usage: bool,
+}
+
+fn joined(frames: impl IntoIterator<Item = Bytes>) -> Bytes {
+    frames.into_iter().flatten().collect::<Vec<u8>>().into()
+}
+
+impl super::stream::Dialect for ChatStream {
+    fn start(&mut self, _: &Reply) -> Bytes {
+        self.enc.role()
+    }
+
+    fn piece(&mut self, piece: Piece) -> Bytes {
+        match piece {
+            Piece::Content(text) => self.enc.content(&text),
+            Piece::Reasoning(text) => self.enc.reasoning(&text),
+            // A chat caller cannot send a signature back.
+            Piece::ReasoningSignature(_) => Bytes::new(),
+            Piece::ToolCallStart { index, id, name } => self.enc.tool_call_start(index, &id, &name),
+            Piece::ToolCallArguments { index, json } => self.enc.tool_call_arguments(index, &json),
+            Piece::Done { .. } => unreachable!("the end of the answer goes to end"),
+        }
+    }
+
+    fn end(&mut self, text: &str, calls: &[ToolCall], stop: StopReason, _: TokenUsage) -> Bytes {
+        let text = (!text.is_empty()).then(|| self.enc.content(text));
+        joined(
+            text.into_iter()
+                .chain(self.enc.tool_calls(calls))
+                .chain([self.enc.finish(finish_reason(stop))]),
+        )
+    }
+
+    fn failed(&mut self, e: &ApiError) -> Bytes {
+        self.enc.error(e)
+    }
+
+    fn close(&mut self, failed: bool, usage: TokenUsage) -> Bytes {
+        let usage = (!failed && self.include_usage).then(|| self.enc.usage(Usage::from(usage)));
+        joined(usage.into_iter().chain([ChunkEncoder::done()]))
+    }
+
+    fn keepalive() -> Bytes {
+        ChunkEncoder::keepalive()
+    }
+}
+
+/// The stream, fed by a task that owns the reply (`stream.rs`).
 fn stream_answer(
     reply: Reply,
     model: String,
     include_usage: bool,
     config: std::sync::Arc<Config>,
 ) -> Response {
-    let (out, body) = super::Outgoing::new(32);
-    let encoder = ChunkEncoder::new(
+    let enc = ChunkEncoder::new(
         completion_id(reply.chat_id()),
         model,
         reply
@@ -212,103 +255,7 @@ fn stream_answer(
             .then(|| reply.chat_id().map(str::to_string))
             .flatten(),
     );
-    super::spawn(async move {
-        let mut reply = reply;
-        let produced = std::panic::AssertUnwindSafe(produce(
-            &mut reply,
-            &config,
-            &encoder,
-            include_usage,
-            &out,
-        ))
-        .catch_unwind()
-        .await;
-        if produced.is_err() {
-            tracing::error!(
-                chat_id = reply.chat_id().unwrap_or_default(),
-                "the stream's producer panicked"
-            );
-            out.deliver(encoder.error(&ApiError::bug())).await;
-            reply.cleanup().await;
-            if out.deliver(ChunkEncoder::done()).await {
-                out.finish();
-            }
-        }
-    });
-    super::event_stream(body)
-}
-
-async fn produce(
-    reply: &mut Reply,
-    config: &Config,
-    enc: &ChunkEncoder,
-    include_usage: bool,
-    out: &super::Outgoing,
-) {
-    let mut failure = None;
-    let mut ending = Vec::new();
-    let mut client_gone = !out.deliver(enc.role()).await;
-    while !client_gone {
-        let piece = match super::next_piece(reply, config, out, ChunkEncoder::keepalive).await {
-            super::Waited::CallerGone => {
-                client_gone = true;
-                break;
-            }
-            super::Waited::Piece(piece) => piece,
-        };
-        let frame = match piece {
-            None => break,
-            Some(Ok(Piece::Content(text))) => enc.content(&text),
-            Some(Ok(Piece::Reasoning(text))) => enc.reasoning(&text),
-            Some(Ok(Piece::ReasoningSignature(_))) => continue,
-            Some(Ok(Piece::ToolCallStart { index, id, name })) => {
-                enc.tool_call_start(index, &id, &name)
-            }
-            Some(Ok(Piece::ToolCallArguments { index, json })) => {
-                enc.tool_call_arguments(index, &json)
-            }
-            Some(Ok(Piece::Done { text, calls, stop })) => {
-                // The end of the answer reaches the caller before the deletion
-                // (which can take seconds on the agent upstream).
-                if !text.is_empty() {
-                    ending.push(enc.content(&text));
-                }
-                ending.extend(enc.tool_calls(&calls));
-                ending.push(enc.finish(finish_reason(stop)));
-                break;
-            }
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "upstream failed mid-stream");
-                ending.push(enc.error(&e));
-                failure = Some(e);
-                break;
-            }
-        };
-        client_gone = !out.deliver(frame).await;
-    }
-    if client_gone {
-        tracing::info!(
-            chat_id = reply.chat_id().unwrap_or_default(),
-            "client went away mid-stream"
-        );
-        reply.cleanup().await;
-        return;
-    }
-    // The deletion still happens inside the invocation, before the usage
-    // chunk and `[DONE]` (the invocation lasts until `out` is dropped).
-    let caller_there = out.deliver_all(ending).await;
-    reply.cleanup().await;
-    if !caller_there {
-        return;
-    }
-    let mut tail = Vec::new();
-    if failure.is_none() && include_usage {
-        tail.push(enc.usage(Usage::from(reply.usage())));
-    }
-    tail.push(ChunkEncoder::done());
-    if out.deliver_all(tail).await {
-        out.finish();
-    }
+    super::stream::answer(reply, ChatStream { enc, include_usage }, config)
 }
 
 #[cfg(test)]

@@ -19,11 +19,12 @@ use axum::routing::post;
 use axum::{Json, Router};
 use futures_util::FutureExt;
 
-use super::{AppState, Waited};
+use super::AppState;
 use crate::anthropic::encode::{message_id, Collector, Events};
 use crate::anthropic::error::{request_id, response as error_response, with_request_id};
 use crate::anthropic::request::{MessagesRequest, Route};
 use crate::config::Config;
+use crate::conversation::{StopReason, TokenUsage, ToolCall};
 use crate::error::ApiError;
 use crate::reply::{Piece, Reply};
 
@@ -109,7 +110,11 @@ async fn answer_request(
     );
     let config = state.config.clone();
     if stream {
-        Ok(stream_answer(reply, model, config))
+        Ok(super::stream::answer(
+            reply,
+            Events::new(message_id(), model),
+            config,
+        ))
     } else {
         collect_answer(reply, &model, &config).await
     }
@@ -147,77 +152,42 @@ async fn collect(reply: &mut Reply, config: &Config) -> Result<Collector, ApiErr
     Ok(collector)
 }
 
-/// The event stream, fed by a task that owns the reply (as chat's): the
-/// body ends once the answer is cleaned up.
-fn stream_answer(reply: Reply, model: String, config: std::sync::Arc<Config>) -> Response {
-    let (out, body) = super::Outgoing::new(32);
-    super::spawn(async move {
-        let mut reply = reply;
-        let mut events = Events::new(message_id(), model);
-        let produced =
-            std::panic::AssertUnwindSafe(produce(&mut reply, &config, &mut events, &out))
-                .catch_unwind()
-                .await;
-        if produced.is_err() {
-            tracing::error!("the stream's producer panicked");
-            let told = out.deliver(Events::error(&ApiError::bug())).await;
-            reply.cleanup().await;
-            if told {
-                out.finish();
-            }
-        }
-    });
-    super::event_stream(body)
-}
+/// Anthropic's words for a stream (`stream::Dialect`).
+impl super::stream::Dialect for Events {
+    fn start(&mut self, reply: &Reply) -> Bytes {
+        Events::start(self, reply.input_estimate())
+    }
 
-async fn produce(reply: &mut Reply, config: &Config, events: &mut Events, out: &super::Outgoing) {
-    let mut client_gone = !out.deliver(events.start(reply.input_estimate())).await;
-    let mut ending = None;
-    let mut failed = false;
-    while !client_gone {
-        let piece = match super::next_piece(reply, config, out, Events::ping).await {
-            Waited::CallerGone => {
-                client_gone = true;
-                break;
-            }
-            Waited::Piece(piece) => piece,
-        };
-        let frame = match piece {
-            None => break,
-            Some(Ok(Piece::Done { text, calls, stop })) => {
-                // The end reaches the caller before the cleanup.
-                ending = Some(events.end(&text, &calls, stop, reply.usage()));
-                break;
-            }
-            Some(Ok(piece)) => events.piece(piece),
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "upstream failed mid-stream");
-                ending = Some(Events::error(&e));
-                failed = true;
-                break;
-            }
-        };
-        if !frame.is_empty() {
-            client_gone = !out.deliver(frame).await;
+    fn piece(&mut self, piece: Piece) -> Bytes {
+        Events::piece(self, piece)
+    }
+
+    fn end(
+        &mut self,
+        text: &str,
+        calls: &[ToolCall],
+        stop: StopReason,
+        usage: TokenUsage,
+    ) -> Bytes {
+        Events::end(self, text, calls, stop, usage)
+    }
+
+    fn failed(&mut self, e: &ApiError) -> Bytes {
+        Events::error(e)
+    }
+
+    /// `message_stop` after a whole answer; after an `error` event, nothing.
+    fn close(&mut self, failed: bool, _: TokenUsage) -> Bytes {
+        if failed {
+            Bytes::new()
+        } else {
+            Events::stop()
         }
     }
-    if client_gone {
-        tracing::info!("client went away mid-stream");
-        reply.cleanup().await;
-        return;
+
+    fn keepalive() -> Bytes {
+        Events::ping()
     }
-    let ending = ending.unwrap_or_else(|| {
-        failed = true;
-        Events::error(&ApiError::Internal(
-            "the reply ended without an outcome".into(),
-        ))
-    });
-    let caller_there = out.deliver(ending).await;
-    reply.cleanup().await;
-    if !caller_there || (!failed && !out.deliver(Events::stop()).await) {
-        return;
-    }
-    out.finish();
 }
 
 #[cfg(test)]

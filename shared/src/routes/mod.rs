@@ -3,7 +3,9 @@
 pub mod chat;
 pub mod messages;
 pub mod models;
+pub mod responses;
 pub mod speech;
+mod stream;
 pub mod token_check;
 pub mod transcription;
 
@@ -156,16 +158,6 @@ impl Outgoing {
         }
     }
 
-    /// `deliver` each piece in order, until the caller is gone.
-    pub(crate) async fn deliver_all(&self, pieces: Vec<bytes::Bytes>) -> bool {
-        for piece in pieces {
-            if !self.deliver(piece).await {
-                return false;
-            }
-        }
-        true
-    }
-
     /// Resolves when the caller has gone (the body was dropped).
     pub(crate) async fn caller_gone(&self) {
         self.tx.closed().await
@@ -174,43 +166,6 @@ impl Outgoing {
     /// Everything is sent: the body ends whole once this sender is dropped.
     pub(crate) fn finish(&self) {
         self.whole.store(true, std::sync::atomic::Ordering::Release);
-    }
-}
-
-/// How long a stream may be silent before a keep-alive is sent: well
-/// under CloudFront's 60-second origin read timeout and the idle timeouts
-/// of proxies, so a model that thinks (or queues) for minutes is not cut.
-pub(crate) const KEEPALIVE: Duration = Duration::from_secs(15);
-
-/// What waiting for a reply's next piece came to.
-pub(crate) enum Waited {
-    Piece(Option<Result<crate::reply::Piece, ApiError>>),
-    /// The caller went away, or stopped reading.
-    CallerGone,
-}
-
-/// The reply's next piece, with `keepalive()` sent each `KEEPALIVE` the
-/// reply is silent (the piece's future is kept across keep-alives, never
-/// cancelled half-read).
-pub(crate) async fn next_piece(
-    reply: &mut crate::reply::Reply,
-    config: &Config,
-    out: &Outgoing,
-    keepalive: fn() -> bytes::Bytes,
-) -> Waited {
-    let next = reply.next(config);
-    tokio::pin!(next);
-    loop {
-        tokio::select! {
-            biased;
-            _ = out.caller_gone() => return Waited::CallerGone,
-            piece = &mut next => return Waited::Piece(piece),
-            _ = tokio::time::sleep(KEEPALIVE) => {
-                if !out.deliver(keepalive()).await {
-                    return Waited::CallerGone;
-                }
-            }
-        }
     }
 }
 
@@ -253,6 +208,7 @@ pub fn all(state: AppState) -> Router {
     let config = state.config.clone();
     let router = chat::routes(state.clone())
         .merge(messages::routes(state.clone()))
+        .merge(responses::routes(state.clone()))
         .merge(token_check::routes(state.clone()))
         .merge(speech::routes(state.clone()))
         .merge(transcription::routes(state));
@@ -325,7 +281,7 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
 
 fn not_found(method: &Method, uri: &Uri) -> ApiError {
     ApiError::NotFound(format!(
-        "Unknown request URL: {method} {}. This service serves POST /v1/chat/completions, POST /v1/messages, POST /v1/messages/count_tokens, GET /v1/models, POST /v1/audio/speech, POST /v1/audio/transcriptions and POST /token/check.",
+        "Unknown request URL: {method} {}. This service serves POST /v1/chat/completions, POST /v1/responses, POST /v1/messages, POST /v1/messages/count_tokens, GET /v1/models, POST /v1/audio/speech, POST /v1/audio/transcriptions and POST /token/check.",
         uri.path()
     ))
 }

@@ -11,6 +11,8 @@ simulator saw no protocol violation and that no conversation was left behind.
 
 import hashlib
 import os
+import socket
+import threading
 import time
 import uuid
 
@@ -250,3 +252,45 @@ def code_sim():
     s.reset()
     yield s
     s.assert_clean()
+
+
+class ProxySink:
+    """An HTTP(S) proxy that refuses every request and records its target:
+    anything the agent tries to reach beyond loopback lands here."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.attempts: list[str] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                try:
+                    line = conn.recv(4096).split(b"\r\n", 1)[0].decode(errors="replace")
+                except OSError:
+                    line = "(nothing read)"
+                self.attempts.append(line)
+                try:
+                    conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                except OSError:
+                    pass
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.fixture
+def proxy_sink():
+    p = ProxySink()
+    yield p
+    p.close()
+    assert p.attempts == [], f"the agent tried to leave loopback: {p.attempts}"

@@ -11,16 +11,13 @@ records every outbound attempt: a test fails if it saw one."""
 
 import json
 import os
-import socket
 import subprocess
-import threading
 import uuid
 
 import anthropic
-import httpx
 import pytest
 
-from conftest import CODE_URL, GATEWAY_URL, last_sent, tokens_of, tool_call
+from conftest import CODE_URL, GATEWAY_URL, ProxySink, last_sent, tokens_of, tool_call
 
 ROOT = os.environ.get("ROOT", ".")
 CLAUDE = os.path.join(ROOT, "tests", "e2e", "agents", "node_modules", ".bin", "claude")
@@ -146,48 +143,6 @@ def test_the_web_chat_answers_the_anthropic_door_with_emulated_tools(sim, new_to
 
 
 # --- Claude Code, headless -------------------------------------------------
-
-
-class ProxySink:
-    """An HTTP(S) proxy that refuses every request and records its target:
-    anything the agent tries to reach beyond loopback lands here."""
-
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.attempts: list[str] = []
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                conn.settimeout(5)
-                try:
-                    line = conn.recv(4096).split(b"\r\n", 1)[0].decode(errors="replace")
-                except OSError:
-                    line = "(nothing read)"
-                self.attempts.append(line)
-                try:
-                    conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-                except OSError:
-                    pass
-
-    def close(self):
-        self.sock.close()
-
-
-@pytest.fixture
-def proxy_sink():
-    p = ProxySink()
-    yield p
-    p.close()
-    assert p.attempts == [], f"the agent tried to leave loopback: {p.attempts}"
 
 
 def run_claude(tmp_path, base_url: str, token: str, model: str, prompt: str, proxy: ProxySink) -> dict:
