@@ -3,7 +3,8 @@
 #   scripts/bench.sh [chat-bench args]   the function as a local server (the same router Lambda runs)
 #   scripts/bench.sh lambda [args]       the same, through the Lambda emulator (`cargo lambda watch`)
 #   scripts/bench.sh code [args]         the MiniMax Code path: Anthropic SSE in, OpenAI chunks out (code-bench)
-#   scripts/bench.sh memory              what one request costs in memory (request-memory)
+#   scripts/bench.sh memory [door]       what one request costs in memory (request-memory; door:
+#                                        chat, the default, messages or responses)
 #   scripts/bench.sh audio               the transcription function's transcoder (audio-bench)
 #   scripts/bench.sh startup             each Lambda bootstrap's size, zip and start → ready (lambda-startup)
 #   scripts/bench.sh load                100/300/1,000 concurrent streams through the server (server-load;
@@ -60,7 +61,11 @@ esac
 cargo build --release --locked -p chat-completions -p chat-bench
 case ${1:-} in
 memory)
-  exec "$ROOT/target/release/request-memory" --gateway-bin "$ROOT/target/release/chat-completions"
+  # `scripts/bench.sh memory messages` (or responses): the same bodies in that door's dialect.
+  door=${2:-chat}
+  bin=chat-completions
+  [[ $door == chat ]] || { bin=$door && cargo build --release --locked -p "$door"; }
+  exec "$ROOT/target/release/request-memory" --gateway-bin "$ROOT/target/release/$bin" --door "$door"
   ;;
 lambda)
   shift

@@ -65,6 +65,8 @@ pub struct Answer {
     cleaned: bool,
     /// The account, held until the cleanup is done.
     lease: Option<Lease>,
+    /// The pool's cool-downs: an account limited mid-answer cools too.
+    cooling: Option<Cooling>,
 }
 
 /// Why one attempt failed, and whether the upstream had taken the turn.
@@ -316,6 +318,7 @@ impl Answer {
         turn: &Turn<'_>,
         keep: bool,
     ) -> Result<Answer, ApiError> {
+        let cooling = pool.cooling.clone();
         let (mut answer, lease) = on_an_account(
             &upstream,
             config,
@@ -326,6 +329,7 @@ impl Answer {
         )
         .await?;
         answer.hold(lease);
+        answer.cooling = Some(cooling);
         Ok(answer)
     }
 
@@ -366,6 +370,7 @@ impl Answer {
             deadline: total_deadline,
             cleaned: false,
             lease: None,
+            cooling: None,
         };
         match answer.prime(first_byte_deadline, config).await {
             Ok(()) => Ok(answer),
@@ -527,6 +532,25 @@ impl Answer {
                 }
                 // Still there: the idle timer starts again.
                 Ok(Some(Ok(UpstreamEvent::Alive))) => continue,
+                // Throttled or out of its plan mid-answer: the account is
+                // not asked again until its time is up, as if it had said so
+                // before the first byte.
+                Ok(Some(Err(error))) => {
+                    if let (
+                        UpstreamError::Cooling {
+                            fingerprint,
+                            class,
+                            retry_after,
+                            ..
+                        },
+                        Some(cooling),
+                    ) = (&error, &self.cooling)
+                    {
+                        tracing::info!(token = %fingerprint, class = ?class, "account limited mid-answer: cooling it");
+                        cooling.cool(fingerprint, *class, *retry_after);
+                    }
+                    Some(Err(error))
+                }
                 Ok(other) => other,
                 Err(_) if Instant::now() >= self.deadline => Some(Err(UpstreamError::Timeout(
                     "the answer took longer than the longest allowed (UPSTREAM_TOTAL_TIMEOUT_MS)"

@@ -48,10 +48,12 @@ impl DeadTokens {
 
 /// Accounts (by token fingerprint) that cannot answer until a time: a rate
 /// limit, an exhausted plan window or credits, a block, a refused network.
-/// On tokio's clock, so tests can pass the time.
-#[derive(Default)]
+/// On tokio's clock, so tests can pass the time. A clone is a handle on the
+/// same accounts (an answer keeps one, to cool its account if it is limited
+/// mid-answer).
+#[derive(Clone, Default)]
 pub struct Cooling {
-    until: Mutex<HashMap<String, (tokio::time::Instant, Unavailability)>>,
+    until: std::sync::Arc<Mutex<HashMap<String, (tokio::time::Instant, Unavailability)>>>,
 }
 
 impl Cooling {

@@ -248,6 +248,45 @@ async fn a_throttled_account_cools_and_the_request_moves_on_then_all_cooling_is_
     assert_eq!(body["choices"][0]["message"]["content"], "a again");
 }
 
+/// A limit that arrives mid-answer (an error event after the first byte)
+/// ends that answer in an error, and cools the account as a refusal
+/// before the first byte would: the next request is not sent to it.
+#[tokio::test(start_paused = true)]
+async fn an_account_throttled_mid_answer_cools_too() {
+    let fake = native();
+    let app = router(state(&fake, Config::default()));
+    fake.script(Script::steps(vec![
+        Step::Event(UpstreamEvent::Delta("Half an".into())),
+        Step::Fail(UpstreamError::Cooling {
+            fingerprint: crate::redact::fingerprint("tok-a"),
+            class: Unavailability::Throttled,
+            message: "rate limit exceeded (2045)".into(),
+            retry_after: Duration::from_secs(30),
+        }),
+    ]));
+    let ask =
+        json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let response = send(&app, "tok-a", ask.clone()).await;
+    assert_eq!(response.status(), StatusCode::OK, "the answer had begun");
+    let body = frames(response).await;
+    assert!(
+        body.iter().any(|(f, _)| f.contains("\"error\"")),
+        "{body:?}"
+    );
+    let chats = fake.record(|r| r.chats.len());
+    let response = send(&app, "tok-a", ask.clone()).await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(response.headers()["retry-after"], "30");
+    assert_eq!(
+        fake.record(|r| r.chats.len()),
+        chats,
+        "not asked while it cools"
+    );
+    tokio::time::advance(Duration::from_secs(31)).await;
+    fake.script(plain_answer("back"));
+    assert_eq!(send(&app, "tok-a", ask).await.status(), StatusCode::OK);
+}
+
 #[tokio::test(start_paused = true)]
 async fn accounts_out_of_credits_are_a_503_that_says_so_and_a_dead_token_a_401() {
     let fake = native();

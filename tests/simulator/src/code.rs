@@ -374,8 +374,15 @@ fn oauth_error(status: StatusCode, error: &str, description: Option<&str>) -> Re
     (status, Json(body)).into_response()
 }
 
+/// The most requests `/_sim/log` keeps (the oldest go first): a long
+/// benchmark or a load test must not grow the simulator without bound.
+const MAX_LOG: usize = 4096;
+
 fn log(s: &mut CodeState, path: &str, detail: Value) {
     let at = s.now();
+    if s.log.len() >= MAX_LOG {
+        s.log.drain(..MAX_LOG / 4);
+    }
     s.log
         .push(json!({"path": path, "at": at, "detail": detail}));
 }

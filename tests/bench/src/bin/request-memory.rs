@@ -1,6 +1,9 @@
-//! `request-memory [--gateway-bin target/release/chat-completions]`
+//! `request-memory [--gateway-bin target/release/chat-completions] [--door chat|messages|responses]`
 //!
-//! What one request costs the chat function in memory. The release-built
+//! What one request costs a door's function in memory (chat completions by
+//! default; `--door messages` with the messages function's binary, `--door
+//! responses` with the responses function's: the same bodies in each door's
+//! dialect). The release-built
 //! function runs as its own process (local-server mode, the same router Lambda
 //! runs, with the default body limit), a fresh process for each body below
 //! (freed memory kept by the allocator would hide the next body's cost): after
@@ -17,13 +20,79 @@ use std::time::Duration;
 
 const LIMIT: usize = 6 * 1024 * 1024;
 
+/// Which door the bodies are written for, and posted to.
+#[derive(Clone, Copy, PartialEq)]
+enum Door {
+    Chat,
+    Messages,
+    Responses,
+}
+
+impl Door {
+    fn path(self) -> &'static str {
+        match self {
+            Door::Chat => "/v1/chat/completions",
+            Door::Messages => "/v1/messages",
+            Door::Responses => "/v1/responses",
+        }
+    }
+
+    /// The body's opening: the model, what the door requires, and the
+    /// name of its list of turns.
+    fn head(self) -> &'static str {
+        match self {
+            Door::Chat => r#"{"model":"m","messages":["#,
+            Door::Messages => r#"{"model":"m","max_tokens":16,"messages":["#,
+            Door::Responses => r#"{"model":"m","input":["#,
+        }
+    }
+
+    /// A tool taking objects of these `properties`.
+    fn tool(self, i: usize, properties: &str) -> String {
+        let schema = format!(r#"{{"type":"object","properties":{{{properties}}}}}"#);
+        match self {
+            Door::Chat => format!(
+                r#"{{"type":"function","function":{{"name":"t{i}","parameters":{schema}}}}}"#
+            ),
+            Door::Messages => format!(r#"{{"name":"t{i}","input_schema":{schema}}}"#),
+            Door::Responses => {
+                format!(r#"{{"type":"function","name":"t{i}","parameters":{schema}}}"#)
+            }
+        }
+    }
+
+    /// An earlier assistant turn calling `f` with this JSON object as its
+    /// arguments.
+    fn call(self, arguments: &str) -> String {
+        let text = serde_json::to_string(arguments).unwrap();
+        match self {
+            Door::Chat => format!(
+                r#"{{"role":"assistant","content":null,"tool_calls":[{{"id":"c","type":"function","function":{{"name":"f","arguments":{text}}}}}]}}"#
+            ),
+            Door::Messages => format!(
+                r#"{{"role":"assistant","content":[{{"type":"tool_use","id":"c","name":"f","input":{arguments}}}]}}"#
+            ),
+            Door::Responses => {
+                format!(r#"{{"type":"function_call","call_id":"c","name":"f","arguments":{text}}}"#)
+            }
+        }
+    }
+}
+
+static DOOR: std::sync::OnceLock<Door> = std::sync::OnceLock::new();
+
+fn door() -> Door {
+    *DOOR.get().unwrap_or(&Door::Chat)
+}
+
 /// One HTTP/1.1 POST; the status code of the answer.
 fn post(port: u16, body: &[u8]) -> u16 {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let head = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer tok-bench\r\n\
+        "POST {} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer tok-bench\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        door().path(),
         body.len()
     );
     s.write_all(head.as_bytes()).unwrap();
@@ -50,14 +119,11 @@ fn message(content: &str) -> String {
 fn tools_body(properties: impl Iterator<Item = String>) -> Vec<u8> {
     let tools: Vec<String> = properties
         .enumerate()
-        .map(|(i, properties)| {
-            format!(
-                r#"{{"type":"function","function":{{"name":"t{i}","parameters":{{"type":"object","properties":{{{properties}}}}}}}}}"#
-            )
-        })
+        .map(|(i, properties)| door().tool(i, &properties))
         .collect();
     format!(
-        r#"{{"model":"m","messages":[{}],"tools":[{}]}}"#,
+        r#"{}{}],"tools":[{}]}}"#,
+        door().head(),
         message("x"),
         tools.join(",")
     )
@@ -89,9 +155,10 @@ fn pattern_tools_request(tools: usize, per_tool: usize) -> Vec<u8> {
     }))
 }
 
-/// `{"model":"m","messages":[...],"padding":[...]}`, padded near `size`.
+/// `{"model":"m","messages":[...],"padding":[...]}` (in the door's
+/// dialect), padded near `size`.
 fn request(messages: &[String], padding_item: &str, size: usize) -> Vec<u8> {
-    let mut body = format!(r#"{{"model":"m","messages":[{}]"#, messages.join(","));
+    let mut body = format!("{}{}]", door().head(), messages.join(","));
     if !padding_item.is_empty() {
         body.push_str(r#","padding":["#);
         while body.len() + padding_item.len() + 3 < size {
@@ -125,6 +192,14 @@ fn main() {
     while let Some(a) = args.next() {
         if a == "--gateway-bin" {
             gateway_bin = args.next().expect("--gateway-bin PATH");
+        } else if a == "--door" {
+            let chosen = match args.next().as_deref() {
+                Some("chat") => Door::Chat,
+                Some("messages") => Door::Messages,
+                Some("responses") => Door::Responses,
+                other => panic!("--door chat|messages|responses, not {other:?}"),
+            };
+            DOOR.set(chosen).ok();
         }
     }
     let tiny = [message("x")];
@@ -185,16 +260,26 @@ fn main() {
             "one assistant tool call with 6 MB of arguments",
             request(
                 &[
-                    format!(
-                        r#"{{"role":"assistant","content":null,"tool_calls":[{{"id":"c","type":"function","function":{{"name":"f","arguments":{}}}}}]}}"#,
-                        serde_json::to_string(&format!(
-                            "[{}0]",
-                            "0,".repeat((LIMIT - 400) / 2 - 8)
-                        ))
-                        .unwrap()
-                    ),
+                    door().call(&format!(
+                        r#"{{"a":[{}0]}}"#,
+                        "0,".repeat((LIMIT - 400) / 2 - 8)
+                    )),
                     message("x"),
                 ],
+                "",
+                0,
+            ),
+        ),
+        (
+            // Each part a struct of a few hundred bytes built from 3 of JSON:
+            // the chat door caps parts per message, the typed doors count
+            // every element against the request's budget (wire.rs).
+            "one message of empty content parts [{}, …] to the limit",
+            request(
+                &[format!(
+                    r#"{{"role":"user","content":[{}{{}}]}}"#,
+                    "{},".repeat((LIMIT - 200) / 3)
+                )],
                 "",
                 0,
             ),
@@ -204,7 +289,11 @@ fn main() {
             request(&tiny, r#"{"a":0}"#, 7 * 1024 * 1024),
         ),
     ];
-    println!("request-memory: one fresh chat function process per body\n");
+    println!(
+        "request-memory: one fresh {} process per body ({})\n",
+        gateway_bin.rsplit('/').next().unwrap_or_default(),
+        door().path()
+    );
     println!("| body | size | status | RSS before | peak growth | bound (3 × body + 20 MB; tools: 32 MB) | RSS after | within |");
     println!("|---|---|---|---|---|---|---|---|");
     let mut all_within = true;
