@@ -6,6 +6,8 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
+    // Started as the PDF reader of another instance: read, answer, exit.
+    hailuo_gateway::serve_pdf_child_if_asked();
     hailuo_gateway::init_tracing();
     hailuo_gateway::login::main_with(std::env::args().skip(1).collect()).await
 }

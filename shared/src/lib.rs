@@ -143,6 +143,7 @@ use std::sync::Arc;
 
 pub use config::Config;
 pub use credentials::secrets_manager::SecretsManager;
+pub use files::pdf::serve_child_if_asked as serve_pdf_child_if_asked;
 pub use liveness::{check_all, emf_line};
 pub use routes::AppState;
 pub use runtime::{init_tracing, run, serve, Delivery};

@@ -158,7 +158,10 @@ async fn prepare(
                 "The messages contain no text to send.",
             ));
         }
-        let files = files::gather(&files_param, &attachments, at.fetcher).await?;
+        let mut files = files::gather(&files_param, &attachments, at.fetcher).await?;
+        if caps.pdf_as_text {
+            files = files::pdfs_as_text(&files_param, files).await?;
+        }
         let prompt_tokens = estimate_prompt(&conversation, &files);
         return Ok(Prepared::Native {
             conversation,

@@ -268,6 +268,7 @@ impl Upstream for FakeUpstream {
             conversation: self.native,
             images: true,
             documents: true,
+            pdf_as_text: self.native,
             thinking_control: self.native,
             conversations_to_delete: !self.native,
         }

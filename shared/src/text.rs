@@ -13,6 +13,19 @@ pub fn clip(text: &str, max_chars: usize) -> String {
     }
 }
 
+/// The longest start of `text` that is at most `max_bytes` bytes, cut at a
+/// character boundary.
+pub fn clip_bytes(text: &str, max_bytes: usize) -> &str {
+    if text.len() <= max_bytes {
+        return text;
+    }
+    let mut end = max_bytes;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 /// What an error body says, fit for an error message: an HTML page (a proxy's
 /// or a web server's error page) is named by its title, never repeated;
 /// anything else is clipped to `max_chars`, control characters removed.

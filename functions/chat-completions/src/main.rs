@@ -1,9 +1,13 @@
 //! POST /v1/chat/completions, with Lambda response streaming.
 
-use hailuo_gateway::{init_tracing, routes, run, state_from_env, Delivery};
+use hailuo_gateway::{
+    init_tracing, routes, run, serve_pdf_child_if_asked, state_from_env, Delivery,
+};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
+    // Started as the PDF reader of another instance: read, answer, exit.
+    serve_pdf_child_if_asked();
     init_tracing();
     let state = state_from_env("chat-completions").await?;
     run(routes::chat::router(state), Delivery::Streamed).await

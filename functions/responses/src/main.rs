@@ -1,10 +1,14 @@
 //! POST /v1/responses (OpenAI Responses, stateless, streamed), with Lambda
 //! response streaming.
 
-use hailuo_gateway::{init_tracing, routes, run, state_from_env, Delivery};
+use hailuo_gateway::{
+    init_tracing, routes, run, serve_pdf_child_if_asked, state_from_env, Delivery,
+};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
+    // Started as the PDF reader of another instance: read, answer, exit.
+    serve_pdf_child_if_asked();
     init_tracing();
     let state = state_from_env("responses").await?;
     run(routes::responses::router(state), Delivery::Streamed).await

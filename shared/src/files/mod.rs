@@ -4,6 +4,7 @@
 //! with them (Hailuo uploads them, section 7) is the adapter's business.
 
 pub(crate) mod fetch;
+pub(crate) mod pdf;
 
 use std::sync::Arc;
 
@@ -28,6 +29,49 @@ pub(crate) async fn gather(
         async move { one(&param, a, fetcher).await.map(Arc::new) }
     });
     futures_util::future::try_join_all(jobs).await
+}
+
+/// The files with each PDF replaced by its text (`pdf.rs`), for an
+/// upstream that takes text documents but not PDFs. A PDF that cannot be
+/// read, or has no text, is the caller's 400 naming it.
+pub(crate) async fn pdfs_as_text(
+    at: &str,
+    files: Vec<Arc<FileUpload>>,
+) -> Result<Vec<Arc<FileUpload>>, ApiError> {
+    let mut out = Vec::with_capacity(files.len());
+    for file in files {
+        if file.image || file.mime != "application/pdf" {
+            out.push(file);
+            continue;
+        }
+        let name = &file.original_name;
+        let text = pdf::extract(file.bytes.clone()).await.map_err(|e| {
+            ApiError::invalid(
+                at,
+                match e {
+                    pdf::PdfError::Unreadable(why) => format!(
+                        "The PDF {name} could not be read ({why}); send its text instead."
+                    ),
+                    pdf::PdfError::NoText => format!(
+                        "The PDF {name} has no text to read (a scan?); send its text, or its pages as images."
+                    ),
+                },
+            )
+        })?;
+        tracing::info!(
+            pdf_bytes = file.bytes.len(),
+            text_bytes = text.len(),
+            "a PDF's text extracted"
+        );
+        out.push(Arc::new(FileUpload {
+            original_name: name.clone(),
+            extension: "txt".into(),
+            mime: "text/plain".into(),
+            image: false,
+            bytes: Bytes::from(text),
+        }));
+    }
+    Ok(out)
 }
 
 async fn one(

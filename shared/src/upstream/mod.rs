@@ -81,6 +81,9 @@ pub struct Capabilities {
     pub images: bool,
     /// Takes documents (as files; a native upstream gets their text).
     pub documents: bool,
+    /// Takes text documents but not PDFs: a PDF goes as its text, extracted
+    /// by the gateway (`files/pdf.rs`).
+    pub pdf_as_text: bool,
     /// Whether thinking can be asked for or turned off.
     pub thinking_control: bool,
     /// Leaves a conversation upstream that must be deleted after the answer

@@ -128,6 +128,49 @@ def test_an_image_goes_as_a_base64_block_and_a_text_only_model_refuses_it(code_s
     assert len(code_sim.requests()) == sent_before, "refused before it was sent"
 
 
+def pdf(text: str, page_box: str = "/MediaBox [0 0 612 792] ") -> bytes:
+    """A one-page PDF showing `text` (with no `page_box`, one the PDF parser panics on)."""
+    stream = f"BT /F1 24 Tf 72 720 Td ({text}) Tj ET"
+    objects = ["<< /Type /Catalog /Pages 2 0 R >>", "<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+               f"<< /Type /Page /Parent 2 0 R {page_box}/Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>",
+               f"<< /Length {len(stream)} >>\nstream\n{stream}\nendstream",
+               "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
+    out, offsets = b"%PDF-1.4\n", []
+    for i, o in enumerate(objects):
+        offsets.append(len(out))
+        out += f"{i + 1} 0 obj\n{o}\nendobj\n".encode()
+    xref = len(out)
+    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
+    out += b"".join(f"{o:010} 00000 n \n".encode() for o in offsets)
+    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    return out
+
+
+def test_a_pdf_goes_as_its_text_and_one_that_breaks_the_reader_is_a_400(code_sim, access):
+    """The text is extracted by a child process of the gateway's own binary:
+    a file the parser panics on costs that child, never the gateway."""
+    c = client(access)
+
+    def ask(data: bytes, name: str):
+        return c.chat.completions.create(model="MiniMax-M3", messages=[{"role": "user", "content": [
+            {"type": "text", "text": "Summarise it."},
+            {"type": "file", "file": {"filename": name, "file_data": "data:application/pdf;base64,"
+                                      + base64.b64encode(data).decode()}}]}])
+
+    ask(pdf("Quarterly revenue rose 12 percent"), "report.pdf")
+    blocks = last_sent(code_sim)["messages"][0]["content"]
+    assert blocks[1]["type"] == "text" and "Quarterly revenue rose 12 percent" in blocks[1]["text"], blocks
+    assert "report.pdf" in blocks[1]["text"]
+    sent = len(code_sim.requests())
+    with pytest.raises(openai.BadRequestError) as e:
+        ask(pdf("No box", page_box=""), "broken.pdf")
+    assert "broken.pdf could not be read" in e.value.message
+    assert len(code_sim.requests()) == sent, "nothing was sent upstream"
+    # The gateway answered the 400 and goes on answering.
+    r = c.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "still there?"}])
+    assert "still there?" in r.choices[0].message.content
+
+
 # (fault, the SDK's class, status, words the message must hold, Retry-After)
 FAULTS = [
     ("throttle_2045", openai.RateLimitError, 429, "throttled", "60"),

@@ -1155,7 +1155,14 @@ async fn messages(AxState(st): AxState<SharedCode>, headers: HeaderMap, body: By
     tokio::spawn(async move {
         let _answering = answering;
         let mut text = 0usize;
-        for frame in frames {
+        for (i, frame) in frames.into_iter().enumerate() {
+            // The pace is between frames: once the last is sent the answer
+            // is over, as upstream, and the account may answer again (a
+            // pause after it would flag the caller's next turn as a
+            // concurrent answer).
+            if i > 0 {
+                tokio::time::sleep(pace).await;
+            }
             if let Some(n) = text_delta_len(&frame) {
                 text += n;
                 sent.lock().unwrap().push((std::time::Instant::now(), text));
@@ -1163,7 +1170,6 @@ async fn messages(AxState(st): AxState<SharedCode>, headers: HeaderMap, body: By
             if tx.send(Ok(Bytes::from(frame))).await.is_err() {
                 break;
             }
-            tokio::time::sleep(pace).await;
         }
     });
     Response::builder()

@@ -158,6 +158,7 @@ impl Upstream for CodeClient {
             conversation: true,
             images: true,
             documents: true,
+            pdf_as_text: true,
             thinking_control: true,
             conversations_to_delete: false,
         }
