@@ -313,7 +313,13 @@ pub fn router(state: SharedCode) -> Router {
         .with_state(state)
 }
 
+/// Serve on `listener` until the process ends; with `TCP_NODELAY`, as the
+/// web chats' simulator and real SSE servers write (without it each small
+/// frame after the first waits for the reader's delayed ACK, about 40 ms).
 pub async fn serve(listener: tokio::net::TcpListener, state: SharedCode) -> std::io::Result<()> {
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router(state)).await
 }
 
