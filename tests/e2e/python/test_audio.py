@@ -98,7 +98,12 @@ def test_a_part_lost_mid_speech_ends_the_stream_in_an_error(sim, new_token, clie
         raised = e
     body = b"".join(chunks)
     if ON_SERVER:
-        assert "incomplete" in str(raised), raised
+        # The cut raises either while the body is read ("incomplete chunked
+        # read"), or, on a busy machine where the server had not yet flushed
+        # the head and the parts when it dropped the connection, as the
+        # request's own connection error: never as a whole mp3.
+        assert raised is not None, "a cut answer was taken for a whole one"
+        assert "incomplete" in str(raised) or isinstance(raised, openai.APIConnectionError), raised
     else:
         assert raised is None
         body, trailer, _ = body.partition(b"Lambda-Runtime-Function-Error-Type: Runtime.StreamError")
