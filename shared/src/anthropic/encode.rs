@@ -156,10 +156,6 @@ impl Collector {
         }
     }
 
-    pub(crate) fn is_done(&self) -> bool {
-        self.stop.is_some()
-    }
-
     /// The message object.
     pub(crate) fn message(self, id: &str, model: &str, u: TokenUsage) -> Value {
         let has_calls = self

@@ -7,7 +7,6 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use futures_util::FutureExt;
 
 use super::AppState;
 use crate::config::Config;
@@ -91,7 +90,9 @@ fn finish_reason(stop: StopReason) -> &'static str {
     }
 }
 
-/// A reply read to its end.
+/// A reply read to its end: the content, the reasoning, the tool calls
+/// (native ones put together from their pieces) and how it ended.
+#[derive(Default)]
 struct Collected {
     content: String,
     reasoning: String,
@@ -99,27 +100,50 @@ struct Collected {
     stop: StopReason,
 }
 
-/// The whole answer in one body. A bug that panics while it is collected
-/// (where panics unwind: the server) costs the request a 500, as in
-/// `in_own_task`, but here the conversation is still deleted first: the
-/// reply is only lent to `collect`.
+impl Collected {
+    fn add(&mut self, piece: Piece) {
+        match piece {
+            Piece::Content(text) => self.content.push_str(&text),
+            Piece::Reasoning(text) => self.reasoning.push_str(&text),
+            Piece::ReasoningSignature(_) => {}
+            Piece::ToolCallStart { index, id, name } => {
+                if self.calls.len() <= index {
+                    self.calls.resize_with(index + 1, || ToolCall {
+                        id: String::new(),
+                        name: String::new(),
+                        arguments: String::new(),
+                    });
+                }
+                self.calls[index].id = id;
+                self.calls[index].name = name;
+            }
+            Piece::ToolCallArguments { index, json } => {
+                if let Some(call) = self.calls.get_mut(index) {
+                    call.arguments.push_str(&json);
+                }
+            }
+            Piece::Done { text, calls, stop } => {
+                self.content.push_str(&text);
+                self.calls.extend(calls);
+                self.stop = stop;
+            }
+        }
+    }
+}
+
+/// The whole answer in one body (`stream::whole`).
 async fn collect_answer(
     mut reply: Reply,
     model: &str,
     config: &Config,
 ) -> Result<Response, ApiError> {
-    let collected = std::panic::AssertUnwindSafe(collect(&mut reply, config))
-        .catch_unwind()
-        .await;
-    reply.cleanup().await;
-    let Ok(collected) = collected else {
-        tracing::error!(
-            chat_id = reply.chat_id().unwrap_or_default(),
-            "collecting the answer panicked"
-        );
-        return Err(ApiError::bug());
-    };
-    let collected = collected?;
+    let mut collected = Collected::default();
+    super::stream::whole(&mut reply, config, |piece| collected.add(piece)).await?;
+    for call in &mut collected.calls {
+        if call.arguments.trim().is_empty() {
+            call.arguments = "{}".into();
+        }
+    }
     let id = completion_id(reply.chat_id());
     let body = Completion {
         id: &id,
@@ -134,59 +158,6 @@ async fn collect_answer(
     }
     .to_json();
     Ok(Json(body).into_response())
-}
-
-/// Read the reply to its end: the content, the reasoning, the tool calls
-/// (native ones put together from their pieces) and how it ended.
-async fn collect(reply: &mut Reply, config: &Config) -> Result<Collected, ApiError> {
-    let (mut content, mut reasoning) = (String::new(), String::new());
-    let mut calls: Vec<ToolCall> = Vec::new();
-    let mut stop = None;
-    while let Some(piece) = reply.next(config).await {
-        match piece? {
-            Piece::Content(text) => content.push_str(&text),
-            Piece::Reasoning(text) => reasoning.push_str(&text),
-            Piece::ReasoningSignature(_) => {}
-            Piece::ToolCallStart { index, id, name } => {
-                if calls.len() <= index {
-                    calls.resize_with(index + 1, || ToolCall {
-                        id: String::new(),
-                        name: String::new(),
-                        arguments: String::new(),
-                    });
-                }
-                calls[index].id = id;
-                calls[index].name = name;
-            }
-            Piece::ToolCallArguments { index, json } => {
-                if let Some(call) = calls.get_mut(index) {
-                    call.arguments.push_str(&json);
-                }
-            }
-            Piece::Done {
-                text,
-                calls: whole,
-                stop: why,
-            } => {
-                content.push_str(&text);
-                calls.extend(whole);
-                stop = Some(why);
-            }
-        }
-    }
-    let stop =
-        stop.ok_or_else(|| ApiError::Internal("the reply ended without an outcome".into()))?;
-    for call in &mut calls {
-        if call.arguments.trim().is_empty() {
-            call.arguments = "{}".into();
-        }
-    }
-    Ok(Collected {
-        content,
-        reasoning,
-        calls,
-        stop,
-    })
 }
 
 /// Chat completions' words for a stream (`stream::Dialect`): chunks, the

@@ -17,7 +17,6 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use futures_util::FutureExt;
 
 use super::AppState;
 use crate::anthropic::encode::{message_id, Collector, Events};
@@ -120,36 +119,16 @@ async fn answer_request(
     }
 }
 
-/// The whole message in one body; as in chat, a bug that panics while it
-/// is collected costs a 500 after the cleanup.
+/// The whole message in one body (`stream::whole`).
 async fn collect_answer(
     mut reply: Reply,
     model: &str,
     config: &Config,
 ) -> Result<Response, ApiError> {
-    let collected = std::panic::AssertUnwindSafe(collect(&mut reply, config))
-        .catch_unwind()
-        .await;
-    reply.cleanup().await;
-    let Ok(collected) = collected else {
-        tracing::error!("collecting the answer panicked");
-        return Err(ApiError::bug());
-    };
-    let message = collected?.message(&message_id(), model, reply.usage());
-    Ok(Json(message).into_response())
-}
-
-async fn collect(reply: &mut Reply, config: &Config) -> Result<Collector, ApiError> {
     let mut collector = Collector::default();
-    while let Some(piece) = reply.next(config).await {
-        collector.add(piece?);
-    }
-    if !collector.is_done() {
-        return Err(ApiError::Internal(
-            "the reply ended without an outcome".into(),
-        ));
-    }
-    Ok(collector)
+    super::stream::whole(&mut reply, config, |piece| collector.add(piece)).await?;
+    let message = collector.message(&message_id(), model, reply.usage());
+    Ok(Json(message).into_response())
 }
 
 /// Anthropic's words for a stream (`stream::Dialect`).

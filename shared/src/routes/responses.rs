@@ -15,7 +15,6 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use futures_util::FutureExt;
 
 use super::AppState;
 use crate::config::Config;
@@ -105,51 +104,26 @@ async fn answer_request(
     }
 }
 
-/// The whole response in one body; a bug that panics while it is
-/// collected costs a 500 after the cleanup.
+/// The whole response in one body (`stream::whole`).
 async fn collect_answer(
     mut reply: Reply,
     mut builder: Builder,
     config: &Config,
 ) -> Result<Response, ApiError> {
-    let collected = std::panic::AssertUnwindSafe(collect(&mut reply, &mut builder, config))
-        .catch_unwind()
-        .await;
-    reply.cleanup().await;
-    let Ok(collected) = collected else {
-        tracing::error!("collecting the answer panicked");
-        return Err(ApiError::bug());
-    };
-    let (text, calls, stop) = collected?;
+    let mut ending = None;
+    super::stream::whole(&mut reply, config, |piece| match piece {
+        Piece::Done { text, calls, stop } => ending = Some((text, calls, stop)),
+        piece => {
+            builder.piece(piece);
+        }
+    })
+    .await?;
+    let (text, calls, stop) = ending.expect("`whole` saw the reply's Done");
     builder.end(&text, &calls, stop, reply.usage());
     let response = builder
         .into_terminal()
         .ok_or_else(|| ApiError::Internal("the response did not end".into()))?;
     Ok(Json(response).into_response())
-}
-
-type Ending = (
-    String,
-    Vec<crate::conversation::ToolCall>,
-    crate::conversation::StopReason,
-);
-
-async fn collect(
-    reply: &mut Reply,
-    builder: &mut Builder,
-    config: &Config,
-) -> Result<Ending, ApiError> {
-    while let Some(piece) = reply.next(config).await {
-        match piece? {
-            Piece::Done { text, calls, stop } => return Ok((text, calls, stop)),
-            piece => {
-                builder.piece(piece);
-            }
-        }
-    }
-    Err(ApiError::Internal(
-        "the reply ended without an outcome".into(),
-    ))
 }
 
 /// The Responses words for a stream (`stream::Dialect`).

@@ -87,6 +87,44 @@ async fn next_piece(
     }
 }
 
+/// A reply read whole (a request without `stream`): every piece, in order,
+/// to `take`; then the cleanup, before the response, whatever happened. A
+/// bug that panics while the reply is read (where panics unwind: the
+/// server) costs the request a 500, as in `in_own_task`, after the cleanup:
+/// the reply is only lent to the reading. An error piece, or a reply that
+/// ends without its `Done`, is the request's error.
+pub(crate) async fn whole(
+    reply: &mut Reply,
+    config: &Config,
+    mut take: impl FnMut(Piece) + Send,
+) -> Result<(), ApiError> {
+    let read = std::panic::AssertUnwindSafe(async {
+        let mut ended = false;
+        while let Some(piece) = reply.next(config).await {
+            let piece = piece?;
+            ended |= matches!(piece, Piece::Done { .. });
+            take(piece);
+        }
+        if ended {
+            Ok(())
+        } else {
+            Err(ApiError::Internal(
+                "the reply ended without an outcome".into(),
+            ))
+        }
+    })
+    .catch_unwind()
+    .await;
+    reply.cleanup().await;
+    read.unwrap_or_else(|_| {
+        tracing::error!(
+            chat_id = reply.chat_id().unwrap_or_default(),
+            "collecting the answer panicked"
+        );
+        Err(ApiError::bug())
+    })
+}
+
 /// The streamed response for `reply`, said in `dialect`.
 pub(crate) fn answer<D: Dialect>(
     reply: Reply,
