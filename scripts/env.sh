@@ -16,6 +16,8 @@ export AGENT_SIM_ADDR="${AGENT_SIM_ADDR:-127.0.0.1:18081}"
 export AGENT_SIM_URL="http://${AGENT_SIM_ADDR}"
 export CODE_SIM_ADDR="${CODE_SIM_ADDR:-127.0.0.1:18082}"
 export CODE_SIM_URL="http://${CODE_SIM_ADDR}"
+export API_SIM_ADDR="${API_SIM_ADDR:-127.0.0.1:18083}"
+export API_SIM_URL="http://${API_SIM_ADDR}"
 # AWS tooling stays local and quiet: never the instance metadata endpoint.
 export AWS_EC2_METADATA_DISABLED=true
 export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-testing}"

@@ -59,7 +59,7 @@ fi
 
 mkdir -p "$E2E_DIR"
 # Every deployment's port but the header one's ($LAMBDA_PORT).
-DEPLOYMENT_PORTS="9001 9002 9003 9004 9005 9006 9007"
+DEPLOYMENT_PORTS="9001 9002 9003 9004 9005 9006 9007 9008 9009"
 pids=() deployment_pids=()
 cleanup() {
   for p in "${pids[@]}" "${deployment_pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -81,6 +81,11 @@ log "start the MiniMax Code simulator on $CODE_SIM_ADDR"
 "$ROOT/target/debug/hailuo-simulator" --protocol minimax-code --addr "$CODE_SIM_ADDR" >"$E2E_DIR/code-simulator.log" 2>&1 &
 pids+=($!)
 wait_http "$CODE_SIM_URL/_sim/state" 30
+
+log "start the MiniMax API (paid platform) simulator on $API_SIM_ADDR"
+"$ROOT/target/debug/hailuo-simulator" --protocol minimax-api --addr "$API_SIM_ADDR" >"$E2E_DIR/api-simulator.log" 2>&1 &
+pids+=($!)
+wait_http "$API_SIM_URL/_sim/state" 30
 
 log "start moto (local Secrets Manager) on :$MOTO_PORT"
 # moto keeps its recording in a file in its working directory: run it in .e2e.
@@ -146,6 +151,12 @@ start_deployments() {
   deploy code 9006 "${code[@]}"
   deploy codeacct 9007 "${code[@]}" TOKENS_SECRET_ID=e2e/code-tokens TOKEN_STATUS_SECRET_ID=e2e/code-status \
     SECRET_CACHE_TTL_SECONDS=1 STATUS_CACHE_TTL_SECONDS=1
+  # MiniMax's paid platform: alone (callers send platform keys), and after
+  # MiniMax Code (callers send `Bearer <access token>,<platform key>`; the
+  # key serves when every account cannot answer now).
+  deploy api 9008 UPSTREAM=minimax-api "MINIMAX_API_BASE_URL=$API_SIM_URL" FILE_URL_ALLOW_PRIVATE=true
+  deploy fallback 9009 UPSTREAM=minimax-code,minimax-api "MINIMAX_API_BASE_URL=$API_SIM_URL" \
+    "MINIMAX_CODE_BASE_URL=$CODE_SIM_URL" "MINIMAX_CODE_ACCOUNT_URL=$CODE_SIM_URL" POOL_WAIT_MS=1500
   for port in "$LAMBDA_PORT" $DEPLOYMENT_PORTS; do wait_http "http://127.0.0.1:$port/" 120; done
   [[ $GATEWAY_KIND == watch ]] || return 0
   # The emulator starts a function on its first request: warm them before any
@@ -195,7 +206,7 @@ for GATEWAY_KIND in $kinds; do
 done
 
 log "logs must not contain any token or API key"
-if grep -Eo '(tok|sk)-e2e-[A-Za-z0-9_-]+|mmo[ar]t_[A-Za-z0-9]{6,}' "$E2E_DIR"/*.log | head -5 | grep .; then
+if grep -Eo '(tok|sk)-e2e-[A-Za-z0-9_-]+|sk-(api|cp)-[a-z]+-e2e[A-Za-z0-9_-]*|mmo[ar]t_[A-Za-z0-9]{6,}' "$E2E_DIR"/*.log | head -5 | grep .; then
   echo "a token or key appeared in the logs above" >&2
   status=1
 fi

@@ -5,14 +5,24 @@ use std::time::Duration;
 use crate::settings::Lookup;
 
 use crate::upstream::agent::AgentConfig;
+use crate::upstream::api::ApiConfig;
 use crate::upstream::code::CodeConfig;
 use crate::upstream::hailuo::HailuoConfig;
 
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Which upstream serves this deployment, `UPSTREAM`: `minimax-code`
-    /// (default: the one that answers today), `hailuo` or `minimax-agent`.
-    pub upstream: String,
+    /// The chat upstreams of this deployment in the order they are tried,
+    /// `UPSTREAM`: a comma-separated list of `minimax-code` (default: the
+    /// one that answers today), `hailuo`, `minimax-agent` and
+    /// `minimax-api` (MiniMax's paid platform), e.g.
+    /// `minimax-code,minimax-api`. Checked by `crate::upstreams`.
+    pub upstreams: Vec<String>,
+    /// The paid platform's settings (`MINIMAX_API_*`), owned by its adapter.
+    pub api: ApiConfig,
+    /// The deployment's platform keys, `MINIMAX_API_KEY` (comma-separated):
+    /// used for callers let in by an API key of the tokens document, never
+    /// in header mode (every caller would spend them there).
+    pub minimax_api_keys: Vec<String>,
     /// The MiniMax Code upstream's settings (`MINIMAX_CODE_*`), owned by its adapter.
     pub code: CodeConfig,
     /// The Hailuo upstream's settings (`HAILUO_*`), owned by its adapter.
@@ -115,7 +125,17 @@ impl Config {
             |k, d| env.millis(k, d),
         );
         Self {
-            upstream: text("UPSTREAM", "minimax-code").to_ascii_lowercase(),
+            upstreams: text("UPSTREAM", "minimax-code")
+                .split(',')
+                .map(|u| u.trim().to_ascii_lowercase())
+                .filter(|u| !u.is_empty())
+                .collect(),
+            api: ApiConfig::from_lookup(env),
+            minimax_api_keys: text("MINIMAX_API_KEY", "")
+                .split(',')
+                .map(|k| k.trim().to_string())
+                .filter(|k| !k.is_empty())
+                .collect(),
             hailuo: HailuoConfig::from_lookup(env),
             code: CodeConfig::from_lookup(env),
             agent: AgentConfig::from_lookup(env),

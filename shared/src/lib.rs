@@ -122,6 +122,7 @@ mod error;
 mod files;
 mod liveness;
 pub mod login;
+mod metrics;
 mod openai;
 mod prompt;
 mod redact;
@@ -154,46 +155,77 @@ pub use server::run_server;
 /// implementation is linked into the functions that speak and no other.
 type WithVoice = fn(Arc<upstream::hailuo::HailuoClient>) -> Arc<dyn upstream::Voice>;
 
-/// An upstream, and its voice when it has one and it was asked for.
+/// The chat upstreams in the order they are tried, and the first one's
+/// voice when it has one and it was asked for.
 type Upstreams = (
-    Arc<dyn upstream::Upstream>,
+    Arc<[Arc<dyn upstream::Upstream>]>,
     Option<Arc<dyn upstream::Voice>>,
 );
 
-/// The upstream this deployment talks to (`UPSTREAM`), and its voice if
-/// `with_voice` asks for it and the upstream has one (Hailuo).
+/// The upstreams this deployment talks to (`UPSTREAM`, in order), and the
+/// voice of the first if `with_voice` asks for it and it has one (Hailuo).
+///
+/// At most one of the free upstreams is listed: their tokens look alike
+/// and a token one rejects would be counted dead for the other. Platform
+/// keys are told apart (`credentials::is_platform_key`, the document's own
+/// list), so `minimax-api` goes before or after any of them.
 fn upstreams(
     config: &Config,
     with_voice: Option<WithVoice>,
 ) -> Result<Upstreams, lambda_http::Error> {
-    Ok(match config.upstream.as_str() {
-        "hailuo" => {
-            let client = Arc::new(upstream::hailuo::HailuoClient::new(config.hailuo.clone())?);
-            let voice = with_voice.map(|voice| voice(client.clone()));
-            (client, voice)
+    let mut chain: Vec<Arc<dyn upstream::Upstream>> = Vec::new();
+    let mut voice = None;
+    for name in &config.upstreams {
+        let next: Arc<dyn upstream::Upstream> = match name.as_str() {
+            "hailuo" => {
+                let client = Arc::new(upstream::hailuo::HailuoClient::new(config.hailuo.clone())?);
+                if chain.is_empty() {
+                    voice = with_voice.map(|voice| voice(client.clone()));
+                }
+                client
+            }
+            "minimax-agent" | "agent" => {
+                Arc::new(upstream::agent::AgentClient::new(config.agent.clone())?)
+            }
+            "minimax-code" | "code" => {
+                Arc::new(upstream::code::CodeClient::new(config.code.clone())?)
+            }
+            "minimax-api" | "api" => Arc::new(upstream::api::ApiClient::new(config.api.clone())?),
+            other => {
+                return Err(format!(
+                    "UPSTREAM lists `minimax-code`, `minimax-api`, `hailuo` or `minimax-agent` \
+                     (comma-separated, in the order to try them), not {other:?}"
+                )
+                .into())
+            }
+        };
+        if chain.iter().any(|u| u.id() == next.id()) {
+            return Err(format!("UPSTREAM lists {} twice", next.id()).into());
         }
-        "minimax-agent" | "agent" => (
-            Arc::new(upstream::agent::AgentClient::new(config.agent.clone())?),
-            None,
-        ),
-        "minimax-code" | "code" => (
-            Arc::new(upstream::code::CodeClient::new(config.code.clone())?),
-            None,
-        ),
-        other => {
-            return Err(format!(
-                "UPSTREAM must be `minimax-code`, `hailuo` or `minimax-agent`, not {other:?}"
-            )
-            .into())
-        }
-    })
+        chain.push(next);
+    }
+    let free = chain.iter().filter(|u| u.id() != "minimax-api").count();
+    if free > 1 {
+        return Err(
+            "UPSTREAM lists more than one of minimax-code, hailuo and minimax-agent: \
+                    their tokens cannot be told apart, so a deployment uses one of them, with \
+                    minimax-api before or after it"
+                .into(),
+        );
+    }
+    if chain.is_empty() {
+        return Err(
+            "UPSTREAM is empty: name minimax-code, minimax-api, hailuo or minimax-agent".into(),
+        );
+    }
+    Ok((chain.into(), voice))
 }
 
-/// The upstream this deployment talks to (`UPSTREAM`), without its voice.
+/// The first upstream this deployment talks to (`UPSTREAM`), without its voice.
 pub fn upstream_from_config(
     config: &Config,
 ) -> Result<Arc<dyn upstream::Upstream>, lambda_http::Error> {
-    Ok(upstreams(config, None)?.0)
+    Ok(upstreams(config, None)?.0[0].clone())
 }
 
 /// State built from the environment, once per execution environment, for
@@ -214,12 +246,12 @@ async fn state_with(
     with_voice: Option<WithVoice>,
 ) -> Result<AppState, lambda_http::Error> {
     let config = Arc::new(Config::from_env());
-    let (upstream, voice) = upstreams(&config, with_voice)?;
+    let (upstreams, voice) = upstreams(&config, with_voice)?;
     let credentials = Arc::new(credentials::Credentials::from_env(&config, function).await?);
     let fetcher = files::fetch::Fetcher::from_config(&config)?;
     Ok(AppState {
         config,
-        upstream,
+        upstreams,
         voice,
         credentials,
         fetcher,

@@ -83,6 +83,8 @@ enum Mode {
 /// One reply to a request: the upstream answer and how to read it.
 pub(crate) struct Reply {
     answer: Answer,
+    /// The upstream that answers (`Upstream::id`): `x-gateway-upstream`.
+    served_by: &'static str,
     mode: Mode,
     citations: Vec<Citation>,
     /// Every answer and reasoning text received (for the estimate).
@@ -94,7 +96,8 @@ pub(crate) struct Reply {
 
 /// What opening a reply needs of the deployment.
 pub(crate) struct Deployment<'a> {
-    pub upstream: &'a Arc<dyn Upstream>,
+    /// The chat upstreams, in the order to try them (never empty).
+    pub upstreams: &'a [Arc<dyn Upstream>],
     pub config: &'a Config,
     pub credentials: &'a Credentials,
     pub fetcher: &'a Fetcher,
@@ -133,9 +136,9 @@ impl Prepared {
 /// upstream is sent.
 async fn prepare(
     at: &Deployment<'_>,
+    upstream: &Arc<dyn Upstream>,
     mut conversation: Conversation,
 ) -> Result<Prepared, ApiError> {
-    let upstream = at.upstream;
     let caps = upstream.capabilities();
     if let Some(model) = at.config.model_map.resolve(&conversation.model) {
         conversation.model = model.to_string();
@@ -196,6 +199,23 @@ async fn prepare(
     })
 }
 
+/// Whether a failure to open says this upstream has no account able to
+/// answer now (so the next upstream of the chain may): all dead, cooling,
+/// or busy past the pool's wait. Not a caller's mistake, not the upstream's
+/// own failure, not a caller gone.
+fn can_fall_back(e: &ApiError) -> bool {
+    if crate::caller::is_gone() {
+        return false;
+    }
+    matches!(
+        e,
+        ApiError::PoolBusy { .. }
+            | ApiError::RateLimited { .. }
+            | ApiError::Unavailable(_)
+            | ApiError::Unauthorized(_)
+    )
+}
+
 impl Reply {
     /// What answering `conversation` would count as its input, without
     /// answering it (Anthropic's `count_tokens`): the figure `open` starts
@@ -204,18 +224,70 @@ impl Reply {
         at: Deployment<'_>,
         conversation: Conversation,
     ) -> Result<u32, ApiError> {
-        Ok(prepare(&at, conversation).await?.input_estimate().max(1))
+        let first = &at.upstreams[0];
+        Ok(prepare(&at, first, conversation)
+            .await?
+            .input_estimate()
+            .max(1))
     }
 
-    /// Prepare the conversation (`prepare`) and open the answer on an
-    /// account of the pool.
+    /// Open the answer on the first upstream of the chain that has an
+    /// account able to answer now (`open_on`). A request moves to the next
+    /// upstream only when every account of this one is dead, cooling
+    /// (throttled, out of credits, at its plan's limit, refused for egress)
+    /// or stayed busy past `POOL_WAIT_MS`; a mistake of the caller's, or a
+    /// failure of the upstream itself, is answered as it is. Each fallback
+    /// is logged and counted (`metrics::fallback`).
     pub(crate) async fn open(
         at: Deployment<'_>,
         tokens: &TokenSet,
         conversation: Conversation,
     ) -> Result<Reply, ApiError> {
-        let upstream = at.upstream;
-        let prepared = prepare(&at, conversation).await?;
+        let links: Vec<&Arc<dyn Upstream>> = at
+            .upstreams
+            .iter()
+            .filter(|u| !tokens.of(u.id()).tokens.is_empty())
+            .collect();
+        let Some((last, earlier)) = links.split_last() else {
+            // No upstream has an account for this request: the first one
+            // says what is missing.
+            let first = &at.upstreams[0];
+            return Self::open_on(&at, first, &tokens.of(first.id()), conversation).await;
+        };
+        let mut passed: Option<(&'static str, String)> = None;
+        for upstream in earlier {
+            match Self::open_on(
+                &at,
+                upstream,
+                &tokens.of(upstream.id()),
+                conversation.clone(),
+            )
+            .await
+            {
+                Ok(reply) => return Ok(reply),
+                Err(e) if can_fall_back(&e) => {
+                    tracing::info!(upstream = upstream.id(), error = %e, "no account of this upstream can answer now");
+                    passed = Some((upstream.id(), e.to_string()));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let reply = Self::open_on(&at, last, &tokens.of(last.id()), conversation).await?;
+        if let Some((from, why)) = passed {
+            crate::metrics::fallback(from, last.id(), &why);
+        }
+        Ok(reply)
+    }
+
+    /// Prepare the conversation for `upstream` (`prepare`) and open the
+    /// answer on an account of its pool.
+    async fn open_on(
+        at: &Deployment<'_>,
+        upstream: &Arc<dyn Upstream>,
+        tokens: &TokenSet,
+        conversation: Conversation,
+    ) -> Result<Reply, ApiError> {
+        let prepared = prepare(at, upstream, conversation).await?;
         let input_estimate = prepared.input_estimate();
         match prepared {
             Prepared::Native {
@@ -256,6 +328,7 @@ impl Reply {
                 };
                 Ok(Self::new(
                     answer,
+                    upstream.id(),
                     Mode::Native {
                         usage: None,
                         stop: None,
@@ -282,6 +355,7 @@ impl Reply {
                 .await?;
                 Ok(Self::new(
                     answer,
+                    upstream.id(),
                     Mode::Text {
                         reader: plan.reader(),
                         wants_json: plan.wants_json(),
@@ -300,15 +374,21 @@ impl Reply {
         self.input_estimate.max(1)
     }
 
-    fn new(answer: Answer, mode: Mode, input_estimate: u32) -> Self {
+    fn new(answer: Answer, served_by: &'static str, mode: Mode, input_estimate: u32) -> Self {
         Self {
             answer,
+            served_by,
             mode,
             input_estimate,
             citations: Vec::new(),
             completion: String::new(),
             done: false,
         }
+    }
+
+    /// The `UPSTREAM` name of the upstream answering.
+    pub(crate) fn served_by(&self) -> &'static str {
+        self.served_by
     }
 
     /// The upstream conversation, if the answer lives in one.

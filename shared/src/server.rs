@@ -40,7 +40,7 @@ pub async fn run_server() -> Result<(), lambda_http::Error> {
             plan.state.status.set(status);
         }
         tracing::info!(state_file = %plan.state.path.display(), "MiniMax Code lineages kept in the state file");
-        let (config, upstream) = (state.config.clone(), state.upstream.clone());
+        let (config, upstream) = (state.config.clone(), state.upstream().clone());
         tokio::spawn(maintain_on_a_timer(
             config,
             upstream,
@@ -160,7 +160,7 @@ mod tests {
         AppState {
             fetcher: crate::files::fetch::Fetcher::from_config(&config).unwrap(),
             config: Arc::new(config),
-            upstream: Arc::new(fake.clone()),
+            upstreams: Arc::from([Arc::new(fake.clone()) as Arc<dyn crate::upstream::Upstream>]),
             voice: fake.voice(),
             credentials: Arc::new(credentials),
         }
@@ -246,7 +246,7 @@ mod tests {
         };
         let timer = tokio::spawn(maintain_on_a_timer(
             state.config.clone(),
-            state.upstream.clone(),
+            state.upstream().clone(),
             state.credentials.clone(),
             plan,
         ));

@@ -52,6 +52,18 @@ impl<'a> Lookup<'a> {
     }
 }
 
+/// What `build` makes of these settings (tests: a configuration from pairs).
+#[cfg(test)]
+pub(crate) fn from_pairs<T>(pairs: &[(&str, &str)], build: impl FnOnce(&Lookup) -> T) -> T {
+    let get = |k: &str| {
+        pairs
+            .iter()
+            .find(|(key, _)| *key == k)
+            .map(|(_, v)| v.to_string())
+    };
+    build(&Lookup::new(&get))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -151,6 +151,8 @@ pub struct FakeUpstream {
     /// Takes the conversation as it is (as MiniMax Code does), where the
     /// default fake is a text-only web chat.
     native: bool,
+    /// Its `Upstream::id` (`fake`; a chain's fakes name themselves).
+    id: &'static str,
 }
 
 impl FakeUpstream {
@@ -161,6 +163,7 @@ impl FakeUpstream {
             delete_takes: Duration::ZERO,
             watches_progress: false,
             native: false,
+            id: "fake",
         };
         fake.inner.lock().unwrap().default = Some(Script::answer("", text, 4, pace));
         fake
@@ -180,6 +183,12 @@ impl FakeUpstream {
     /// calls, thinking and usage (scripted as its events).
     pub fn native(mut self) -> Self {
         self.native = true;
+        self
+    }
+
+    /// Named as an upstream of a chain (`minimax-api` takes platform keys).
+    pub fn with_id(mut self, id: &'static str) -> Self {
+        self.id = id;
         self
     }
 
@@ -253,6 +262,10 @@ impl Drop for Generating {
 impl Upstream for FakeUpstream {
     fn name(&self) -> &'static str {
         "Fake"
+    }
+
+    fn id(&self) -> &'static str {
+        self.id
     }
 
     fn login_hint(&self) -> &'static str {
@@ -495,12 +508,28 @@ pub fn config_of(settings: &[(&str, &str)]) -> Config {
     })
 }
 
+/// The app over a chain of fakes, in their order, in header mode with
+/// platform keys (`sk-api-…`) going to the one named `minimax-api`.
+pub fn chain_state(fakes: &[&FakeUpstream], config: Config) -> AppState {
+    let upstreams: Vec<Arc<dyn Upstream>> = fakes
+        .iter()
+        .map(|f| Arc::new((*f).clone()) as Arc<dyn Upstream>)
+        .collect();
+    AppState {
+        fetcher: crate::files::fetch::Fetcher::from_config(&config).expect("a fetcher"),
+        config: Arc::new(config),
+        upstreams: upstreams.into(),
+        voice: None,
+        credentials: Arc::new(Credentials::header_mode().with_platform(Vec::new(), true)),
+    }
+}
+
 /// The app as the functions build it, over `fake`, in header mode.
 pub fn state(fake: &FakeUpstream, config: Config) -> AppState {
     AppState {
         fetcher: crate::files::fetch::Fetcher::from_config(&config).expect("a fetcher"),
         config: Arc::new(config),
-        upstream: Arc::new(fake.clone()),
+        upstreams: Arc::from([Arc::new(fake.clone()) as Arc<dyn crate::upstream::Upstream>]),
         voice: fake.voice(),
         credentials: Arc::new(Credentials::header_mode()),
     }

@@ -87,7 +87,7 @@ pub fn bearer_tokens(headers: &HeaderMap, key_prefix: &str) -> Result<Vec<String
         return Err(missing());
     }
     for token in &tokens {
-        if !key_prefix.is_empty() && token.starts_with(key_prefix) {
+        if !key_prefix.is_empty() && token.starts_with(key_prefix) && !is_platform_key(token) {
             return Err(ApiError::Unauthorized(format!(
                 "Invalid API key (fingerprint {}). Keys starting with `{key_prefix}` are this gateway's API keys, \
                  never forwarded upstream; use a current one, or send an upstream session token.",
@@ -103,6 +103,31 @@ pub fn bearer_tokens(headers: &HeaderMap, key_prefix: &str) -> Result<Vec<String
         }
     }
     Ok(tokens)
+}
+
+/// Whether a bearer is shaped like a key of MiniMax's paid platform
+/// (`sk-api-…` pay-as-you-go, `sk-cp-…` Token Plan): in header mode it goes
+/// to the `minimax-api` upstream and nowhere else.
+pub fn is_platform_key(token: &str) -> bool {
+    token.starts_with("sk-api-") || token.starts_with("sk-cp-")
+}
+
+/// Header mode: the caller's bearers split into web tokens and platform
+/// keys, the keys refused where no upstream of the chain takes them.
+fn header_set(tokens: Vec<String>, serves_api: bool) -> Result<TokenSet, ApiError> {
+    let (keys, tokens): (Vec<String>, Vec<String>) =
+        tokens.into_iter().partition(|t| is_platform_key(t));
+    if !keys.is_empty() && !serves_api {
+        return Err(ApiError::Unauthorized(format!(
+            "{} is a key of MiniMax's paid platform, and this deployment does not use the platform              (its UPSTREAM has no minimax-api): send the upstream's own tokens.",
+            fingerprint(&keys[0])
+        )));
+    }
+    Ok(TokenSet {
+        tokens: shuffled(&tokens),
+        keys: shuffled(&keys),
+        from_secret: false,
+    })
 }
 
 /// Whether `presented` is one of `keys`, in time independent of where (or
@@ -137,9 +162,27 @@ pub struct SecretMode {
 /// The tokens one request may use, in the order to try them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TokenSet {
+    /// For the web and MiniMax Code upstreams.
     pub tokens: Vec<String>,
+    /// For `minimax-api`: keys of MiniMax's paid platform.
+    pub keys: Vec<String>,
     /// True when they are the deployment's own (secret mode with an API key).
     pub from_secret: bool,
+}
+
+impl TokenSet {
+    /// The accounts of one upstream of the chain (by its `Upstream::id`).
+    pub fn of(&self, upstream: &str) -> TokenSet {
+        TokenSet {
+            tokens: if upstream == "minimax-api" {
+                self.keys.clone()
+            } else {
+                self.tokens.clone()
+            },
+            keys: Vec::new(),
+            from_secret: self.from_secret,
+        }
+    }
 }
 
 /// Who may call, and with which tokens. Built once per execution environment.
@@ -150,6 +193,10 @@ pub struct Credentials {
     leases: Arc<Leases>,
     /// What this gateway's API keys start with (`API_KEY_PREFIX`, `sk-`).
     key_prefix: String,
+    /// The platform keys of `MINIMAX_API_KEY` (secret mode only).
+    env_keys: Vec<String>,
+    /// Whether the chain has `minimax-api` (header mode takes platform keys).
+    serves_api: bool,
 }
 
 impl Credentials {
@@ -166,7 +213,17 @@ impl Credentials {
             cooling: Cooling::default(),
             leases: Arc::default(),
             key_prefix: key_prefix.to_string(),
+            env_keys: Vec::new(),
+            serves_api: false,
         }
+    }
+
+    /// With the platform's keys: `MINIMAX_API_KEY`'s, and whether the chain
+    /// serves `minimax-api` at all.
+    pub fn with_platform(mut self, env_keys: Vec<String>, serves_api: bool) -> Self {
+        self.env_keys = env_keys;
+        self.serves_api = serves_api;
+        self
     }
 
     /// From the environment: secret mode when `TOKENS_SECRET_ID` is set, or
@@ -214,11 +271,23 @@ impl Credentials {
                 }))
             }
         };
-        Ok(Self::new(
-            mode,
-            config.dead_token_memory,
-            &config.api_key_prefix,
-        ))
+        let serves_api = config.upstreams.iter().any(|u| u == "minimax-api");
+        let env_keys = if !serves_api {
+            Vec::new()
+        } else if matches!(mode, Mode::Header) {
+            if !config.minimax_api_keys.is_empty() {
+                tracing::error!(
+                    "MINIMAX_API_KEY is not used in header mode, where every caller would spend it:                      set TOKENS_SECRET_ID (or TOKENS_FILE) with `api_keys` to let callers in by key"
+                );
+            }
+            Vec::new()
+        } else {
+            config.minimax_api_keys.clone()
+        };
+        Ok(
+            Self::new(mode, config.dead_token_memory, &config.api_key_prefix)
+                .with_platform(env_keys, serves_api),
+        )
     }
 
     /// The tokens document and the in-memory status a local liveness timer
@@ -261,10 +330,7 @@ impl Credentials {
     /// The tokens this request may use, in a random order.
     pub async fn tokens_for(&self, headers: &HeaderMap) -> Result<TokenSet, ApiError> {
         let Mode::Secret(secret) = &self.mode else {
-            return Ok(TokenSet {
-                tokens: shuffled(&bearer_tokens(headers, &self.key_prefix)?),
-                from_secret: false,
-            });
+            return header_set(bearer_tokens(headers, &self.key_prefix)?, self.serves_api);
         };
         let SecretMode {
             tokens,
@@ -291,10 +357,7 @@ impl Credentials {
             return self.usable(&document, status.as_deref());
         }
         if *allow_header_tokens {
-            return Ok(TokenSet {
-                tokens: shuffled(&bearer_tokens(headers, &self.key_prefix)?),
-                from_secret: false,
-            });
+            return header_set(bearer_tokens(headers, &self.key_prefix)?, self.serves_api);
         }
         if document.api_keys.is_empty() {
             return Err(ApiError::Unavailable(format!(
@@ -349,12 +412,20 @@ impl Credentials {
         status: Option<&StatusDocument>,
     ) -> Result<TokenSet, ApiError> {
         let mut all = document.tokens.clone();
+        let mut keys: Vec<String> = Vec::new();
+        if self.serves_api {
+            for key in document.minimax_api_keys.iter().chain(&self.env_keys) {
+                if !keys.contains(key) {
+                    keys.push(key.clone());
+                }
+            }
+        }
         if !document.code_accounts.is_empty() {
             let now = renewal::unix_now();
             let none = Default::default();
             let lineages = status.map_or(&none, |s| &s.accounts);
             let access = renewal::usable_access_tokens(&document.code_accounts, lineages, now, 2);
-            if access.is_empty() {
+            if access.is_empty() && keys.is_empty() {
                 return Err(ApiError::Unavailable(format!(
                     "No MiniMax Code account has a usable access token: {} accounts, each dead \
                      or expired. The maintainer renews them (the token-liveness schedule, or the \
@@ -364,30 +435,34 @@ impl Credentials {
             }
             all.extend(access);
         }
-        if all.is_empty() {
+        if all.is_empty() && keys.is_empty() {
             return Err(ApiError::Unavailable(
-                "This deployment has no upstream tokens: add some to the tokens secret's `tokens` list.".into(),
+                "This deployment has no upstream tokens: add some to the tokens secret's `tokens` list \
+                 (or platform keys to `minimax_api_keys`, with minimax-api in UPSTREAM)."
+                    .into(),
             ));
         }
-        let total = all.len();
+        let total = all.len() + keys.len();
         let (mut by_check, mut by_failure) = (0, 0);
-        let live: Vec<String> = all
-            .iter()
-            .filter(|t| {
-                let fp = fingerprint(t);
-                if status.is_some_and(|s| s.is_dead(&fp)) {
-                    by_check += 1;
-                    false
-                } else if self.dead.contains(&fp) {
-                    by_failure += 1;
-                    false
-                } else {
-                    true
-                }
-            })
-            .cloned()
-            .collect();
-        if live.is_empty() {
+        let mut live = |list: &[String]| -> Vec<String> {
+            list.iter()
+                .filter(|t| {
+                    let fp = fingerprint(t);
+                    if status.is_some_and(|s| s.is_dead(&fp)) {
+                        by_check += 1;
+                        false
+                    } else if self.dead.contains(&fp) {
+                        by_failure += 1;
+                        false
+                    } else {
+                        true
+                    }
+                })
+                .cloned()
+                .collect()
+        };
+        let (live_tokens, live_keys) = (live(&all), live(&keys));
+        if live_tokens.is_empty() && live_keys.is_empty() {
             return Err(ApiError::Unavailable(format!(
                 "No usable upstream account: all {total} tokens are dead ({by_check} by the last liveness check, \
                  {by_failure} rejected upstream in the last {} minutes). Refresh the tokens secret.",
@@ -395,7 +470,8 @@ impl Credentials {
             )));
         }
         Ok(TokenSet {
-            tokens: shuffled(&live),
+            tokens: shuffled(&live_tokens),
+            keys: shuffled(&live_keys),
             from_secret: true,
         })
     }
@@ -539,6 +615,61 @@ mod tests {
             "{m}"
         );
         assert_eq!(c.usable(&doc(&[]), None).unwrap_err().status(), 503);
+    }
+
+    #[tokio::test]
+    async fn platform_keys_go_to_the_platform_alone_and_never_from_the_environment_in_header_mode()
+    {
+        // Header mode: the caller's platform keys are split out (not taken
+        // for this gateway's `sk-` keys), and refused where no upstream takes them.
+        let serving = Credentials::header_mode().with_platform(Vec::new(), true);
+        let set = serving
+            .tokens_for(&headers("Bearer tok-a, sk-api-intl-1,sk-cp-2"))
+            .await
+            .unwrap();
+        assert_eq!(set.tokens, ["tok-a"]);
+        let mut keys = set.keys.clone();
+        keys.sort();
+        assert_eq!(keys, ["sk-api-intl-1", "sk-cp-2"]);
+        assert_eq!(set.of("minimax-api").tokens.len(), 2);
+        assert_eq!(set.of("minimax-code").tokens, ["tok-a"]);
+        let e = Credentials::header_mode()
+            .tokens_for(&headers("Bearer sk-api-intl-1"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.status(), 401);
+        let m = e.to_string();
+        assert!(
+            m.contains("minimax-api") && !m.contains("sk-api-intl-1"),
+            "{m}"
+        );
+        // Secret mode: the document's keys and MINIMAX_API_KEY's, each once,
+        // minus the dead; keys alone are a usable set.
+        let c = Credentials::header_mode()
+            .with_platform(vec!["sk-api-env".into(), "sk-api-doc".into()], true);
+        c.dead.remember(&fingerprint("sk-api-dead"));
+        let doc = TokensDocument {
+            minimax_api_keys: vec!["sk-api-doc".into(), "sk-api-dead".into()],
+            ..TokensDocument::default()
+        };
+        let mut set = c.usable(&doc, None).unwrap();
+        set.keys.sort();
+        assert_eq!(
+            (set.tokens.len(), set.keys),
+            (0, vec!["sk-api-doc".to_string(), "sk-api-env".to_string()])
+        );
+        // Without minimax-api in the chain, the document's keys are not used.
+        assert_eq!(
+            Credentials::header_mode()
+                .usable(&doc, None)
+                .unwrap_err()
+                .status(),
+            503
+        );
+        let parsed: TokensDocument =
+            serde_json::from_str(r#"{"minimax_api_keys": [" sk-api-a ", "", "sk-api-a"]}"#)
+                .unwrap();
+        assert_eq!(parsed.minimax_api_keys, ["sk-api-a"]);
     }
 
     #[tokio::test]

@@ -26,13 +26,15 @@ use super::secrets_manager::{AwsError, SecretsManager};
 /// duplicates. A single `"api_key": "..."` is one more key: it is the one
 /// key a secret the stack creates holds (CloudFormation's
 /// `GenerateSecretString` can add only one string field). MiniMax Code
-/// accounts are what `gateway login` added (`renewal.rs`).
+/// accounts are what `gateway login` added (`renewal.rs`);
+/// `minimax_api_keys` are keys of MiniMax's paid platform (`minimax-api`).
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(from = "RawTokensDocument")]
 pub struct TokensDocument {
     pub tokens: Vec<String>,
     pub api_keys: Vec<String>,
     pub code_accounts: Vec<CodeLogin>,
+    pub minimax_api_keys: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -45,6 +47,8 @@ struct RawTokensDocument {
     api_key: Option<String>,
     #[serde(default)]
     minimax_code_accounts: Vec<CodeLogin>,
+    #[serde(default)]
+    minimax_api_keys: Vec<String>,
 }
 
 impl From<RawTokensDocument> for TokensDocument {
@@ -68,6 +72,7 @@ impl From<RawTokensDocument> for TokensDocument {
             tokens: clean(raw.tokens),
             api_keys: clean(api_keys),
             code_accounts,
+            minimax_api_keys: clean(raw.minimax_api_keys),
         }
     }
 }

@@ -66,18 +66,21 @@ async fn answer_request(
     } = ChatRequest::parse(&body)?;
     let model = conversation.model.clone();
     let reply = Reply::open(state.deployment(), &tokens, conversation).await?;
+    let served = reply.served_by();
     tracing::info!(
         token = %reply.token_fingerprint(),
         chat_id = reply.chat_id().unwrap_or_default(),
         stream,
+        upstream = served,
         "answer opened"
     );
     let config = state.config.clone();
-    if stream {
-        Ok(stream_answer(reply, model, include_usage, config))
+    let response = if stream {
+        stream_answer(reply, model, include_usage, config)
     } else {
-        collect_answer(reply, &model, &config).await
-    }
+        collect_answer(reply, &model, &config).await?
+    };
+    Ok(super::served_by(response, served))
 }
 
 /// OpenAI's words for why an answer ended.
@@ -240,3 +243,7 @@ mod tools_tests;
 #[cfg(test)]
 #[path = "chat_native_tests.rs"]
 mod native_tests;
+
+#[cfg(test)]
+#[path = "fallback_tests.rs"]
+mod fallback_tests;

@@ -100,23 +100,22 @@ async fn answer_request(
     } = MessagesRequest::parse(&body, Route::Messages)?;
     let model = conversation.model.clone();
     let reply = Reply::open(state.deployment(), &tokens, conversation).await?;
+    let served = reply.served_by();
     tracing::info!(
         token = %reply.token_fingerprint(),
         chat_id = reply.chat_id().unwrap_or_default(),
         stream,
         door = "messages",
+        upstream = served,
         "answer opened"
     );
     let config = state.config.clone();
-    if stream {
-        Ok(super::stream::answer(
-            reply,
-            Events::new(message_id(), model),
-            config,
-        ))
+    let response = if stream {
+        super::stream::answer(reply, Events::new(message_id(), model), config)
     } else {
-        collect_answer(reply, &model, &config).await
-    }
+        collect_answer(reply, &model, &config).await?
+    };
+    Ok(super::served_by(response, served))
 }
 
 /// The whole message in one body (`stream::whole`).

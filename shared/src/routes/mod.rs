@@ -31,8 +31,10 @@ use crate::upstream::{Upstream, Voice};
 #[derive(Clone)]
 pub struct AppState {
     pub(crate) config: Arc<Config>,
-    pub(crate) upstream: Arc<dyn Upstream>,
-    /// The upstream's speech: in the functions that speak, on an upstream
+    /// The chat upstreams, in the order a request tries them (`UPSTREAM`):
+    /// the next serves when every account of one cannot answer now.
+    pub(crate) upstreams: Arc<[Arc<dyn Upstream>]>,
+    /// The first upstream's speech: in the functions that speak, on an upstream
     /// that has it (`voice_state_from_env`); `None` elsewhere.
     pub(crate) voice: Option<Arc<dyn Voice>>,
     pub(crate) credentials: Arc<Credentials>,
@@ -41,15 +43,30 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The first upstream of the chain: the one the token routes check, and
+    /// the one whose voice speaks.
+    pub(crate) fn upstream(&self) -> &Arc<dyn Upstream> {
+        &self.upstreams[0]
+    }
+
     /// What the conversation layer needs of this deployment.
     pub(crate) fn deployment(&self) -> crate::reply::Deployment<'_> {
         crate::reply::Deployment {
-            upstream: &self.upstream,
+            upstreams: &self.upstreams,
             config: &self.config,
             credentials: &self.credentials,
             fetcher: &self.fetcher,
         }
     }
+}
+
+/// The response of an answer, saying which upstream of the chain served it.
+pub(crate) fn served_by(mut response: Response, upstream: &'static str) -> Response {
+    response.headers_mut().insert(
+        "x-gateway-upstream",
+        axum::http::HeaderValue::from_static(upstream),
+    );
+    response
 }
 
 /// Route layer for routes that use no token: in secret mode the caller still
@@ -274,7 +291,10 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
             .allow_origin(origin)
             .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
             .allow_headers(AllowHeaders::mirror_request())
-            .expose_headers([header::RETRY_AFTER])
+            .expose_headers([
+                header::RETRY_AFTER,
+                header::HeaderName::from_static("x-gateway-upstream"),
+            ])
             .max_age(Duration::from_secs(86_400)),
     )
 }

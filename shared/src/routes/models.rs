@@ -8,15 +8,27 @@ use super::AppState;
 use crate::error::ApiError;
 use crate::openai::models::{model, model_list};
 
+/// The chat models of every upstream of the chain, in its order, each once.
+fn served(state: &AppState) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for upstream in state.upstreams.iter() {
+        for name in upstream.models() {
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    names
+}
+
 /// The models routes, without the shared fallbacks (see `super::finish`):
 /// what the deployment's upstream serves.
 pub(crate) fn routes() -> Router<AppState> {
-    let list = get(|State(state): State<AppState>| async move {
-        Json(model_list(&state.upstream.models()))
-    });
+    let list =
+        get(|State(state): State<AppState>| async move { Json(model_list(&served(&state))) });
     let one = get(
         |State(state): State<AppState>, Path(id): Path<String>| async move {
-            model(&state.upstream.models(), &id)
+            model(&served(&state), &id)
                 .map(Json)
                 .ok_or_else(|| ApiError::NotFound(format!("The model '{id}' does not exist.")))
         },

@@ -89,19 +89,22 @@ async fn answer_request(
     } = ResponsesRequest::parse(&body)?;
     let builder = Builder::new(conversation.model.clone(), echo, custom_tools);
     let reply = Reply::open(state.deployment(), &tokens, conversation).await?;
+    let served = reply.served_by();
     tracing::info!(
         token = %reply.token_fingerprint(),
         chat_id = reply.chat_id().unwrap_or_default(),
         stream,
         door = "responses",
+        upstream = served,
         "answer opened"
     );
     let config = state.config.clone();
-    if stream {
-        Ok(super::stream::answer(reply, builder, config))
+    let response = if stream {
+        super::stream::answer(reply, builder, config)
     } else {
-        collect_answer(reply, builder, &config).await
-    }
+        collect_answer(reply, builder, &config).await?
+    };
+    Ok(super::served_by(response, served))
 }
 
 /// The whole response in one body (`stream::whole`).

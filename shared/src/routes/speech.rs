@@ -59,7 +59,7 @@ pub(super) fn require_speech(state: &AppState) -> Result<Arc<dyn Voice>, ApiErro
     Err(ApiError::BadRequest {
         message: format!(
             "The {} upstream has no speech synthesis or recognition; audio routes need a deployment with UPSTREAM=hailuo.",
-            state.upstream.name()
+            state.upstream().name()
         ),
         param: None,
         code: "unsupported_by_upstream",
@@ -91,7 +91,7 @@ async fn speak(
     );
     let pool = Pool::of(&state.credentials);
     let mut synthesis = Synthesis::open(
-        state.upstream.clone(),
+        state.upstream().clone(),
         speech,
         &state.config,
         &tokens,

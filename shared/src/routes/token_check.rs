@@ -73,7 +73,7 @@ async fn check(
     let body = body.map_err(|r| super::body_error(r, 64 * 1024))?;
     let token = token_from(&body)?;
     let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-    let upstream = state.app.upstream.clone();
+    let upstream = state.app.upstream().clone();
     let live = state
         .verdicts
         .try_get_with(key, async move { upstream.is_live(&token).await })

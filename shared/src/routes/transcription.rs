@@ -141,7 +141,7 @@ async fn transcribe(
     );
     let pool = Pool::of(&state.credentials);
     let text = crate::speech::transcribe(
-        state.upstream.clone(),
+        state.upstream().clone(),
         voice,
         &state.config,
         &tokens,

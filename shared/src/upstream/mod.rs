@@ -5,6 +5,7 @@
 //! the text-chat layer into a [`ChatTurn`].
 
 pub(crate) mod agent;
+pub mod api;
 pub(crate) mod browser;
 pub mod code;
 pub(crate) mod cumulative;
@@ -91,6 +92,20 @@ pub struct Capabilities {
     pub conversations_to_delete: bool,
 }
 
+impl Capabilities {
+    /// An upstream that takes the conversation as it is (MiniMax Code, the
+    /// paid platform): tools, images, text documents and PDFs as their
+    /// text, thinking control; nothing left upstream.
+    pub const NATIVE: Capabilities = Capabilities {
+        conversation: true,
+        images: true,
+        documents: true,
+        pdf_as_text: true,
+        thinking_control: true,
+        conversations_to_delete: false,
+    };
+}
+
 /// One turn to send upstream, in the form the upstream takes.
 #[derive(Clone, Copy, Debug)]
 pub enum Turn<'a> {
@@ -122,6 +137,23 @@ pub(crate) fn text_turn<'a>(turn: &Turn<'a>) -> Result<&'a ChatTurn, UpstreamErr
         Turn::Conversation { .. } => Err(UpstreamError::Protocol(
             "a text-only upstream was sent a conversation, not its flattened turn".into(),
         )),
+    }
+}
+
+/// The conversation a native upstream takes, and its files; a flattened
+/// turn sent to one is a bug of the conversation layer, not the caller's.
+pub(crate) fn conversation_turn<'a>(
+    turn: &Turn<'a>,
+    upstream: &str,
+) -> Result<(&'a Conversation, &'a [Arc<FileUpload>]), UpstreamError> {
+    match turn {
+        Turn::Conversation {
+            conversation,
+            files,
+        } => Ok((conversation, files)),
+        Turn::Text(_) => Err(UpstreamError::Protocol(format!(
+            "{upstream} takes the conversation as it is, not a flattened prompt"
+        ))),
     }
 }
 
@@ -308,6 +340,10 @@ pub trait Upstream: Send + Sync + 'static {
     /// Short name for logs and errors.
     fn name(&self) -> &'static str;
 
+    /// Its `UPSTREAM` name (`minimax-code`, `minimax-api`, `hailuo`,
+    /// `minimax-agent`): the `x-gateway-upstream` header, metrics.
+    fn id(&self) -> &'static str;
+
     /// What a caller whose token was rejected should do (where to get a new one).
     fn login_hint(&self) -> &'static str;
 
@@ -402,6 +438,22 @@ pub trait Voice: Send + Sync + 'static {
     /// conversation the voice call starts upstream is deleted before this
     /// returns, whatever happened.
     async fn transcribe(&self, token: &str, mp3: bytes::Bytes) -> Result<String, UpstreamError>;
+}
+
+/// At most `max` bytes of a failing answer's body, as text: enough for any
+/// error object, never a hostile upstream's whole body.
+pub(crate) async fn read_capped(response: reqwest::Response, max: usize) -> String {
+    use futures_util::StreamExt;
+    let mut body = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(Ok(chunk)) = stream.next().await {
+        body.extend_from_slice(&chunk);
+        if body.len() >= max {
+            body.truncate(max);
+            break;
+        }
+    }
+    String::from_utf8_lossy(&body).into_owned()
 }
 
 /// Neither protocol names a code for "this account is already answering"; the

@@ -17,6 +17,12 @@ pub(crate) trait FrameDecoder: Send + 'static {
     fn is_ended(&self) -> bool;
     /// What a stream closed before its end is.
     fn truncated(&self) -> UpstreamError;
+    /// The connection closed before the end was seen: the last events, if
+    /// the protocol lets a close end an answer (MiniMax's platform, after a
+    /// `finish_reason`); `None` for a cut answer (`truncated`).
+    fn closed(&mut self) -> Option<Vec<UpstreamEvent>> {
+        None
+    }
 }
 
 pub(crate) fn decode<S, D>(sse: S, decoder: D) -> EventStream
@@ -53,7 +59,13 @@ where
             match st.sse.next().await {
                 None => {
                     st.done = true;
-                    return Some((Err(st.decoder.truncated()), st));
+                    match st.decoder.closed() {
+                        Some(events) => {
+                            st.pending.extend(events);
+                            continue;
+                        }
+                        None => return Some((Err(st.decoder.truncated()), st)),
+                    }
                 }
                 Some(Err(e)) => {
                     st.done = true;

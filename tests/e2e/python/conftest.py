@@ -10,6 +10,7 @@ simulator saw no protocol violation and that no conversation was left behind.
 """
 
 import hashlib
+import json
 import os
 import socket
 import threading
@@ -294,3 +295,53 @@ def proxy_sink():
     yield p
     p.close()
     assert p.attempts == [], f"the agent tried to leave loopback: {p.attempts}"
+
+
+API_SIM_URL = os.environ.get("API_SIM_URL", "http://127.0.0.1:18083")
+API_URL = "http://127.0.0.1:9008"  # UPSTREAM=minimax-api, header mode (platform keys)
+FALLBACK_URL = "http://127.0.0.1:9009"  # UPSTREAM=minimax-code,minimax-api, header mode
+
+
+class ApiSim:
+    """The MiniMax API (paid platform) simulator's control API (`/_sim/`)."""
+
+    def __init__(self, url: str = API_SIM_URL):
+        self.url = url
+        self.http = httpx.Client(base_url=url, timeout=10)
+
+    def reset(self):
+        self.http.post("/_sim/reset").raise_for_status()
+
+    def settings(self, **kw):
+        self.http.post("/_sim/settings", json=kw).raise_for_status()
+
+    def script(self, **kw):
+        """The next answer: reasoning, content, tool_calls, finish_reason, chunks."""
+        self.http.post("/_sim/script", json=kw).raise_for_status()
+
+    def fault(self, code: int, endpoint: str = "chat", **kw):
+        self.http.post("/_sim/fault", json={"endpoint": endpoint, "code": code, **kw}).raise_for_status()
+
+    def requests(self, path: str = "/v1/chat/completions") -> list[dict]:
+        return [r for r in self.http.get("/_sim/log").raise_for_status().json() if r["path"] == path]
+
+    def sent(self) -> dict:
+        """The JSON body of the newest chat call."""
+        return json.loads(self.requests()[-1]["body"])
+
+    def violations(self) -> list:
+        return self.http.get("/_sim/violations").raise_for_status().json()
+
+
+@pytest.fixture
+def api_sim():
+    s = ApiSim()
+    s.reset()
+    yield s
+    assert s.violations() == [], f"MiniMax API protocol violations: {s.violations()}"
+
+
+@pytest.fixture
+def platform_key() -> str:
+    """A platform key of the simulator's region (intl)."""
+    return f"sk-api-intl-e2e{uuid.uuid4().hex[:12]}"

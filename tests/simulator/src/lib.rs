@@ -11,6 +11,7 @@
 //! Tests drive it through `/__sim/*`: see `control` below.
 
 pub mod agent;
+pub mod api;
 pub mod checks;
 pub mod code;
 pub mod hailuo;

@@ -1,4 +1,4 @@
-//! `hailuo-simulator [--protocol hailuo|agent|minimax-code] [--region intl|cn]
+//! `hailuo-simulator [--protocol hailuo|agent|minimax-code|minimax-api] [--region intl|cn]
 //! [--addr 127.0.0.1:18080] [--pace-ms 15]`: the simulator as a process, for
 //! end-to-end tests and for trying the service offline.
 
@@ -18,6 +18,7 @@ async fn main() -> std::io::Result<()> {
     let mut state = State::default();
     let mut protocol = Protocol::Hailuo;
     let mut code = false;
+    let mut api = false;
     let mut pace_ms = None;
     let mut region = "en".to_string();
     let mut args = std::env::args().skip(1);
@@ -32,7 +33,13 @@ async fn main() -> std::io::Result<()> {
                         code = true;
                         Protocol::Hailuo
                     }
-                    other => panic!("--protocol is hailuo, agent or minimax-code, not {other:?}"),
+                    Some("minimax-api") | Some("api") => {
+                        api = true;
+                        Protocol::Hailuo
+                    }
+                    other => panic!(
+                        "--protocol is hailuo, agent, minimax-code or minimax-api, not {other:?}"
+                    ),
                 }
             }
             "--pace-ms" => {
@@ -52,7 +59,7 @@ async fn main() -> std::io::Result<()> {
             }
             "--help" | "-h" => {
                 println!(
-                    "hailuo-simulator [--protocol hailuo|agent|minimax-code] [--region intl|cn] [--addr HOST:PORT] [--pace-ms N]"
+                    "hailuo-simulator [--protocol hailuo|agent|minimax-code|minimax-api] [--region intl|cn] [--addr HOST:PORT] [--pace-ms N]"
                 );
                 return Ok(());
             }
@@ -60,6 +67,16 @@ async fn main() -> std::io::Result<()> {
         }
     }
     let listener = tokio::net::TcpListener::bind(&addr).await?;
+    if api {
+        let region = if region == "cn" { "cn" } else { "intl" };
+        println!(
+            "hailuo-simulator (MiniMax API protocol, region {region}) listening on http://{}",
+            listener.local_addr()?
+        );
+        let mut state = hailuo_simulator::api::ApiState::with_region(region);
+        state.settings.pace_ms = pace_ms.unwrap_or(state.settings.pace_ms);
+        return hailuo_simulator::api::serve(listener, Arc::new(Mutex::new(state))).await;
+    }
     if code {
         println!(
             "hailuo-simulator (MiniMax Code protocol, region {region}) listening on http://{}",

@@ -272,6 +272,10 @@ impl Upstream for AgentClient {
         "MiniMax Agent"
     }
 
+    fn id(&self) -> &'static str {
+        "minimax-agent"
+    }
+
     fn login_hint(&self) -> &'static str {
         "Log in to agent.minimaxi.com again and send the new JWT from the browser's localStorage \
          (as `REALUSERID+JWT` when the JWT carries no user id)."

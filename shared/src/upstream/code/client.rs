@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use eventsource_stream::Eventsource;
-use futures_util::StreamExt;
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 
 use super::config::{ClientHeaders, CodeConfig};
@@ -99,7 +98,7 @@ impl CodeClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let body = read_capped(response).await;
+        let body = crate::upstream::read_capped(response, MAX_ERROR_BODY).await;
         let fp = fingerprint(token);
         Classifier {
             config: &self.config,
@@ -124,23 +123,14 @@ impl CodeClient {
     }
 }
 
-async fn read_capped(response: reqwest::Response) -> String {
-    let mut body = Vec::new();
-    let mut stream = response.bytes_stream();
-    while let Some(Ok(chunk)) = stream.next().await {
-        body.extend_from_slice(&chunk);
-        if body.len() >= MAX_ERROR_BODY {
-            body.truncate(MAX_ERROR_BODY);
-            break;
-        }
-    }
-    String::from_utf8_lossy(&body).into_owned()
-}
-
 #[async_trait]
 impl Upstream for CodeClient {
     fn name(&self) -> &'static str {
         "MiniMax Code"
+    }
+
+    fn id(&self) -> &'static str {
+        "minimax-code"
     }
 
     fn login_hint(&self) -> &'static str {
@@ -154,26 +144,11 @@ impl Upstream for CodeClient {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            conversation: true,
-            images: true,
-            documents: true,
-            pdf_as_text: true,
-            thinking_control: true,
-            conversations_to_delete: false,
-        }
+        Capabilities::NATIVE
     }
 
     async fn chat(&self, token: &str, turn: &Turn<'_>) -> Result<EventStream, UpstreamError> {
-        let Turn::Conversation {
-            conversation,
-            files,
-        } = turn
-        else {
-            return Err(UpstreamError::Protocol(
-                "MiniMax Code takes the conversation as it is, not a flattened prompt".into(),
-            ));
-        };
+        let (conversation, files) = crate::upstream::conversation_turn(turn, "MiniMax Code")?;
         Self::check_token(token)?;
         let model = self.catalogue.resolve(&conversation.model);
         let max_tokens = self.max_tokens(conversation.max_tokens, model)?;
@@ -247,7 +222,7 @@ impl Upstream for CodeClient {
 
 impl CodeClient {
     async fn failure_under_200(&self, token: &str, response: reqwest::Response) -> UpstreamError {
-        let body = read_capped(response).await;
+        let body = crate::upstream::read_capped(response, MAX_ERROR_BODY).await;
         let fp = fingerprint(token);
         match (Classifier {
             config: &self.config,

@@ -171,17 +171,7 @@ mod tests {
     use super::*;
 
     fn config(pairs: &[(&str, &str)]) -> CodeConfig {
-        let pairs: Vec<(String, String)> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let get = move |k: &str| {
-            pairs
-                .iter()
-                .find(|(key, _)| key == k)
-                .map(|(_, v)| v.clone())
-        };
-        CodeConfig::from_lookup(&Lookup::new(&get))
+        crate::settings::from_pairs(pairs, CodeConfig::from_lookup)
     }
 
     #[test]

@@ -185,6 +185,10 @@ impl Upstream for HailuoClient {
         "Hailuo"
     }
 
+    fn id(&self) -> &'static str {
+        "hailuo"
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             images: true,
