@@ -146,8 +146,9 @@ start_deployments() {
   # MiniMax Code: header mode (callers send access tokens), and its accounts
   # from a tokens secret that `gateway login` writes, renewed by the
   # token-liveness binary the tests run as the one writer.
+  # Its speech and transcription go to the paid platform, with a caller's key.
   local code=(UPSTREAM=minimax-code "MINIMAX_CODE_BASE_URL=$CODE_SIM_URL" "MINIMAX_CODE_ACCOUNT_URL=$CODE_SIM_URL"
-    FILE_URL_ALLOW_PRIVATE=true)
+    FILE_URL_ALLOW_PRIVATE=true "MINIMAX_API_BASE_URL=$API_SIM_URL")
   deploy code 9006 "${code[@]}"
   deploy codeacct 9007 "${code[@]}" TOKENS_SECRET_ID=e2e/code-tokens TOKEN_STATUS_SECRET_ID=e2e/code-status \
     SECRET_CACHE_TTL_SECONDS=1 STATUS_CACHE_TTL_SECONDS=1

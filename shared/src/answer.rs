@@ -149,6 +149,9 @@ where
                 if busy.get(fp).is_some_and(|(at, _)| *at > now) {
                     return None;
                 }
+                if upstream.answers_concurrently() {
+                    return Some((i, Lease::unheld()));
+                }
                 pool.leases.try_take(fp).map(|lease| (i, lease))
             });
         let Some((index, lease)) = free else {

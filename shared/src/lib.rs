@@ -247,12 +247,23 @@ async fn state_with(
 ) -> Result<AppState, lambda_http::Error> {
     let config = Arc::new(Config::from_env());
     let (upstreams, voice) = upstreams(&config, with_voice)?;
-    let credentials = Arc::new(credentials::Credentials::from_env(&config, function).await?);
+    let mut credentials = credentials::Credentials::from_env(&config, function).await?;
+    if with_voice.is_some() {
+        credentials = credentials.taking_platform_keys();
+    }
+    let credentials = Arc::new(credentials);
     let fetcher = files::fetch::Fetcher::from_config(&config)?;
+    // The functions that speak reach the platform whenever a request has a
+    // key for it, whatever the chat upstreams are.
+    let platform = match with_voice {
+        Some(_) => Some(Arc::new(upstream::api::ApiClient::new(config.api.clone())?)),
+        None => None,
+    };
     Ok(AppState {
         config,
         upstreams,
         voice,
+        platform,
         credentials,
         fetcher,
     })

@@ -249,10 +249,19 @@ impl Reply {
             .filter(|u| !tokens.of(u.id()).tokens.is_empty())
             .collect();
         let Some((last, earlier)) = links.split_last() else {
-            // No upstream has an account for this request: the first one
-            // says what is missing.
-            let first = &at.upstreams[0];
-            return Self::open_on(&at, first, &tokens.of(first.id()), conversation).await;
+            let names: Vec<&str> = at.upstreams.iter().map(|u| u.id()).collect();
+            let message = format!(
+                "This request has no account for this deployment's chat upstreams ({}): only \
+                 keys of MiniMax's paid platform, which serve chat where UPSTREAM lists minimax-api.",
+                names.join(", ")
+            );
+            // The caller's own keys are the caller's mistake; the
+            // deployment's are its operator's.
+            return Err(if tokens.from_secret {
+                ApiError::Unavailable(message)
+            } else {
+                ApiError::Unauthorized(message)
+            });
         };
         let mut passed: Option<(&'static str, String)> = None;
         for upstream in earlier {

@@ -162,6 +162,7 @@ mod tests {
             config: Arc::new(config),
             upstreams: Arc::from([Arc::new(fake.clone()) as Arc<dyn crate::upstream::Upstream>]),
             voice: fake.voice(),
+            platform: None,
             credentials: Arc::new(credentials),
         }
     }

@@ -1,6 +1,8 @@
-//! Speech on an account of the pool: synthesis (a repeat turn read aloud)
-//! and recognition (a voice call), with the same leasing, failover and
-//! cleanup as chat answers (`answer::on_an_account`).
+//! Speech on an account of the pool, with the same failover as chat
+//! answers (`answer::on_an_account`): on MiniMax's paid platform whenever
+//! the request has a platform key (T2A v2 synthesis, `asr-1.0`
+//! recognition: `Platform`); else on Hailuo, synthesis as a repeat turn
+//! read aloud and recognition as a voice call.
 //!
 //! The upstream's voice is a per-account setting, changed by one call and
 //! used by the next (protocol section 8). A synthesis holds its account's
@@ -11,10 +13,16 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+use futures_util::StreamExt;
+
 use crate::answer::{on_an_account, Answer, Failed, Pool};
 use crate::config::Config;
+use crate::credentials::pool::Lease;
 use crate::credentials::TokenSet;
 use crate::error::ApiError;
+use crate::upstream::api::speech::{AudioStream, T2aRequest, Transcribed, Transcript};
+use crate::upstream::api::ApiClient;
 use crate::upstream::{ChatTurn, Turn, Upstream, UpstreamError, UpstreamEvent, Voice};
 
 /// OpenAI's six classic voices, in the order `REPLACE_AUDIO_MODEL` replaces them.
@@ -59,6 +67,126 @@ pub(crate) fn resolve_voice(model: &str, voice: &str, replace: &[String]) -> Str
         &TTS_1
     };
     table[i].to_string()
+}
+
+/// OpenAI's voices on the platform (protocol section 4.5): the first six
+/// are LiteLLM's map, so its users keep their voices.
+const PLATFORM_VOICES: [(&str, &str); 11] = [
+    ("alloy", "male-qn-qingse"),
+    ("echo", "male-qn-jingying"),
+    ("fable", "female-shaonv"),
+    ("onyx", "male-qn-badao"),
+    ("nova", "female-yujie"),
+    ("shimmer", "female-tianmei"),
+    ("ash", "Deep_Voice_Man"),
+    ("coral", "English_Graceful_Lady"),
+    ("sage", "Wise_Woman"),
+    ("ballad", "English_expressive_narrator"),
+    ("verse", "Friendly_Person"),
+];
+
+/// The platform voice for an OpenAI `voice`: `REPLACE_AUDIO_MODEL` for the
+/// first six, then `MINIMAX_API_VOICE_MAP`, then the table; any other
+/// string is a platform voice id (cloned ones included) and goes as it is.
+pub(crate) fn platform_voice(voice: &str, config: &Config) -> String {
+    let lower = voice.to_ascii_lowercase();
+    if let Some(i) = OPENAI_VOICES.iter().position(|v| *v == lower) {
+        if let Some(replaced) = config.replace_audio_model.get(i) {
+            return replaced.clone();
+        }
+    }
+    if let Some((_, to)) = config.api.voice_map.iter().find(|(from, _)| *from == lower) {
+        return to.clone();
+    }
+    PLATFORM_VOICES
+        .iter()
+        .find(|(from, _)| *from == lower)
+        .map_or_else(|| voice.to_string(), |(_, to)| to.to_string())
+}
+
+/// The platform's synthesis model for an OpenAI `model`: `tts-1` the turbo
+/// one, `tts-1-hd` and `gpt-4o-mini-tts` the HD one; a `speech-…` name as
+/// it is; anything else the turbo one.
+pub(crate) fn platform_model<'a>(model: &'a str, config: &'a Config) -> &'a str {
+    match model {
+        "tts-1-hd" | "gpt-4o-mini-tts" => &config.api.tts_model_hd,
+        m if m.starts_with("speech-") => m,
+        _ => &config.api.tts_model,
+    }
+}
+
+/// The platform's speech and recognition, on the request's platform keys.
+pub(crate) struct Platform<'a> {
+    pub client: &'a Arc<ApiClient>,
+    pub config: &'a Config,
+    pub set: &'a TokenSet,
+    pub pool: Pool<'a>,
+}
+
+impl Platform<'_> {
+    /// A synthesis, with its first bytes: every failure up to them moves
+    /// to the next key as a chat would, or is the caller's error.
+    pub(crate) async fn synthesize(
+        self,
+        request: &T2aRequest<'_>,
+    ) -> Result<(Bytes, AudioStream, Lease), ApiError> {
+        let upstream: Arc<dyn Upstream> = self.client.clone();
+        let client = self.client;
+        let set = self.set.of(upstream.id());
+        let ((first, rest), lease) = on_an_account(
+            &upstream,
+            self.config,
+            &set,
+            self.pool,
+            false,
+            |key| async move {
+                let failed = |error| Failed {
+                    error,
+                    accepted: false,
+                };
+                let mut audio = client.synthesize(&key, request).await.map_err(failed)?;
+                match audio.next().await {
+                    Some(Ok(first)) => Ok((first, audio)),
+                    Some(Err(e)) => Err(failed(e)),
+                    None => Err(failed(UpstreamError::Protocol(
+                        "the platform's speech was empty".into(),
+                    ))),
+                }
+            },
+        )
+        .await?;
+        Ok((first, rest, lease))
+    }
+
+    /// A recognition of `file` on a key of the pool.
+    pub(crate) async fn transcribe(self, file: Transcribed<'_>) -> Result<Transcript, ApiError> {
+        let upstream: Arc<dyn Upstream> = self.client.clone();
+        let client = self.client;
+        let set = self.set.of(upstream.id());
+        let file = &file;
+        let (transcript, _lease) = on_an_account(
+            &upstream,
+            self.config,
+            &set,
+            self.pool,
+            false,
+            |key| async move {
+                let again = Transcribed {
+                    bytes: file.bytes.clone(),
+                    ..*file
+                };
+                client
+                    .transcribe(&key, again)
+                    .await
+                    .map_err(|error| Failed {
+                        error,
+                        accepted: false,
+                    })
+            },
+        )
+        .await?;
+        Ok(transcript)
+    }
 }
 
 /// The turn that makes the model repeat `text` verbatim (protocol section

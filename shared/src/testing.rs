@@ -520,6 +520,7 @@ pub fn chain_state(fakes: &[&FakeUpstream], config: Config) -> AppState {
         config: Arc::new(config),
         upstreams: upstreams.into(),
         voice: None,
+        platform: None,
         credentials: Arc::new(Credentials::header_mode().with_platform(Vec::new(), true)),
     }
 }
@@ -531,6 +532,7 @@ pub fn state(fake: &FakeUpstream, config: Config) -> AppState {
         config: Arc::new(config),
         upstreams: Arc::from([Arc::new(fake.clone()) as Arc<dyn crate::upstream::Upstream>]),
         voice: fake.voice(),
+        platform: None,
         credentials: Arc::new(Credentials::header_mode()),
     }
 }

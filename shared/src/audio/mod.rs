@@ -20,6 +20,34 @@ mod pcm;
 
 pub(crate) use pcm::{mp3_to_pcm16, wav_header};
 
+/// A container MiniMax's platform's recognizer takes as it is (protocol
+/// section 5: wav, aiff, flac, m4a, mp3, aac, ogg/opus), found from the
+/// bytes: its file extension and type. `None` for anything else (webm
+/// above all), which is transcoded first.
+pub(crate) fn platform_container(bytes: &[u8]) -> Option<(&'static str, &'static str)> {
+    let at = |offset: usize, magic: &[u8]| bytes.get(offset..offset + magic.len()) == Some(magic);
+    Some(if at(0, b"RIFF") && at(8, b"WAVE") {
+        ("wav", "audio/wav")
+    } else if at(0, b"FORM") && (at(8, b"AIFF") || at(8, b"AIFC")) {
+        ("aiff", "audio/aiff")
+    } else if at(0, b"fLaC") {
+        ("flac", "audio/flac")
+    } else if at(4, b"ftyp") {
+        ("m4a", "audio/mp4")
+    } else if at(0, b"OggS") {
+        ("ogg", "audio/ogg")
+    } else if at(0, b"ID3") {
+        ("mp3", "audio/mpeg")
+    } else if bytes.len() >= 2 && bytes[0] == 0xFF && bytes[1] & 0xF6 == 0xF0 {
+        // ADTS: sync, then layer 00.
+        ("aac", "audio/aac")
+    } else if bytes.len() >= 2 && bytes[0] == 0xFF && bytes[1] & 0xE0 == 0xE0 {
+        ("mp3", "audio/mpeg")
+    } else {
+        return None;
+    })
+}
+
 /// Why audio could not be used: the caller's file (a 400 naming what was
 /// found) or, for `Encoder`, ours.
 #[derive(Debug, thiserror::Error, PartialEq)]

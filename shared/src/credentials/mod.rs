@@ -113,11 +113,12 @@ pub fn is_platform_key(token: &str) -> bool {
 }
 
 /// Header mode: the caller's bearers split into web tokens and platform
-/// keys, the keys refused where no upstream of the chain takes them.
+/// keys; keys alone are refused where no upstream of the chain takes them
+/// (the functions that speak take them on any chain: `for_speech`).
 fn header_set(tokens: Vec<String>, serves_api: bool) -> Result<TokenSet, ApiError> {
     let (keys, tokens): (Vec<String>, Vec<String>) =
         tokens.into_iter().partition(|t| is_platform_key(t));
-    if !keys.is_empty() && !serves_api {
+    if !keys.is_empty() && tokens.is_empty() && !serves_api {
         return Err(ApiError::Unauthorized(format!(
             "{} is a key of MiniMax's paid platform, and this deployment does not use the platform              (its UPSTREAM has no minimax-api): send the upstream's own tokens.",
             fingerprint(&keys[0])
@@ -218,6 +219,13 @@ impl Credentials {
         }
     }
 
+    /// In the functions that speak: a caller's platform keys alone are
+    /// taken whatever the chain (speech goes to the platform on any).
+    pub fn taking_platform_keys(mut self) -> Self {
+        self.serves_api = true;
+        self
+    }
+
     /// With the platform's keys: `MINIMAX_API_KEY`'s, and whether the chain
     /// serves `minimax-api` at all.
     pub fn with_platform(mut self, env_keys: Vec<String>, serves_api: bool) -> Self {
@@ -272,9 +280,7 @@ impl Credentials {
             }
         };
         let serves_api = config.upstreams.iter().any(|u| u == "minimax-api");
-        let env_keys = if !serves_api {
-            Vec::new()
-        } else if matches!(mode, Mode::Header) {
+        let env_keys = if matches!(mode, Mode::Header) {
             if !config.minimax_api_keys.is_empty() {
                 tracing::error!(
                     "MINIMAX_API_KEY is not used in header mode, where every caller would spend it:                      set TOKENS_SECRET_ID (or TOKENS_FILE) with `api_keys` to let callers in by key"
@@ -413,11 +419,11 @@ impl Credentials {
     ) -> Result<TokenSet, ApiError> {
         let mut all = document.tokens.clone();
         let mut keys: Vec<String> = Vec::new();
-        if self.serves_api {
-            for key in document.minimax_api_keys.iter().chain(&self.env_keys) {
-                if !keys.contains(key) {
-                    keys.push(key.clone());
-                }
+        // The platform's keys serve speech on any chain, and chat where
+        // the chain has minimax-api.
+        for key in document.minimax_api_keys.iter().chain(&self.env_keys) {
+            if !keys.contains(key) {
+                keys.push(key.clone());
             }
         }
         if !document.code_accounts.is_empty() {
@@ -658,14 +664,18 @@ mod tests {
             (set.tokens.len(), set.keys),
             (0, vec!["sk-api-doc".to_string(), "sk-api-env".to_string()])
         );
-        // Without minimax-api in the chain, the document's keys are not used.
-        assert_eq!(
-            Credentials::header_mode()
-                .usable(&doc, None)
-                .unwrap_err()
-                .status(),
-            503
-        );
+        // On any chain (the functions that speak use them), minus the dead.
+        let fresh = Credentials::header_mode();
+        fresh.dead.remember(&fingerprint("sk-api-dead"));
+        assert_eq!(fresh.usable(&doc, None).unwrap().keys, ["sk-api-doc"]);
+        // A caller's keys alone, on a chain without the platform, are taken
+        // only where speech is served.
+        let speaking = Credentials::header_mode().taking_platform_keys();
+        let set = speaking
+            .tokens_for(&headers("Bearer sk-api-intl-1"))
+            .await
+            .unwrap();
+        assert_eq!((set.tokens.len(), set.keys.len()), (0, 1));
         let parsed: TokensDocument =
             serde_json::from_str(r#"{"minimax_api_keys": [" sk-api-a ", "", "sk-api-a"]}"#)
                 .unwrap();

@@ -94,7 +94,7 @@ impl Leases {
     pub fn try_take(self: &Arc<Self>, fingerprint: &str) -> Option<Lease> {
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         held.insert(fingerprint.to_string()).then(|| Lease {
-            leases: self.clone(),
+            leases: Some(self.clone()),
             fingerprint: fingerprint.to_string(),
         })
     }
@@ -114,16 +114,32 @@ impl Leases {
 
 /// One account in use; given back when dropped (after the answer's cleanup).
 pub struct Lease {
-    leases: Arc<Leases>,
+    /// `None` for a key that answers any number of requests at once (the
+    /// paid platform's): nothing is held.
+    leases: Option<Arc<Leases>>,
     fingerprint: String,
+}
+
+impl Lease {
+    /// A lease that holds nothing, for an upstream whose accounts answer
+    /// concurrently (`Upstream::answers_concurrently`).
+    pub fn unheld() -> Self {
+        Self {
+            leases: None,
+            fingerprint: String::new(),
+        }
+    }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        let mut held = self.leases.held.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(leases) = &self.leases else {
+            return;
+        };
+        let mut held = leases.held.lock().unwrap_or_else(|e| e.into_inner());
         held.remove(&self.fingerprint);
         drop(held);
-        self.leases.returned.notify_waiters();
+        leases.returned.notify_waiters();
     }
 }
 

@@ -6,8 +6,10 @@ use serde_json::Value;
 
 use crate::error::ApiError;
 
-/// OpenAI's limit on `input`, in characters.
+/// OpenAI's limit on `input`, in characters: what the Hailuo path speaks.
 pub(crate) const MAX_INPUT_CHARS: usize = 4096;
+/// The most `input` any path takes: the paid platform's (under 10,000).
+pub(crate) const MAX_PLATFORM_INPUT_CHARS: usize = crate::upstream::api::speech::MAX_TEXT_CHARS;
 
 /// What speech comes back as.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,6 +21,11 @@ pub(crate) enum SpeechFormat {
     Wav,
     /// 24 kHz 16-bit mono little-endian samples, no header.
     Pcm,
+    /// The paid platform's only: FLAC and Opus as it makes them.
+    Flac,
+    Opus,
+    /// Asked for by OpenAI's clients; no path makes it (a 400 that says so).
+    Aac,
 }
 
 impl SpeechFormat {
@@ -27,6 +34,20 @@ impl SpeechFormat {
             SpeechFormat::Mp3 => "audio/mpeg",
             SpeechFormat::Wav => "audio/wav",
             SpeechFormat::Pcm => "audio/pcm",
+            SpeechFormat::Flac => "audio/flac",
+            SpeechFormat::Opus => "audio/opus",
+            SpeechFormat::Aac => "audio/aac",
+        }
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            SpeechFormat::Mp3 => "mp3",
+            SpeechFormat::Wav => "wav",
+            SpeechFormat::Pcm => "pcm",
+            SpeechFormat::Flac => "flac",
+            SpeechFormat::Opus => "opus",
+            SpeechFormat::Aac => "aac",
         }
     }
 }
@@ -37,8 +58,8 @@ pub(crate) struct SpeechRequest {
     pub input: String,
     pub voice: String,
     pub format: SpeechFormat,
-    /// Accepted (0.25 to 4.0) and not applied: the upstream's voices speak
-    /// at their own pace.
+    /// OpenAI's range (0.25 to 4.0); the platform applies 0.5 to 2, the
+    /// Hailuo voices speak at their own pace.
     pub speed: f64,
 }
 
@@ -74,11 +95,11 @@ impl SpeechRequest {
             ));
         }
         let chars = input.chars().count();
-        if chars > MAX_INPUT_CHARS {
+        if chars > MAX_PLATFORM_INPUT_CHARS {
             return Err(field_error(
                 "input",
                 format!(
-                    "`input` is {chars} characters long; at most {MAX_INPUT_CHARS} are spoken per request. Split the text."
+                    "`input` is {chars} characters long; at most {MAX_PLATFORM_INPUT_CHARS} are spoken per request (MiniMax's platform's limit). Split the text."
                 ),
             ));
         }
@@ -97,16 +118,14 @@ impl SpeechRequest {
             },
             Some(_) => return Err(field_error("voice", "`voice` must be a string.".into())),
         };
-        if voice.is_empty()
-            || voice.len() > 64
-            || !voice
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
+        // Any voice id goes upstream byte for byte (the platform's have
+        // spaces, brackets, full-width characters); only what no id holds
+        // is refused here.
+        if voice.trim().is_empty() || voice.len() > 256 || voice.chars().any(char::is_control) {
             return Err(field_error(
                 "voice",
                 format!(
-                    "`voice` {:?} is not a voice: use alloy, echo, fable, onyx, nova or shimmer, or a Hailuo voice id (letters, digits, `_` and `-`).",
+                    "`voice` {:?} is not a voice: use alloy, ash, ballad, coral, echo, fable, onyx, nova, sage, shimmer or verse, or an upstream voice id.",
                     crate::text::clip(&voice, 70)
                 ),
             ));
@@ -115,11 +134,14 @@ impl SpeechRequest {
             None | Some("mp3") => SpeechFormat::Mp3,
             Some("wav") => SpeechFormat::Wav,
             Some("pcm") => SpeechFormat::Pcm,
+            Some("flac") => SpeechFormat::Flac,
+            Some("opus") => SpeechFormat::Opus,
+            Some("aac") => SpeechFormat::Aac,
             Some(other) => {
                 return Err(field_error(
                     "response_format",
                     format!(
-                        "`response_format` {:?} is not supported here: use mp3 (the upstream's own audio), wav or pcm (24 kHz 16-bit mono).",
+                        "`response_format` {:?} is not a speech format: use mp3, opus, aac, flac, wav or pcm.",
                         crate::text::clip(other, 40)
                     ),
                 ))
@@ -167,6 +189,17 @@ impl SpeechRequest {
 pub(crate) enum TranscriptFormat {
     Json,
     Text,
+    /// With timestamps: the paid platform's recognizer only.
+    VerboseJson,
+    Srt,
+    Vtt,
+}
+
+impl TranscriptFormat {
+    /// Whether it needs timestamps (the Hailuo voice call gives none).
+    pub(crate) fn timed(self) -> bool {
+        matches!(self, Self::VerboseJson | Self::Srt | Self::Vtt)
+    }
 }
 
 /// The form fields of a transcription, besides the file.
@@ -174,6 +207,8 @@ pub(crate) enum TranscriptFormat {
 pub(crate) struct TranscriptionFields {
     pub model: String,
     pub format: TranscriptFormat,
+    /// The spoken language (ISO 639-1, as OpenAI's), when the caller says.
+    pub language: Option<String>,
 }
 
 impl TranscriptionFields {
@@ -188,19 +223,20 @@ impl TranscriptionFields {
         let format = match get("response_format") {
             None | Some("") | Some("json") => TranscriptFormat::Json,
             Some("text") => TranscriptFormat::Text,
-            Some(f @ ("srt" | "vtt" | "verbose_json" | "diarized_json")) => {
+            Some("verbose_json") => TranscriptFormat::VerboseJson,
+            Some("srt") => TranscriptFormat::Srt,
+            Some("vtt") => TranscriptFormat::Vtt,
+            Some("diarized_json") => {
                 return Err(field_error(
                     "response_format",
-                    format!(
-                        "`response_format` {f} needs timestamps, which the upstream's recognizer does not give: use json or text."
-                    ),
+                    "`response_format` diarized_json is not supported: use json, text, verbose_json, srt or vtt.".into(),
                 ))
             }
             Some(other) => {
                 return Err(field_error(
                     "response_format",
                     format!(
-                        "`response_format` {:?} is not a transcript format: use json or text.",
+                        "`response_format` {:?} is not a transcript format: use json, text, verbose_json, srt or vtt.",
                         crate::text::clip(other, 40)
                     ),
                 ))
@@ -226,11 +262,23 @@ impl TranscriptionFields {
                 "Streamed transcription is not supported here: leave `stream` out and the whole transcript comes back at once.".into(),
             ));
         }
-        // `language` and `prompt` are accepted and not applied: the voice
-        // call takes neither.
+        // `prompt` is accepted and not applied: no recognizer takes one.
+        let language = get("language").filter(|l| !l.is_empty());
+        if let Some(l) = language {
+            if l.len() > 16 || !l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                return Err(field_error(
+                    "language",
+                    format!(
+                        "`language` {:?} is not a language code (ISO 639-1, such as en or zh).",
+                        crate::text::clip(l, 20)
+                    ),
+                ));
+            }
+        }
         Ok(Self {
             model: get("model").unwrap_or("whisper-1").to_string(),
             format,
+            language: language.map(str::to_string),
         })
     }
 }
@@ -270,9 +318,9 @@ mod tests {
             (r#"{"model":"tts-1","voice":"alloy"}"#, "input"),
             (r#"{"model":"tts-1","input":"  ","voice":"alloy"}"#, "input"),
             (r#"{"model":"tts-1","input":"x"}"#, "voice"),
-            (r#"{"model":"tts-1","input":"x","voice":"a b"}"#, "voice"),
+            (r#"{"model":"tts-1","input":"x","voice":"a\nb"}"#, "voice"),
             (
-                r#"{"model":"tts-1","input":"x","voice":"alloy","response_format":"opus"}"#,
+                r#"{"model":"tts-1","input":"x","voice":"alloy","response_format":"ogg"}"#,
                 "response_format",
             ),
             (
@@ -293,10 +341,16 @@ mod tests {
         }
         let long = format!(
             r#"{{"model":"tts-1","input":"{}","voice":"alloy"}}"#,
-            "字".repeat(4097)
+            "字".repeat(10_000)
         );
         let e = speech(&long).unwrap_err();
-        assert!(e.to_string().contains("4097 characters"), "{e}");
+        assert!(e.to_string().contains("10000 characters"), "{e}");
+        // The platform's voice ids, byte for byte.
+        let r = speech(r#"{"model":"tts-1","input":"x","voice":"Cantonese_ProfessionalHost（F)","response_format":"opus"}"#).unwrap();
+        assert_eq!(
+            (r.voice.as_str(), r.format),
+            ("Cantonese_ProfessionalHost（F)", SpeechFormat::Opus)
+        );
         assert!(speech("not json")
             .unwrap_err()
             .to_string()
@@ -328,12 +382,17 @@ mod tests {
             f(&[("response_format", "text")]).unwrap().format,
             TranscriptFormat::Text
         );
+        assert_eq!(ok.language.as_deref(), Some("zh"));
+        assert_eq!(
+            f(&[("response_format", "vtt")]).unwrap().format,
+            TranscriptFormat::Vtt
+        );
         for (pairs, field) in [
-            (&[("response_format", "srt")][..], "response_format"),
             (
-                &[("response_format", "verbose_json")][..],
+                &[("response_format", "diarized_json")][..],
                 "response_format",
             ),
+            (&[("language", "en us")][..], "language"),
             (&[("response_format", "xml")][..], "response_format"),
             (&[("temperature", "hot")][..], "temperature"),
             (&[("stream", "true")][..], "stream"),

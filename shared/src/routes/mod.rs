@@ -37,6 +37,10 @@ pub struct AppState {
     /// The first upstream's speech: in the functions that speak, on an upstream
     /// that has it (`voice_state_from_env`); `None` elsewhere.
     pub(crate) voice: Option<Arc<dyn Voice>>,
+    /// MiniMax's paid platform's speech and recognition, in the functions
+    /// that speak (`voice_state_from_env`): used for a request that has a
+    /// platform key, on any chat upstream.
+    pub(crate) platform: Option<Arc<crate::upstream::api::ApiClient>>,
     pub(crate) credentials: Arc<Credentials>,
     /// Downloads of the files messages bring by URL.
     pub(crate) fetcher: crate::files::fetch::Fetcher,

@@ -18,6 +18,15 @@ fn served(state: &AppState) -> Vec<String> {
             }
         }
     }
+    // Speech: on the platform wherever it is reached, and on Hailuo.
+    let ids: Vec<&str> = state.upstreams.iter().map(|u| u.id()).collect();
+    let platform = ids.contains(&"minimax-api") || !state.config.minimax_api_keys.is_empty();
+    if platform || ids.contains(&"hailuo") {
+        names.extend(["tts-1", "tts-1-hd", "gpt-4o-mini-tts", "whisper-1"].map(str::to_string));
+    }
+    if platform {
+        names.extend(crate::upstream::api::speech::MODELS.map(str::to_string));
+    }
     names
 }
 

@@ -1,6 +1,9 @@
-//! `POST /v1/audio/transcriptions`: the caller's audio, in any accepted
-//! format, decoded and re-encoded in-process to the mp3 the voice call
-//! takes, then recognized upstream.
+//! `POST /v1/audio/transcriptions`: the caller's audio recognized by
+//! MiniMax's paid platform (`asr-1.0`) when the request has a platform key:
+//! the containers it takes go as they are, any other (a browser's webm)
+//! is transcoded to mp3 first; `verbose_json`, `srt` and `vtt` come with
+//! its timestamps. Else (`UPSTREAM=hailuo`) decoded and re-encoded
+//! in-process to the mp3 the voice call takes, then recognized upstream.
 //!
 //! A function URL takes at most 6 MB per request (`MAX_REQUEST_BYTES`
 //! enforces it here too, so a local server behaves the same): a larger
@@ -18,6 +21,7 @@ use crate::answer::Pool;
 use crate::audio::{self, AudioError};
 use crate::error::ApiError;
 use crate::openai::audio::{TranscriptFormat, TranscriptionFields};
+use crate::upstream::api::speech::{Segment, Transcribed, Transcript};
 
 pub fn router(state: AppState) -> Router {
     let config = state.config.clone();
@@ -117,7 +121,16 @@ async fn transcribe(
     let (file, fields) = read_form(form, max).await?;
     let request = TranscriptionFields::parse(&fields)?;
     let file = file.ok_or_else(|| ApiError::missing("file"))?;
+    if let Some(platform) = state.platform.clone().filter(|_| !tokens.keys.is_empty()) {
+        return platform_transcribe(&state, &platform, &tokens, &request, file).await;
+    }
     let voice = super::speech::require_speech(&state)?;
+    if request.format.timed() {
+        return Err(ApiError::invalid(
+            "response_format",
+            "This `response_format` needs timestamps, which the Hailuo voice call does not give: use json or text, or add a key of MiniMax's paid platform.".to_string(),
+        ));
+    }
     let limit = state.config.transcription_max_seconds;
     let size = file.bytes.len();
     let mp3 = audio::off_thread(move || audio::transcode_to_mp3(file.bytes, limit))
@@ -149,20 +162,129 @@ async fn transcribe(
         mp3.bytes.into(),
     )
     .await?;
-    Ok(match request.format {
-        TranscriptFormat::Json => Json(serde_json::json!({
-            "text": text,
-            "usage": {"type": "duration", "seconds": mp3.seconds.ceil() as u64},
-        }))
-        .into_response(),
-        TranscriptFormat::Text => {
-            let mut response = format!("{text}\n").into_response();
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; charset=utf-8"),
-            );
-            response
+    Ok(answer(&request, &text, Some(mp3.seconds), &[]))
+}
+
+/// The transcript in the caller's format (OpenAI's shapes).
+fn answer(
+    request: &TranscriptionFields,
+    text: &str,
+    seconds: Option<f64>,
+    segments: &[Segment],
+) -> Response {
+    let usage =
+        seconds.map(|s| serde_json::json!({"type": "duration", "seconds": s.ceil() as u64}));
+    match request.format {
+        TranscriptFormat::Json | TranscriptFormat::Srt | TranscriptFormat::Vtt => {
+            let mut body = serde_json::json!({ "text": text });
+            if let Some(usage) = usage {
+                body["usage"] = usage;
+            }
+            Json(body).into_response()
         }
+        TranscriptFormat::VerboseJson => {
+            let segments: Vec<_> = segments
+                .iter()
+                .enumerate()
+                .map(|(id, s)| {
+                    serde_json::json!({"id": id, "seek": 0, "start": s.start, "end": s.end, "text": s.text,
+                        "tokens": [], "temperature": 0.0, "avg_logprob": 0.0, "compression_ratio": 0.0,
+                        "no_speech_prob": 0.0})
+                })
+                .collect();
+            let mut body = serde_json::json!({
+                "task": "transcribe",
+                "language": request.language.as_deref().unwrap_or(""),
+                "duration": seconds.unwrap_or(0.0),
+                "text": text,
+                "segments": segments,
+            });
+            if let Some(usage) = usage {
+                body["usage"] = usage;
+            }
+            Json(body).into_response()
+        }
+        TranscriptFormat::Text => plain(format!("{text}\n")),
+    }
+}
+
+fn plain(text: String) -> Response {
+    let mut response = text.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// Recognition on the platform: the file as it is where the platform takes
+/// its container, else transcoded to mp3 (at most the platform's 500 s).
+async fn platform_transcribe(
+    state: &AppState,
+    platform: &std::sync::Arc<crate::upstream::api::ApiClient>,
+    tokens: &crate::credentials::TokenSet,
+    request: &TranscriptionFields,
+    file: Upload,
+) -> Result<Response, ApiError> {
+    let (bytes, ext, mime, transcoded) = match audio::platform_container(&file.bytes) {
+        Some((ext, mime)) => (file.bytes, ext, mime, false),
+        None => {
+            let limit = state.config.transcription_max_seconds.min(500);
+            let name = file.name.clone();
+            let mp3 = audio::off_thread(move || audio::transcode_to_mp3(file.bytes, limit))
+                .await
+                .map_err(|e| match e {
+                    AudioError::Encoder(m) => ApiError::Internal(m),
+                    AudioError::Unsupported(m)
+                    | AudioError::Corrupt(m)
+                    | AudioError::TooLong(m) => ApiError::invalid(
+                        "file",
+                        format!("{:?}: {m}", crate::text::clip(&name, 80)),
+                    ),
+                })?;
+            (bytes::Bytes::from(mp3.bytes), "mp3", "audio/mpeg", true)
+        }
+    };
+    let stem = file
+        .name
+        .rsplit_once('.')
+        .map_or(file.name.as_str(), |(stem, _)| stem);
+    let name = format!("{}.{ext}", crate::text::clip(stem, 80));
+    let format = match request.format {
+        TranscriptFormat::Json | TranscriptFormat::Text => "json",
+        TranscriptFormat::VerboseJson => "verbose_json",
+        TranscriptFormat::Srt => "srt",
+        TranscriptFormat::Vtt => "vtt",
+    };
+    tracing::info!(
+        model = request.model,
+        container = ext,
+        transcoded,
+        bytes = bytes.len(),
+        format,
+        "transcription asked of the platform"
+    );
+    let transcript = crate::speech::Platform {
+        client: platform,
+        config: &state.config,
+        set: tokens,
+        pool: Pool::of(&state.credentials),
+    }
+    .transcribe(Transcribed {
+        bytes,
+        name: &name,
+        mime,
+        format,
+        language: request.language.as_deref(),
+    })
+    .await?;
+    Ok(match transcript {
+        Transcript::Document(text) => plain(text),
+        Transcript::Text {
+            text,
+            duration,
+            segments,
+        } => answer(request, &text, duration, &segments),
     })
 }
 

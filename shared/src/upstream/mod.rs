@@ -356,6 +356,13 @@ pub trait Upstream: Send + Sync + 'static {
         false
     }
 
+    /// Whether an account answers any number of requests at once (a paid
+    /// key, limited by rate, not by one answer at a time): then the pool
+    /// holds no lease on it, and requests never wait for each other.
+    fn answers_concurrently(&self) -> bool {
+        false
+    }
+
     /// The model names it serves, for the model list (any other name is
     /// still answered, by its default model). The web chats pick no model:
     /// the names their clients have used are listed.
@@ -438,6 +445,15 @@ pub trait Voice: Send + Sync + 'static {
     /// conversation the voice call starts upstream is deleted before this
     /// returns, whatever happened.
     async fn transcribe(&self, token: &str, mp3: bytes::Bytes) -> Result<String, UpstreamError>;
+}
+
+/// Whether an answer is an event stream (`Content-Type: text/event-stream`).
+pub(crate) fn is_event_stream(response: &reqwest::Response) -> bool {
+    response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"))
 }
 
 /// At most `max` bytes of a failing answer's body, as text: enough for any

@@ -332,6 +332,18 @@ class ApiSim:
     def violations(self) -> list:
         return self.http.get("/_sim/violations").raise_for_status().json()
 
+    def state(self) -> dict:
+        return self.http.get("/_sim/state").raise_for_status().json()
+
+    def voices(self, *ids: str):
+        """Voices (cloned ones) the platform knows besides its own."""
+        self.http.post("/_sim/voices", json=list(ids)).raise_for_status()
+
+    def transcript(self, text: str, duration: float, segments: list):
+        """What the recognizer hears next."""
+        self.http.post("/_sim/transcript", json={"text": text, "duration": duration,
+                                                 "segments": segments}).raise_for_status()
+
 
 @pytest.fixture
 def api_sim():
@@ -345,3 +357,4 @@ def api_sim():
 def platform_key() -> str:
     """A platform key of the simulator's region (intl)."""
     return f"sk-api-intl-e2e{uuid.uuid4().hex[:12]}"
+

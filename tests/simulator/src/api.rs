@@ -1,6 +1,9 @@
 //! MiniMax's paid platform (`minimax-api-protocol.md`, section 7): the
-//! OpenAI-compatible chat completions endpoint and the key checks, one
-//! region per instance, with its own state and `/_sim/` controls.
+//! OpenAI-compatible chat completions endpoint, T2A v2 speech (real audio
+//! as hex: tones in mp3, pcm and wav at the rate asked, the unit tests'
+//! FLAC and Opus clips), `asr-1.0` recognition (the multipart upload
+//! checked, the transcript a test sets), `get_voice` and the key checks,
+//! one region per instance, with its own state and `/_sim/` controls.
 //!
 //! Keys: a key is valid in a region when a test added it (`/_sim/keys`) or
 //! when it is shaped `sk-api-<region>-…` / `sk-cp-<region>-…`; any other
@@ -61,6 +64,8 @@ pub struct Settings {
     pub split_arguments: usize,
     /// Pause between frames.
     pub pace_ms: u64,
+    /// Streamed T2A: this many `status: 1` events (3).
+    pub t2a_events: usize,
 }
 
 impl Default for Settings {
@@ -76,6 +81,7 @@ impl Default for Settings {
             chunk_chars: 6,
             split_arguments: 1,
             pace_ms: 2,
+            t2a_events: 3,
         }
     }
 }
@@ -145,7 +151,91 @@ pub struct ApiState {
     pub counts: HashMap<String, u64>,
     /// Answers streaming now, by key (overlaps are recorded, not refused).
     pub answering: HashMap<String, u32>,
+    /// Voices a test added (cloned ones), besides the system list.
+    pub voices: Vec<String>,
+    /// What the recognizer hears next.
+    pub transcript: Transcript,
+    /// The audio the last synthesis sent: its SHA-256, size and format.
+    pub last_audio: Value,
 }
+
+/// The recognizer's answer, as a test sets it.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct Transcript {
+    pub text: String,
+    pub duration: f64,
+    pub segments: Vec<TimedText>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct TimedText {
+    pub start: f64,
+    pub end: f64,
+    pub text: String,
+    #[serde(default)]
+    pub speaker: Value,
+}
+
+impl Default for Transcript {
+    fn default() -> Self {
+        Self {
+            text: "Good morning, everyone.".into(),
+            duration: 2.5,
+            segments: vec![
+                TimedText {
+                    start: 0.0,
+                    end: 1.2,
+                    text: "Good morning,".into(),
+                    speaker: json!(0),
+                },
+                TimedText {
+                    start: 1.2,
+                    end: 2.5,
+                    text: "everyone.".into(),
+                    speaker: json!("0"),
+                },
+            ],
+        }
+    }
+}
+
+/// The system voices (protocol section 4.5), the simulator's default list.
+pub const VOICES: [&str; 34] = [
+    "male-qn-qingse",
+    "male-qn-jingying",
+    "male-qn-badao",
+    "male-qn-daxuesheng",
+    "female-shaonv",
+    "female-yujie",
+    "female-chengshu",
+    "female-tianmei",
+    "male-qn-qingse-jingpin",
+    "female-shaonv-jingpin",
+    "Chinese (Mandarin)_Reliable_Executive",
+    "Chinese (Mandarin)_News_Anchor",
+    "clever_boy",
+    "cute_boy",
+    "lovely_girl",
+    "cartoon_pig",
+    "bingjiao_didi",
+    "junlang_nanyou",
+    "wumei_yujie",
+    "Cantonese_GentleLady",
+    "Cantonese_ProfessionalHost（F)",
+    "English_expressive_narrator",
+    "English_Graceful_Lady",
+    "English_CalmWoman",
+    "Wise_Woman",
+    "Calm_Woman",
+    "Deep_Voice_Man",
+    "Friendly_Person",
+    "Japanese_IntellectualSenior",
+    "Korean_SweetGirl",
+    "Spanish_SereneWoman",
+    "Portuguese_SentimentalLady",
+    "male-qn-jingying-jingpin",
+    "female-yujie-jingpin",
+];
 
 impl ApiState {
     pub fn with_region(region: &str) -> Self {
@@ -159,6 +249,9 @@ impl ApiState {
             violations: Vec::new(),
             counts: HashMap::new(),
             answering: HashMap::new(),
+            voices: Vec::new(),
+            transcript: Transcript::default(),
+            last_audio: Value::Null,
         }
     }
 
@@ -193,6 +286,9 @@ impl ApiState {
 pub fn router(state: SharedApi) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat))
+        .route("/v1/t2a_v2", post(t2a))
+        .route("/v1/speech_to_text", post(asr))
+        .route("/v1/get_voice", post(get_voice))
         .route("/v1/token_plan/remains", get(check))
         .route("/account/query_balance", get(check))
         .route("/_sim/state", get(control::state))
@@ -201,9 +297,13 @@ pub fn router(state: SharedApi) -> Router {
         .route("/_sim/script", post(control::script))
         .route("/_sim/fault", post(control::fault))
         .route("/_sim/keys", post(control::keys))
+        .route("/_sim/voices", post(control::voices))
+        .route("/_sim/transcript", post(control::transcript))
         .route("/_sim/log", get(control::log))
         .route("/_sim/violations", get(control::violations))
         .fallback(unknown)
+        // Room for the recognizer's own 50 MB limit to be the one that refuses.
+        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024 * 1024))
         .with_state(state)
 }
 
@@ -812,13 +912,497 @@ fn stream_frames(
     out
 }
 
+// ---- T2A v2 (section 4) ----
+
+const FLAC: &[u8] = include_bytes!("../../../shared/src/audio/fixtures/speech.flac");
+const OPUS: &[u8] = include_bytes!("../../../shared/src/audio/fixtures/speech.opus");
+const T2A_MODELS: [&str; 8] = [
+    "speech-2.8-hd",
+    "speech-2.8-turbo",
+    "speech-2.6-hd",
+    "speech-2.6-turbo",
+    "speech-02-hd",
+    "speech-02-turbo",
+    "speech-01-hd",
+    "speech-01-turbo",
+];
+
+/// About a second of tone as s16le samples at `rate`, on `channels`.
+fn tone(rate: u32, channels: u32, seconds: f64) -> Vec<i16> {
+    let frames = (seconds * f64::from(rate)) as usize;
+    (0..frames)
+        .flat_map(|i| {
+            let t = i as f32 / rate as f32;
+            let v = ((t * 330.0 * std::f32::consts::TAU).sin() * 8000.0) as i16;
+            std::iter::repeat_n(v, channels as usize)
+        })
+        .collect()
+}
+
+fn wav(pcm: &[i16], rate: u32, channels: u32) -> Vec<u8> {
+    let data = (pcm.len() * 2) as u32;
+    let mut out = Vec::with_capacity(44 + data as usize);
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&(channels as u16).to_le_bytes());
+    out.extend_from_slice(&rate.to_le_bytes());
+    out.extend_from_slice(&(rate * channels * 2).to_le_bytes());
+    out.extend_from_slice(&((channels * 2) as u16).to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&data.to_le_bytes());
+    for s in pcm {
+        out.extend_from_slice(&s.to_le_bytes());
+    }
+    out
+}
+
+fn mp3(pcm: &[i16], rate: u32) -> Vec<u8> {
+    use mp3lame_encoder::{Bitrate, Builder, FlushNoGap, MonoPcm, Quality};
+    let mut builder = Builder::new().expect("LAME");
+    builder.set_num_channels(1).expect("mono");
+    builder.set_sample_rate(rate).expect("rate");
+    builder.set_brate(Bitrate::Kbps64).expect("bitrate");
+    builder.set_quality(Quality::Good).expect("quality");
+    let mut lame = builder.build().expect("LAME");
+    let mut out = Vec::with_capacity(mp3lame_encoder::max_required_buffer_size(pcm.len()) + 7200);
+    lame.encode_to_vec(MonoPcm(pcm), &mut out).expect("encode");
+    lame.flush_to_vec::<FlushNoGap>(&mut out).expect("flush");
+    out
+}
+
+/// The audio of a synthesis: its bytes, length in ms and real sample rate.
+fn synthesized(format: &str, rate: u32, channels: u32) -> (Vec<u8>, u64, u32) {
+    let pcm = tone(rate, if format == "mp3" { 1 } else { channels }, 1.0);
+    match format {
+        "mp3" => (mp3(&pcm, rate), 1000, rate),
+        "pcm" => (
+            pcm.iter().flat_map(|s| s.to_le_bytes()).collect(),
+            1000,
+            rate,
+        ),
+        "wav" => (wav(&pcm, rate, channels), 1000, rate),
+        "flac" => (FLAC.to_vec(), 1200, 16_000),
+        _ => (OPUS.to_vec(), 1200, 48_000),
+    }
+}
+
+/// Where an mp3's frames start (sync words after any ID3 tag), to cut a
+/// stream on frame boundaries.
+fn mp3_frame_starts(bytes: &[u8]) -> Vec<usize> {
+    crate::voice::walk_mp3(bytes).map_or_else(|_| vec![0], |info| info.offsets)
+}
+
+fn style_a(code: i64, message: &str) -> Response {
+    failure(code, Some("A"), None, Some(message))
+}
+
+fn t2a_invalid(message: &str) -> Response {
+    style_a(2013, &format!("invalid params, {message}"))
+}
+
+fn check_t2a(s: &ApiState, body: &Value) -> Result<(), Box<Response>> {
+    let bad = |m: &str| Err(Box::new(t2a_invalid(m)));
+    let model = body["model"].as_str().unwrap_or_default();
+    if !T2A_MODELS.contains(&model) {
+        return bad("unknown model");
+    }
+    let text = body["text"].as_str().unwrap_or_default();
+    if text.is_empty() || text.chars().count() >= 10_000 {
+        return bad("text must be 1 to 9999 characters");
+    }
+    let voice = &body["voice_setting"];
+    let id = voice["voice_id"].as_str().unwrap_or_default();
+    if !VOICES.contains(&id) && !s.voices.iter().any(|v| v == id) {
+        return Err(Box::new(style_a(2054, "voice id not exist")));
+    }
+    let speed = voice["speed"].as_f64().unwrap_or(1.0);
+    let vol = voice["vol"].as_f64().unwrap_or(1.0);
+    let pitch = voice["pitch"].as_i64().unwrap_or(0);
+    let in_range =
+        (0.5..=2.0).contains(&speed) && vol > 0.0 && vol <= 10.0 && (-12..=12).contains(&pitch);
+    if !in_range {
+        return bad("voice_setting out of range");
+    }
+    let audio = &body["audio_setting"];
+    let rate = audio["sample_rate"].as_u64().unwrap_or(32_000);
+    if ![8000, 16000, 22050, 24000, 32000, 44100].contains(&rate) {
+        return bad("sample_rate");
+    }
+    if ![32000, 64000, 128000, 256000].contains(&audio["bitrate"].as_u64().unwrap_or(128_000)) {
+        return bad("bitrate");
+    }
+    let format = audio["format"].as_str().unwrap_or("mp3");
+    if !["mp3", "pcm", "flac", "wav", "pcmu_raw", "pcmu_wav", "opus"].contains(&format) {
+        return bad("format");
+    }
+    if ![1, 2].contains(&audio["channel"].as_u64().unwrap_or(1)) {
+        return bad("channel");
+    }
+    let stream = body["stream"] == true;
+    if stream && (format == "wav" || body["output_format"] == "url") {
+        return bad("wav and url cannot stream");
+    }
+    Ok(())
+}
+
+async fn t2a(
+    AxState(st): AxState<SharedApi>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let text = String::from_utf8_lossy(&body).into_owned();
+    let (request, fault) = {
+        let mut s = st.lock().unwrap();
+        record(&mut s, &method, &uri, &headers, &text);
+        let key = match authorize(&s, &headers, &uri, &text) {
+            Ok(k) => k,
+            // T2A answers auth failures under HTTP 200 (style A).
+            Err(r) => {
+                let code = if r.status() == StatusCode::UNAUTHORIZED
+                    && headers.contains_key("authorization")
+                {
+                    2049
+                } else {
+                    1004
+                };
+                return style_a(code, default_message(code));
+            }
+        };
+        *s.counts.entry("t2a".into()).or_default() += 1;
+        let fault = s.take_fault("t2a", &key);
+        if let Some(f) = &fault {
+            if f.after_frames.is_none() {
+                return failure(
+                    f.code,
+                    Some(f.style.as_deref().unwrap_or("A")),
+                    f.status,
+                    f.message.as_deref(),
+                );
+            }
+        }
+        let Ok(request) = serde_json::from_str::<Value>(&text) else {
+            return t2a_invalid("body is not JSON");
+        };
+        if let Err(r) = check_t2a(&s, &request) {
+            return *r;
+        }
+        (request, fault)
+    };
+    let audio = &request["audio_setting"];
+    let format = audio["format"].as_str().unwrap_or("mp3").to_string();
+    let rate = audio["sample_rate"].as_u64().unwrap_or(32_000) as u32;
+    let channels = audio["channel"].as_u64().unwrap_or(1) as u32;
+    let (bytes, length_ms, real_rate) = synthesized(&format, rate, channels);
+    {
+        use sha2::Digest;
+        st.lock().unwrap().last_audio = json!({"sha256": hex(&sha2::Sha256::digest(&bytes)), "size": bytes.len(), "format": format});
+    }
+    let trace = trace_id();
+    let extra = json!({
+        "audio_length": length_ms, "audio_sample_rate": real_rate, "audio_size": bytes.len(),
+        "bitrate": audio["bitrate"].as_u64().unwrap_or(128_000), "audio_format": format,
+        "audio_channel": if format == "mp3" { 1 } else { channels },
+        "word_count": request["text"].as_str().unwrap_or_default().split_whitespace().count(),
+        "usage_characters": request["text"].as_str().unwrap_or_default().chars().count(),
+        "invisible_character_ratio": 0,
+    });
+    if request["stream"] != true {
+        return with_trace(
+            Json(json!({
+                "data": {"audio": hex(&bytes), "status": 2}, "extra_info": extra, "trace_id": trace,
+                "base_resp": {"status_code": 0, "status_msg": "success"},
+            }))
+            .into_response(),
+        );
+    }
+    // N status-1 events (mp3 cut on frame boundaries), then the last one.
+    let parts = st.lock().unwrap().settings.t2a_events.max(1);
+    let cuts: Vec<usize> = if format == "mp3" {
+        let starts = mp3_frame_starts(&bytes);
+        (1..parts)
+            .map(|i| starts[(starts.len() * i / parts).min(starts.len() - 1)])
+            .collect()
+    } else {
+        (1..parts).map(|i| (bytes.len() * i / parts) & !1).collect()
+    };
+    let mut bounds = vec![0];
+    bounds.extend(cuts);
+    bounds.push(bytes.len());
+    bounds.dedup();
+    let mut events: Vec<String> = bounds
+        .windows(2)
+        .map(|w| {
+            json!({"data": {"audio": hex(&bytes[w[0]..w[1]]), "status": 1}, "trace_id": trace,
+                        "base_resp": {"status_code": 0, "status_msg": ""}})
+            .to_string()
+        })
+        .collect();
+    let excluded = request["stream_options"]["exclude_aggregated_audio"] == true;
+    let aggregate = if excluded { String::new() } else { hex(&bytes) };
+    events.push(
+        json!({"data": {"audio": aggregate, "status": 2}, "extra_info": extra, "trace_id": trace,
+                       "base_resp": {"status_code": 0, "status_msg": "success"}})
+        .to_string(),
+    );
+    if let Some(f) = fault {
+        events.truncate(f.after_frames.unwrap_or(0));
+        let message = f
+            .message
+            .clone()
+            .unwrap_or_else(|| default_message(f.code).into());
+        events.push(
+            json!({"data": {"audio": "", "status": 1}, "trace_id": trace,
+                           "base_resp": {"status_code": f.code, "status_msg": message}})
+            .to_string(),
+        );
+    } else if st.lock().unwrap().settings.done {
+        events.push("[DONE]".into());
+    }
+    let pace = Duration::from_millis(st.lock().unwrap().settings.pace_ms);
+    let body = futures_util::stream::unfold(
+        (events.into_iter(), true),
+        move |(mut events, first)| async move {
+            let event = events.next()?;
+            if !first && !pace.is_zero() {
+                tokio::time::sleep(pace).await;
+            }
+            Some((
+                Ok::<_, std::io::Error>(Bytes::from(format!("data: {event}\n\n"))),
+                (events, false),
+            ))
+        },
+    );
+    let mut response = Response::new(Body::from_stream(body));
+    response
+        .headers_mut()
+        .insert("content-type", "text/event-stream".parse().unwrap());
+    with_trace(response)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
+}
+
+async fn get_voice(
+    AxState(st): AxState<SharedApi>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let text = String::from_utf8_lossy(&body).into_owned();
+    let mut s = st.lock().unwrap();
+    record(&mut s, &method, &uri, &headers, &text);
+    if authorize(&s, &headers, &uri, &text).is_err() {
+        return style_a(1004, default_message(1004));
+    }
+    let system: Vec<Value> = VOICES
+        .iter()
+        .map(|v| json!({"voice_id": v, "voice_name": v, "description": []}))
+        .collect();
+    let cloned: Vec<Value> = s.voices.iter().map(|v| json!({"voice_id": v})).collect();
+    with_trace(
+        Json(
+            json!({"system_voice": system, "voice_cloning": cloned, "voice_generation": [],
+                           "base_resp": {"status_code": 0, "status_msg": "success"}}),
+        )
+        .into_response(),
+    )
+}
+
+// ---- speech to text (section 5) ----
+
+/// The container of an upload, by its bytes.
+fn container(bytes: &[u8]) -> Option<&'static str> {
+    let at = |o: usize, m: &[u8]| bytes.get(o..o + m.len()) == Some(m);
+    Some(if at(0, b"RIFF") && at(8, b"WAVE") {
+        "wav"
+    } else if at(0, b"FORM") && (at(8, b"AIFF") || at(8, b"AIFC")) {
+        "aiff"
+    } else if at(0, b"fLaC") {
+        "flac"
+    } else if at(4, b"ftyp") {
+        "m4a"
+    } else if at(0, b"ID3")
+        || (bytes.len() > 1 && bytes[0] == 0xFF && bytes[1] & 0xE0 == 0xE0 && bytes[1] & 0x06 != 0)
+    {
+        "mp3"
+    } else if bytes.len() > 1 && bytes[0] == 0xFF && bytes[1] & 0xF6 == 0xF0 {
+        "aac"
+    } else if at(0, b"OggS") {
+        "ogg"
+    } else {
+        return None;
+    })
+}
+
+fn asr_error(status: StatusCode, message: &str) -> Response {
+    with_trace((status, Json(json!({"error": {"message": message}}))).into_response())
+}
+
+fn wav_seconds(bytes: &[u8]) -> Option<f64> {
+    let rate = u32::from_le_bytes(bytes.get(24..28)?.try_into().ok()?);
+    let block = u16::from_le_bytes(bytes.get(32..34)?.try_into().ok()?);
+    (rate > 0 && block > 0)
+        .then(|| (bytes.len().saturating_sub(44)) as f64 / f64::from(rate) / f64::from(block))
+}
+
+fn srt_time(t: f64, sep: char) -> String {
+    let ms = (t * 1000.0).round() as u64;
+    format!(
+        "{:02}:{:02}:{:02}{sep}{:03}",
+        ms / 3_600_000,
+        ms / 60_000 % 60,
+        ms / 1000 % 60,
+        ms % 1000
+    )
+}
+
+async fn asr(
+    AxState(st): AxState<SharedApi>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    mut form: axum::extract::Multipart,
+) -> Response {
+    let (mut fields, mut file) = (serde_json::Map::new(), None::<(String, String, Bytes)>);
+    loop {
+        match form.next_field().await {
+            Ok(Some(field)) => {
+                let name = field.name().unwrap_or_default().to_string();
+                if name == "file" {
+                    let file_name = field.file_name().unwrap_or_default().to_string();
+                    let mime = field.content_type().unwrap_or_default().to_string();
+                    match field.bytes().await {
+                        Ok(bytes) => file = Some((file_name, mime, bytes)),
+                        Err(_) => {
+                            return asr_error(StatusCode::PAYLOAD_TOO_LARGE, "file too large")
+                        }
+                    }
+                } else {
+                    fields.insert(name, json!(field.text().await.unwrap_or_default()));
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                return asr_error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("unreadable multipart body: {e}"),
+                )
+            }
+        }
+    }
+    let mut s = st.lock().unwrap();
+    let detail = json!({"fields": fields, "file": file.as_ref().map(|(n, m, b)| {
+        use sha2::Digest;
+        json!({"name": n, "content_type": m, "size": b.len(), "sha256": hex(&sha2::Sha256::digest(b))})
+    })});
+    record(&mut s, &method, &uri, &headers, &detail.to_string());
+    let key = match authorize(&s, &headers, &uri, "") {
+        Ok(k) => k,
+        Err(_) => return asr_error(StatusCode::UNAUTHORIZED, "invalid api key"),
+    };
+    if let Some(f) = s.take_fault("asr", &key) {
+        let status = StatusCode::from_u16(f.status.unwrap_or(default_status(f.code)))
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return asr_error(
+            status,
+            &format!(
+                "{} ({})",
+                f.message.as_deref().unwrap_or(default_message(f.code)),
+                f.code
+            ),
+        );
+    }
+    let Some((_, _, bytes)) = file else {
+        return asr_error(StatusCode::BAD_REQUEST, "file is required");
+    };
+    if fields.get("model").and_then(Value::as_str) != Some("asr-1.0") {
+        return asr_error(StatusCode::BAD_REQUEST, "unknown model");
+    }
+    if bytes.len() > 50 * 1024 * 1024 {
+        return asr_error(StatusCode::PAYLOAD_TOO_LARGE, "file larger than 50 MB");
+    }
+    let Some(kind) = container(&bytes) else {
+        return asr_error(StatusCode::BAD_REQUEST, "unsupported audio format");
+    };
+    if kind == "wav" && wav_seconds(&bytes).is_some_and(|sec| sec > 500.0) {
+        return asr_error(StatusCode::BAD_REQUEST, "audio longer than 500 s");
+    }
+    let format = fields
+        .get("response_format")
+        .and_then(Value::as_str)
+        .unwrap_or("json")
+        .to_string();
+    if fields.get("stream").and_then(Value::as_str) == Some("true") && format != "json" {
+        return asr_error(StatusCode::BAD_REQUEST, "stream needs json");
+    }
+    if fields.contains_key("timestamp_level") && format == "json" {
+        return asr_error(
+            StatusCode::BAD_REQUEST,
+            "timestamp_level needs verbose_json, srt or vtt",
+        );
+    }
+    let t = s.transcript.clone();
+    drop(s);
+    let text_doc = |vtt: bool| {
+        let sep = if vtt { '.' } else { ',' };
+        let mut out = if vtt {
+            "WEBVTT\n\n".to_string()
+        } else {
+            String::new()
+        };
+        for (i, seg) in t.segments.iter().enumerate() {
+            if !vtt {
+                out.push_str(&format!("{}\n", i + 1));
+            }
+            out.push_str(&format!(
+                "{} --> {}\n{}\n\n",
+                srt_time(seg.start, sep),
+                srt_time(seg.end, sep),
+                seg.text
+            ));
+        }
+        out
+    };
+    let response = match format.as_str() {
+        "json" => Json(json!({"text": t.text, "duration": t.duration})).into_response(),
+        "verbose_json" => Json(
+            json!({"text": t.text, "duration": t.duration, "n_speakers": 1,
+                                      "trace_id": trace_id(), "segments": t.segments}),
+        )
+        .into_response(),
+        "srt" | "vtt" => {
+            let mut r = text_doc(format == "vtt").into_response();
+            r.headers_mut()
+                .insert("content-type", "text/plain; charset=utf-8".parse().unwrap());
+            r
+        }
+        _ => return asr_error(StatusCode::BAD_REQUEST, "unknown response_format"),
+    };
+    with_trace(response)
+}
+
 mod control {
     use super::*;
 
     pub async fn state(AxState(st): AxState<SharedApi>) -> Json<Value> {
         let s = st.lock().unwrap();
         Json(
-            json!({"region": s.region, "settings": s.settings, "counts": s.counts, "scripts": s.scripts.len(), "faults": s.faults}),
+            json!({"region": s.region, "settings": s.settings, "counts": s.counts, "scripts": s.scripts.len(),
+                   "faults": s.faults, "last_audio": s.last_audio}),
         )
     }
 
@@ -870,6 +1454,23 @@ mod control {
                 s.keys.insert(key, region.clone());
             }
         }
+        Json(json!({"ok": true}))
+    }
+
+    /// `["voice_id", …]`: voices (cloned ones) the platform knows besides its own.
+    pub async fn voices(
+        AxState(st): AxState<SharedApi>,
+        Json(voices): Json<Vec<String>>,
+    ) -> Json<Value> {
+        st.lock().unwrap().voices.extend(voices);
+        Json(json!({"ok": true}))
+    }
+
+    pub async fn transcript(
+        AxState(st): AxState<SharedApi>,
+        Json(t): Json<Transcript>,
+    ) -> Json<Value> {
+        st.lock().unwrap().transcript = t;
         Json(json!({"ok": true}))
     }
 

@@ -302,6 +302,8 @@ pub struct Mp3Info {
     pub sample_rate: u32,
     pub channels: u8,
     pub bitrate_kbps: u32,
+    /// Where each frame starts.
+    pub offsets: Vec<usize>,
 }
 
 /// Walk an MP3's frames: an optional ID3v2 tag, then MPEG audio layer III
@@ -320,6 +322,7 @@ pub fn walk_mp3(bytes: &[u8]) -> Result<Mp3Info, String> {
         i = 10 + size + footer;
     }
     let (mut frames, mut samples) = (0u32, 0u64);
+    let mut offsets = Vec::new();
     let mut first: Option<(u32, u8, u32)> = None;
     while i < bytes.len() {
         if bytes.len() - i == 128 && &bytes[i..i + 3] == b"TAG" {
@@ -374,6 +377,7 @@ pub fn walk_mp3(bytes: &[u8]) -> Result<Mp3Info, String> {
         }
         frames += 1;
         samples += per_frame;
+        offsets.push(i);
         i += length;
     }
     let (sample_rate, channels, bitrate_kbps) = first.ok_or("no MPEG audio frame")?;
@@ -383,6 +387,7 @@ pub fn walk_mp3(bytes: &[u8]) -> Result<Mp3Info, String> {
         sample_rate,
         channels,
         bitrate_kbps,
+        offsets,
     })
 }
 

@@ -27,6 +27,14 @@ impl ApiClient {
         Ok(Self { http, config })
     }
 
+    pub(crate) fn config(&self) -> &ApiConfig {
+        &self.config
+    }
+
+    pub(crate) fn http(&self) -> &crate::upstream::browser::Connections {
+        &self.http
+    }
+
     fn classifier<'a>(&'a self, fingerprint: &'a str) -> Classifier<'a> {
         Classifier {
             config: &self.config,
@@ -82,11 +90,7 @@ impl ApiClient {
         if !response.status().is_success() {
             return Err(self.failure(key, response).await);
         }
-        let is_sse = response
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("text/event-stream"));
+        let is_sse = crate::upstream::is_event_stream(&response);
         if !is_sse {
             return Err(match self.failure(key, response).await {
                 UpstreamError::Protocol(_) => UpstreamError::Protocol(
@@ -123,6 +127,11 @@ impl Upstream for ApiClient {
 
     fn models(&self) -> Vec<String> {
         self.config.chat_models.clone()
+    }
+
+    /// A key is limited by its rate (RPM, TPM), not to one answer at a time.
+    fn answers_concurrently(&self) -> bool {
+        true
     }
 
     fn capabilities(&self) -> Capabilities {

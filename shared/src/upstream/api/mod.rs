@@ -15,13 +15,15 @@
 //! - `request.rs`: the conversation as a chat completions body (2.2, 2.3).
 //! - `stream.rs`: the stream's frames decoded, quirks absorbed (2.4, 2.6).
 //! - `errors.rs`: the code table (3.3) as the pool's classes.
-//! - `client.rs`: the HTTP calls.
+//! - `client.rs`: the HTTP calls of chat and the key check.
+//! - `speech.rs`: T2A v2 synthesis and `asr-1.0` recognition.
 
 mod client;
 pub(crate) mod config;
 mod errors;
 mod models;
 mod request;
+pub(crate) mod speech;
 mod stream;
 
 pub use client::ApiClient;

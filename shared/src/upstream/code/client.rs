@@ -163,11 +163,7 @@ impl Upstream for CodeClient {
         if !response.status().is_success() {
             return Err(self.failure(token, response).await);
         }
-        let is_sse = response
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("text/event-stream"));
+        let is_sse = crate::upstream::is_event_stream(&response);
         if !is_sse {
             // A failure under HTTP 200 (`base_resp`), or an answer not streamed.
             return Err(self.failure_under_200(token, response).await);

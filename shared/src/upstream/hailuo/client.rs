@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use eventsource_stream::Eventsource;
-use reqwest::header::{HeaderMap, CONTENT_TYPE};
+use reqwest::header::HeaderMap;
 use reqwest::Method;
 use serde_json::Value;
 
@@ -157,11 +157,7 @@ pub(super) async fn event_stream(
     what: &str,
 ) -> Result<reqwest::Response, UpstreamError> {
     let status = response.status();
-    let is_sse = response
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let is_sse = crate::upstream::is_event_stream(&response);
     if status.is_success() && is_sse {
         return Ok(response);
     }
