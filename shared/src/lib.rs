@@ -12,7 +12,9 @@
 //! conversation layer (`reply.rs`) is the one place that looks at what the
 //! upstream does natively: an upstream that understands conversations gets
 //! it as it is; a text-only web chat gets it flattened into one prompt, with
-//! tools and JSON answers emulated through the nonce contract. `answer`
+//! tools and JSON answers emulated through the nonce contract. It tries the
+//! deployment's upstreams in their order (`UPSTREAM=minimax-code,minimax-api`),
+//! moving on only when no account of one can answer now. `answer`
 //! then leases a free account of the request's pool and opens the upstream
 //! answer, retrying elsewhere only while the upstream has not accepted the
 //! turn (accounts cool by error class: throttled, out of credits, blocked).
@@ -33,7 +35,8 @@
 //!             ├─ (text chats) structured/ + prompt.rs: the contract, one prompt; Reader + correction turn
 //!             ├─ files/    the last message's files → bytes (data URLs, safe fetching)
 //!             └─ answer.rs lease an account → Upstream::chat(Turn) → first event (or retry elsewhere)
-//!                  └─ upstream/ code/ (Anthropic Messages), hailuo/ (SSE), agent/ (send, then poll)
+//!                  └─ upstream/ code/ (Anthropic Messages), api/ (the paid platform's
+//!                     OpenAI chat), hailuo/ (SSE), agent/ (send, then poll)
 //!   pieces (text, reasoning, tool calls, stop, usage) → the door's encoder (openai/encode.rs,
 //!     anthropic/encode.rs, responses/encode.rs) → routes/stream.rs: keep-alives, the end
 //!     → cleanup → the close (usage, [DONE]; message_stop) → end
@@ -75,8 +78,11 @@
 //! - `files/`: documents and images a message carries, as bytes: data URLs,
 //!   safe URL fetching (`fetch.rs`), types sniffed from the bytes.
 //! - `prompt.rs`: messages flattened into a web chat's one text.
-//! - `speech.rs`: synthesis and voice calls on an account of the pool;
-//!   OpenAI voices mapped to Hailuo's.
+//! - `speech.rs`: synthesis and recognition on an account of the pool: on
+//!   the paid platform with a platform key (`Platform`), else Hailuo's
+//!   repeat turn and voice call; OpenAI voices mapped to each one's.
+//! - `metrics.rs`: events that cost money (an upstream fallback) as EMF
+//!   lines on Lambda, log events on the server.
 //! - `audio/`: codecs in-process (decode any accepted file, encode the
 //!   voice call's mp3, mp3 parts to 24 kHz PCM). Sans I/O; imports nothing
 //!   of ours.
@@ -93,7 +99,8 @@
 //!   profile, signed calls, registration; `signing.rs`, `envelope.rs`,
 //!   `query_string.rs`, `device.rs`, `cumulative.rs`); the adapters `code/`
 //!   (MiniMax Code: config, models, request, stream, errors, oauth, client),
-//!   `hailuo/` and `agent/`.
+//!   `api/` (MiniMax's paid platform: chat, T2A, ASR), `hailuo/` and
+//!   `agent/`.
 //! - `liveness.rs`: the scheduled maintenance (renewals, then the token
 //!   check) and its metric line; the server's state file.
 //! - `login.rs`: `gateway login`, the device flow that adds an account.

@@ -168,14 +168,44 @@ pub async fn check_all(
         )
         .await;
     }
-    let mut status =
-        check_tokens(config, upstream, document.tokens.clone(), &previous.tokens).await;
+    let mut status = check_document(config, upstream, &document, &previous.tokens).await;
     status.accounts = lineages;
     write_status(secrets, status_id, &status).await?;
     Ok(Report {
         document: status,
         renewed,
     })
+}
+
+/// The tokens of the document checked on the deployment's upstream, and
+/// its platform keys (and `MINIMAX_API_KEY`'s) on the platform, with the
+/// key checks of its official client (`ApiClient::is_live`): one status.
+async fn check_document(
+    config: &Config,
+    upstream: Arc<dyn Upstream>,
+    document: &TokensDocument,
+    previous: &HashMap<String, TokenStatus>,
+) -> StatusDocument {
+    let mut status = check_tokens(config, upstream, document.tokens.clone(), previous).await;
+    let mut keys = document.minimax_api_keys.clone();
+    for key in &config.minimax_api_keys {
+        if !keys.contains(key) {
+            keys.push(key.clone());
+        }
+    }
+    if keys.is_empty() {
+        return status;
+    }
+    match crate::upstream::api::ApiClient::new(config.api.clone()) {
+        Ok(platform) => {
+            let checked = check_tokens(config, Arc::new(platform), keys, previous).await;
+            status.live += checked.live;
+            status.dead += checked.dead;
+            status.tokens.extend(checked.tokens);
+        }
+        Err(e) => tracing::error!(error = %e, "the platform's keys cannot be checked"),
+    }
+    status
 }
 
 /// Check `tokens` upstream (at most `LIVENESS_CONCURRENCY` at once): the
@@ -288,7 +318,7 @@ pub async fn check_local(
         .await;
     }
     let mut status = if check {
-        check_tokens(config, upstream, document.tokens.clone(), &previous.tokens).await
+        check_document(config, upstream, &document, &previous.tokens).await
     } else {
         previous
     };

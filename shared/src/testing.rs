@@ -153,6 +153,8 @@ pub struct FakeUpstream {
     native: bool,
     /// Its `Upstream::id` (`fake`; a chain's fakes name themselves).
     id: &'static str,
+    /// Its accounts answer many requests at once (a paid key's).
+    concurrent: bool,
 }
 
 impl FakeUpstream {
@@ -164,6 +166,7 @@ impl FakeUpstream {
             watches_progress: false,
             native: false,
             id: "fake",
+            concurrent: false,
         };
         fake.inner.lock().unwrap().default = Some(Script::answer("", text, 4, pace));
         fake
@@ -183,6 +186,12 @@ impl FakeUpstream {
     /// calls, thinking and usage (scripted as its events).
     pub fn native(mut self) -> Self {
         self.native = true;
+        self
+    }
+
+    /// Its accounts answer many requests at once, as paid keys do.
+    pub fn concurrent(mut self) -> Self {
+        self.concurrent = true;
         self
     }
 
@@ -276,6 +285,10 @@ impl Upstream for FakeUpstream {
         self.watches_progress
     }
 
+    fn answers_concurrently(&self) -> bool {
+        self.concurrent
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             conversation: self.native,
@@ -322,7 +335,7 @@ impl Upstream for FakeUpstream {
                 .busy_elsewhere
                 .get(&fp)
                 .is_some_and(|until| *until > Instant::now());
-            if elsewhere || inner.generating.contains(&fp) {
+            if elsewhere || (inner.generating.contains(&fp) && !self.concurrent) {
                 inner.record.refused_busy += 1;
                 return Err(UpstreamError::Busy {
                     fingerprint: fp,

@@ -168,3 +168,23 @@ async fn the_platform_first_or_alone_and_the_last_error_when_none_can() {
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(response.headers().contains_key("retry-after"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_paid_key_answers_many_requests_at_once_where_an_account_takes_turns() {
+    let api = FakeUpstream::answering("paid answer", Duration::from_millis(200))
+        .native()
+        .with_id("minimax-api")
+        .concurrent();
+    let app = router(chain_state(&[&api], config_of(&[])));
+    let started = tokio::time::Instant::now();
+    let requests = (0..4).map(|_| {
+        let app = app.clone();
+        async move { send(&app, "sk-api-k1", ask()).await.status() }
+    });
+    let statuses = futures_util::future::join_all(requests).await;
+    assert!(statuses.iter().all(|s| *s == StatusCode::OK), "{statuses:?}");
+    // Four answers of 800 ms each (4 parts, 200 ms apart) overlapped: no
+    // request waited for another's lease.
+    assert!(started.elapsed() < Duration::from_millis(1600), "{:?}", started.elapsed());
+    assert_eq!(api.record(|r| (r.chats.len(), r.refused_busy)), (4, 0));
+}

@@ -223,3 +223,45 @@ def test_a_platform_key_on_a_deployment_without_the_platform_is_refused(platform
             model="MiniMax-M3", messages=[{"role": "user", "content": "hi"}])
     assert "minimax-api" in e.value.message and platform_key not in e.value.message
 
+
+
+def test_the_maintainer_checks_platform_keys_with_the_platforms_own_key_checks(api_sim, platform_key):
+    """token-liveness reads the tokens secret's `minimax_api_keys` and checks
+    each with the official client's calls (balances for `sk-api-`, plan
+    remains for the others); a foreign key is written dead, and no key
+    appears in the status document."""
+    import json as _json
+    import os
+    import subprocess
+
+    import boto3
+
+    from conftest import API_SIM_URL, fingerprint
+
+    moto = os.environ.get("MOTO_URL", "http://127.0.0.1:5055")
+    sm = boto3.client("secretsmanager", endpoint_url=moto, region_name=os.environ.get("AWS_REGION", "us-east-1"),
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    plan_key, foreign = "sk-cp-intl-e2eplan", "sk-api-cn-e2eforeign"
+    doc = {"api_keys": ["sk-e2e-paid-caller"], "minimax_api_keys": [platform_key, plan_key, foreign]}
+    for name, value in [("e2e/paid-tokens", doc), ("e2e/paid-status", {})]:
+        try:
+            sm.create_secret(Name=name, SecretString=_json.dumps(value))
+        except sm.exceptions.ResourceExistsException:
+            sm.put_secret_value(SecretId=name, SecretString=_json.dumps(value))
+    env = {"PATH": os.environ["PATH"], "RUST_LOG": "info", "UPSTREAM": "minimax-code", "AWS_ENDPOINT_URL": moto,
+           "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_EC2_METADATA_DISABLED": "true",
+           "AWS_REGION": os.environ.get("AWS_REGION", "us-east-1"), "MINIMAX_API_BASE_URL": API_SIM_URL,
+           "TOKENS_SECRET_ID": "e2e/paid-tokens", "TOKEN_STATUS_SECRET_ID": "e2e/paid-status"}
+    root = os.environ.get("ROOT", ".")
+    run = subprocess.run([os.path.join(root, "target", "debug", "token-liveness")], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    status_text = sm.get_secret_value(SecretId="e2e/paid-status")["SecretString"]
+    status = _json.loads(status_text)["tokens"]
+    assert status[fingerprint(platform_key)]["live"] is True
+    assert status[fingerprint(plan_key)]["live"] is True
+    assert status[fingerprint(foreign)]["live"] is False
+    for key in (platform_key, plan_key, foreign):
+        assert key not in status_text and key not in run.stdout + run.stderr
+    paths = [r["path"] for r in api_sim.http.get("/_sim/log").json()]
+    assert "/account/query_balance" in paths and "/v1/token_plan/remains" in paths
