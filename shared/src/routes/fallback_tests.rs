@@ -182,9 +182,16 @@ async fn a_paid_key_answers_many_requests_at_once_where_an_account_takes_turns()
         async move { send(&app, "sk-api-k1", ask()).await.status() }
     });
     let statuses = futures_util::future::join_all(requests).await;
-    assert!(statuses.iter().all(|s| *s == StatusCode::OK), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
     // Four answers of 800 ms each (4 parts, 200 ms apart) overlapped: no
     // request waited for another's lease.
-    assert!(started.elapsed() < Duration::from_millis(1600), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(1600),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(api.record(|r| (r.chats.len(), r.refused_busy)), (4, 0));
 }

@@ -84,7 +84,10 @@ async fn main() {
     let api_url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(hailuo_simulator::api::serve(listener, api_sim.clone()));
     let (bearer, env): (&str, Vec<(&str, &str)>) = if platform {
-        ("sk-api-intl-bench", vec![("MINIMAX_API_BASE_URL", api_url.as_str())])
+        (
+            "sk-api-intl-bench",
+            vec![("MINIMAX_API_BASE_URL", api_url.as_str())],
+        )
     } else {
         ("tok-bench", Vec::new())
     };
@@ -98,7 +101,11 @@ async fn main() {
     let http = reqwest::Client::new();
     println!(
         "audio-bench: {runs} fresh transcription function processes per clip, on the {} path\n",
-        if platform { "paid platform's" } else { "Hailuo voice call's" }
+        if platform {
+            "paid platform's"
+        } else {
+            "Hailuo voice call's"
+        }
     );
     println!(
         "| input | file size | audio | CPU per request (median) | × real time | peak RSS (max) |"
