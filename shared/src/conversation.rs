@@ -144,6 +144,13 @@ pub enum ThinkingWanted {
     Off,
 }
 
+/// The caller's sampling settings, as the door checked them.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Sampling {
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+}
+
 /// One request's conversation, door-neutral.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Conversation {
@@ -161,6 +168,9 @@ pub struct Conversation {
     pub thinking: ThinkingWanted,
     /// The most tokens the answer may take, when the caller says.
     pub max_tokens: Option<u32>,
+    /// Sampling, when the caller says (in its door's range); an upstream
+    /// that takes it sends it within its model's.
+    pub sampling: Sampling,
     /// Extension of the web chats: keep the upstream conversation.
     pub keep_conversation: bool,
     /// Extension of the web chats: continue this upstream conversation.

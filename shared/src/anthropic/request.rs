@@ -423,6 +423,10 @@ impl Wire<'_> {
                 response_format,
                 thinking,
                 max_tokens,
+                sampling: crate::conversation::Sampling {
+                    temperature: self.temperature,
+                    top_p: self.top_p,
+                },
                 keep_conversation: false,
                 conversation_id: None,
             },

@@ -310,6 +310,10 @@ impl ChatRequest {
                 response_format,
                 thinking,
                 max_tokens,
+                sampling: crate::conversation::Sampling {
+                    temperature: optional(raw.temperature, "temperature", number)?,
+                    top_p: optional(raw.top_p, "top_p", number)?,
+                },
                 keep_conversation,
                 conversation_id,
             },

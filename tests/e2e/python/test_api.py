@@ -23,7 +23,7 @@ def client(key: str, base: str = API_URL) -> openai.OpenAI:
 
 def test_a_paid_only_gateway_answers_with_the_platforms_usage_and_thinking_split_out(api_sim, platform_key):
     raw = client(platform_key).chat.completions.with_raw_response.create(
-        model="gpt-4o", max_tokens=300, messages=[{"role": "system", "content": "Be brief."},
+        model="gpt-4o", max_tokens=300, temperature=0.7, messages=[{"role": "system", "content": "Be brief."},
                                                   {"role": "developer", "content": "Be kind."},
                                                   {"role": "user", "content": "hello there"}])
     assert raw.headers["x-gateway-upstream"] == "minimax-api"
@@ -37,7 +37,7 @@ def test_a_paid_only_gateway_answers_with_the_platforms_usage_and_thinking_split
     sent = api_sim.sent()
     assert sent["model"] == "MiniMax-M3" and sent["reasoning_split"] is True
     assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
-    assert sent["max_completion_tokens"] == 300
+    assert sent["max_completion_tokens"] == 300 and sent["temperature"] == 0.7
     assert sent["messages"][0] == {"role": "system", "content": "Be brief.\n\nBe kind."}
     call = api_sim.requests()[-1]
     assert call["headers"]["authorization"] == f"Bearer {platform_key}"
@@ -63,7 +63,7 @@ QUIRKS = [
 def test_every_stream_quirk_gives_exactly_openais_stream(api_sim, platform_key, quirks):
     api_sim.settings(**quirks)
     chunks = list(client(platform_key).chat.completions.create(
-        model="MiniMax-M2.7", stream=True, stream_options={"include_usage": True},
+        model="MiniMax-M2.7", stream=True, stream_options={"include_usage": True}, temperature=0,
         messages=[{"role": "user", "content": "a quirky stream"}]))
     roles = [c.choices[0].delta.role for c in chunks if c.choices and c.choices[0].delta.role]
     finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
@@ -76,6 +76,7 @@ def test_every_stream_quirk_gives_exactly_openais_stream(api_sim, platform_key, 
     assert text == "OK: a quirky stream" and "<think>" not in text
     assert reasoning == "Thinking about: a quirky stream"
     assert api_sim.sent()["model"] == "MiniMax-M2.7"
+    assert api_sim.sent()["temperature"] == 0.01  # M2.x takes (0, 1]
     if quirks.get("final_frame") is False and quirks.get("usage_chunk") is False:
         assert len(usages) == 1  # estimated: the platform gave none
     else:
@@ -178,8 +179,9 @@ def test_the_model_list_names_the_platforms_models(platform_key):
 
 # The fallback chain: MiniMax Code first, the platform when it cannot answer.
 
+@pytest.mark.parametrize("kind", ["throttle_1039", "credits_402", "plan_2056", "forbidden_unusual_activity"])
 def test_free_first_then_the_platform_while_free_accounts_cannot_answer_then_free_again(
-        code_sim, api_sim, access, platform_key):
+        code_sim, api_sim, access, platform_key, kind):
     c = client(f"{access},{platform_key}", FALLBACK_URL)
 
     def ask(text):
@@ -190,11 +192,14 @@ def test_free_first_then_the_platform_while_free_accounts_cannot_answer_then_fre
     served, _ = ask("free please")
     assert served == "minimax-code"
     assert api_sim.requests() == []
-    code_sim.fault("throttle_1039", times=1)
+    code_sim.fault(kind, times=1)
     served, text = ask("paid now")
     assert (served, text) == ("minimax-api", "OK: paid now")
-    # The throttled account cools for a while: the platform keeps answering.
+    # The account cools for a while (throttled, out of credits, at its
+    # plan's limit, blocked): the platform keeps answering without asking it.
+    asked = len(code_sim.requests())
     assert ask("still paid")[0] == "minimax-api"
+    assert len(code_sim.requests()) == asked
 
 
 def test_a_dead_free_account_falls_back_with_anthropics_sdk_too(code_sim, api_sim, access, platform_key):

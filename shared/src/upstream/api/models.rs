@@ -35,6 +35,16 @@ pub(crate) fn can_stop_thinking(model: &str) -> bool {
     model == "MiniMax-M3"
 }
 
+/// A temperature the model takes (2.2): M3 [0, 2]; M2.x (0, 1], where an
+/// out-of-range value is an error, so 0 becomes 0.01 and more than 1 is 1.
+pub(crate) fn temperature(model: &str, asked: f64) -> f64 {
+    if model.starts_with("MiniMax-M3") {
+        asked.clamp(0.0, 2.0)
+    } else {
+        asked.clamp(0.01, 1.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

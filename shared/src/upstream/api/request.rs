@@ -27,6 +27,10 @@ struct Body<'a> {
     stream_options: StreamOptions,
     #[serde(skip_serializing_if = "Option::is_none")]
     max_completion_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     tools: Vec<WireTool<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -367,6 +371,11 @@ pub fn body(
             include_usage: true,
         },
         max_completion_tokens: conversation.max_tokens,
+        temperature: conversation
+            .sampling
+            .temperature
+            .map(|t| models::temperature(model, t)),
+        top_p: conversation.sampling.top_p,
         tools,
         tool_choice,
         reasoning_split,
@@ -399,6 +408,7 @@ mod tests {
             response_format: ResponseFormat::Text,
             thinking: ThinkingWanted::Default,
             max_tokens: None,
+            sampling: Default::default(),
             keep_conversation: false,
             conversation_id: None,
         }

@@ -453,6 +453,7 @@ mod tests {
             response_format: ResponseFormat::Text,
             thinking: ThinkingWanted::Default,
             max_tokens: None,
+            sampling: Default::default(),
             keep_conversation: false,
             conversation_id: None,
         }

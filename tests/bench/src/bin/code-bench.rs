@@ -60,6 +60,7 @@ fn conversation(text: &str) -> Conversation {
         response_format: ResponseFormat::Text,
         thinking: ThinkingWanted::Default,
         max_tokens: None,
+        sampling: Default::default(),
         keep_conversation: false,
         conversation_id: None,
     }
