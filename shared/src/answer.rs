@@ -24,9 +24,11 @@ use rand::Rng;
 use tokio::time::{sleep_until, timeout_at, Instant};
 
 use crate::config::Config;
-use crate::credentials::pool::{Cooling, DeadTokens, Lease, Leases};
 use crate::credentials::TokenSet;
 use crate::error::ApiError;
+use crate::pool::local::{Cooling, DeadTokens, Lease, Leases};
+use crate::pool::store::State;
+use crate::pool::SharedPool;
 use crate::redact::fingerprint;
 use crate::upstream::{
     ChatTurn, EventStream, Turn, Unavailability, Upstream, UpstreamError, UpstreamEvent,
@@ -37,6 +39,8 @@ pub struct Pool<'a> {
     pub dead: &'a DeadTokens,
     pub cooling: &'a Cooling,
     pub leases: &'a Arc<Leases>,
+    /// The deployment's shared pool (`ACCOUNTS_TABLE`), when it has one.
+    pub shared: Option<&'a Arc<SharedPool>>,
 }
 
 impl<'a> Pool<'a> {
@@ -46,6 +50,7 @@ impl<'a> Pool<'a> {
             dead: credentials.dead_tokens(),
             cooling: credentials.cooling(),
             leases: credentials.leases(),
+            shared: credentials.shared_pool(),
         }
     }
 }
@@ -67,6 +72,8 @@ pub struct Answer {
     lease: Option<Lease>,
     /// The pool's cool-downs: an account limited mid-answer cools too.
     cooling: Option<Cooling>,
+    /// The shared pool, told of that too.
+    shared: Option<Arc<SharedPool>>,
 }
 
 /// Why one attempt failed, and whether the upstream had taken the turn.
@@ -79,6 +86,14 @@ pub(crate) struct Failed {
 /// at most 4 s, times a random factor in [0.5, 1.5) so waiting requests spread.
 fn busy_pause(refusals: u32) -> Duration {
     let base = Duration::from_millis(500) * 2u32.pow(refusals.saturating_sub(1).min(3));
+    base.mul_f64(rand::rng().random_range(0.5..1.5))
+}
+
+/// The pause before asking again for an account another environment holds:
+/// 100 ms doubling per refusal, at most 800 ms, times a random factor in
+/// [0.5, 1.5), so the environments waiting for it spread.
+fn held_pause(refusals: u32) -> Duration {
+    let base = Duration::from_millis(100) * 2u32.pow(refusals.saturating_sub(1).min(3));
     base.mul_f64(rand::rng().random_range(0.5..1.5))
 }
 
@@ -111,21 +126,34 @@ where
         .tokens
         .iter()
         .map(|t| (fingerprint(t), t.clone()))
-        .filter(|(fp, _)| match pool.cooling.remaining(fp) {
-            Some((left, class)) => {
-                cooled.push((fp.clone(), left, class));
-                false
-            }
-            None => true,
-        })
         .collect();
+    let (mut rejected, mut transient): (Vec<String>, usize) = (Vec::new(), 0);
+    // What the other environments found (dead, cooling) counts here too.
+    if let Some(shared) = pool.shared {
+        let fps: Vec<String> = candidates.iter().map(|(fp, _)| fp.clone()).collect();
+        shared.sync(&fps, pool.dead, pool.cooling).await;
+        candidates.retain(|(fp, _)| {
+            let dead = pool.dead.contains(fp);
+            if dead {
+                rejected.push(fp.clone());
+            }
+            !dead
+        });
+    }
+    candidates.retain(|(fp, _)| match pool.cooling.remaining(fp) {
+        Some((left, class)) => {
+            cooled.push((fp.clone(), left, class));
+            false
+        }
+        None => true,
+    });
     let mut transient_budget = 1 + config.retries as usize;
     if continuing {
         transient_budget = transient_budget.max(candidates.len());
     }
     let wait_until = Instant::now() + config.pool_wait;
-    let (mut rejected, mut transient) = (Vec::new(), 0usize);
-    // Accounts the upstream called busy: when to ask again, and how often refused.
+    // Accounts the upstream called busy, or another environment holds: when
+    // to ask again, and how often refused.
     let mut busy: HashMap<String, (Instant, u32)> = HashMap::new();
     let mut last_error: Option<UpstreamError> = None;
     let mut next = 0usize;
@@ -154,7 +182,7 @@ where
                 }
                 pool.leases.try_take(fp).map(|lease| (i, lease))
             });
-        let Some((index, lease)) = free else {
+        let Some((index, mut lease)) = free else {
             // Every account is answering (here or elsewhere): wait for one.
             if now >= wait_until {
                 break;
@@ -172,12 +200,31 @@ where
             }
             continue;
         };
+        if let (Some(shared), false) = (pool.shared, upstream.answers_concurrently()) {
+            let fp = candidates[index].0.clone();
+            match shared.lease(&fp, upstream.id()).await {
+                Ok(Some(held)) => lease = lease.with_shared(held),
+                Ok(None) => {
+                    // Answering in another environment: asked again soon.
+                    drop(lease);
+                    let refusals = busy.get(&fp).map_or(0, |(_, n)| *n) + 1;
+                    busy.insert(fp, (Instant::now() + held_pause(refusals), refusals));
+                    next = index + 1;
+                    continue;
+                }
+                Err(e) => tracing::warn!(
+                    token = %fp,
+                    error = %e,
+                    "the accounts table cannot lease: answering with this process's lease alone"
+                ),
+            }
+        }
         let (fp, token) = candidates[index].clone();
         let failed = match attempt(token).await {
             Ok(done) => return Ok((done, lease)),
             Err(failed) => failed,
         };
-        drop(lease);
+        lease.release().await;
         let error = failed.error;
         tracing::warn!(
             upstream = upstream.name(),
@@ -193,6 +240,17 @@ where
             UpstreamError::TokenRejected { fingerprint, .. }
             | UpstreamError::InvalidToken { fingerprint, .. } => {
                 pool.dead.remember(fingerprint);
+                if let Some(shared) = pool.shared {
+                    shared
+                        .mark(
+                            fingerprint,
+                            upstream.id(),
+                            State::Dead,
+                            pool.dead.memory(),
+                            &error.to_string(),
+                        )
+                        .await;
+                }
                 rejected.push(fingerprint.clone());
                 candidates.remove(index);
                 busy.remove(&fp);
@@ -212,6 +270,17 @@ where
                     );
                 }
                 pool.cooling.cool(fingerprint, *class, *retry_after);
+                if let Some(shared) = pool.shared {
+                    shared
+                        .mark(
+                            fingerprint,
+                            upstream.id(),
+                            State::Cooling(*class),
+                            *retry_after,
+                            &error.to_string(),
+                        )
+                        .await;
+                }
                 cooled.push((fingerprint.clone(), *retry_after, *class));
                 candidates.remove(index);
                 busy.remove(&fp);
@@ -268,9 +337,18 @@ where
             upstream.login_hint()
         )));
     }
-    Err(describe(last_error.unwrap_or_else(|| {
-        UpstreamError::Transport("no token to try".into())
-    })))
+    match last_error {
+        Some(error) => Err(describe(error)),
+        // Known dead by the pool before any was asked.
+        None if !rejected.is_empty() => Err(ApiError::Unauthorized(format!(
+            "Every {} token of this request was rejected upstream in the last {} minutes ({}). {}",
+            upstream.name(),
+            pool.dead.memory().as_secs() / 60,
+            rejected.join(", "),
+            upstream.login_hint()
+        ))),
+        None => Err(describe(UpstreamError::Transport("no token to try".into()))),
+    }
 }
 
 /// Every account left is cooling: a 429 with the soonest `Retry-After` when
@@ -322,6 +400,7 @@ impl Answer {
         keep: bool,
     ) -> Result<Answer, ApiError> {
         let cooling = pool.cooling.clone();
+        let shared = pool.shared.cloned();
         let (mut answer, lease) = on_an_account(
             &upstream,
             config,
@@ -333,6 +412,7 @@ impl Answer {
         .await?;
         answer.hold(lease);
         answer.cooling = Some(cooling);
+        answer.shared = shared;
         Ok(answer)
     }
 
@@ -374,6 +454,7 @@ impl Answer {
             cleaned: false,
             lease: None,
             cooling: None,
+            shared: None,
         };
         match answer.prime(first_byte_deadline, config).await {
             Ok(()) => Ok(answer),
@@ -551,6 +632,17 @@ impl Answer {
                     {
                         tracing::info!(token = %fingerprint, class = ?class, "account limited mid-answer: cooling it");
                         cooling.cool(fingerprint, *class, *retry_after);
+                        if let Some(shared) = &self.shared {
+                            shared
+                                .mark(
+                                    fingerprint,
+                                    self.upstream.id(),
+                                    State::Cooling(*class),
+                                    *retry_after,
+                                    &error.to_string(),
+                                )
+                                .await;
+                        }
                     }
                     Some(Err(error))
                 }
@@ -578,28 +670,26 @@ impl Answer {
         // Stop reading upstream first: dropping the stream closes the connection.
         self.stream = futures_util::stream::empty().boxed();
         let lease = self.lease.take();
-        if self.keep {
-            return;
-        }
-        let Some(chat_id) = self.chat_id.clone() else {
-            return;
-        };
-        match self
-            .upstream
-            .delete_conversation(&self.token, &chat_id)
-            .await
-        {
-            Ok(()) => {
-                tracing::info!(token = %fingerprint(&self.token), chat_id, "deleted upstream conversation")
+        if let (false, Some(chat_id)) = (self.keep, self.chat_id.clone()) {
+            match self
+                .upstream
+                .delete_conversation(&self.token, &chat_id)
+                .await
+            {
+                Ok(()) => {
+                    tracing::info!(token = %fingerprint(&self.token), chat_id, "deleted upstream conversation")
+                }
+                Err(e) => tracing::warn!(
+                    token = %fingerprint(&self.token),
+                    chat_id,
+                    error = %e,
+                    "could not delete upstream conversation"
+                ),
             }
-            Err(e) => tracing::warn!(
-                token = %fingerprint(&self.token),
-                chat_id,
-                error = %e,
-                "could not delete upstream conversation"
-            ),
         }
-        drop(lease);
+        if let Some(lease) = lease {
+            lease.release().await;
+        }
     }
 }
 

@@ -45,6 +45,13 @@ pub struct Config {
     /// How long a request may wait for an account of its pool to be free
     /// (each account answers one chat at a time), `POOL_WAIT_MS` (30 s).
     pub pool_wait: Duration,
+    /// The DynamoDB table of the pool shared by every environment of the
+    /// deployment, `ACCOUNTS_TABLE` (none: each process keeps its own).
+    pub accounts_table: Option<String>,
+    /// How long an account's lease in that table lasts unless its answer
+    /// renews it (every third of it), `POOL_LEASE_TTL_MS` (15 s): how long
+    /// an account stays taken after its environment died mid-answer.
+    pub lease_ttl: Duration,
     /// Largest request body accepted, `MAX_REQUEST_BYTES` (6 MiB, the function URL cap).
     pub max_request_bytes: usize,
     /// Secret mode: the tokens secret (name or ARN), `TOKENS_SECRET_ID`.
@@ -146,6 +153,8 @@ impl Config {
             retries: num("UPSTREAM_RETRIES", 2).min(5) as u32,
             retry_backoff: ms("UPSTREAM_RETRY_BACKOFF_MS", 250),
             pool_wait: ms("POOL_WAIT_MS", 30_000),
+            accounts_table: env.value("ACCOUNTS_TABLE"),
+            lease_ttl: ms("POOL_LEASE_TTL_MS", 15_000).max(Duration::from_secs(1)),
             max_request_bytes: num("MAX_REQUEST_BYTES", 6 * 1024 * 1024) as usize,
             tokens_secret_id: env.value("TOKENS_SECRET_ID"),
             tokens_file: env.value("TOKENS_FILE"),

@@ -16,6 +16,10 @@ pub enum ApiError {
     },
     #[error("{0}")]
     Unauthorized(String),
+    /// A known key without the right to this route (a caller's key on the
+    /// admin view).
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -74,6 +78,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
@@ -93,6 +98,7 @@ impl ApiError {
                 ("invalid_request_error", param.as_deref(), Some(code))
             }
             ApiError::Unauthorized(_) => ("invalid_request_error", None, Some("invalid_api_key")),
+            ApiError::Forbidden(_) => ("invalid_request_error", None, Some("forbidden")),
             ApiError::NotFound(_) => ("invalid_request_error", None, Some("unknown_url")),
             ApiError::MethodNotAllowed(_) => {
                 ("invalid_request_error", None, Some("method_not_allowed"))

@@ -121,6 +121,7 @@
 mod answer;
 mod anthropic;
 mod audio;
+mod aws;
 mod caller;
 mod config;
 pub mod conversation;
@@ -131,6 +132,7 @@ mod liveness;
 pub mod login;
 mod metrics;
 mod openai;
+mod pool;
 mod prompt;
 mod redact;
 mod reply;

@@ -11,6 +11,12 @@ pub(crate) const NAMESPACE: &str = "HailuoGateway";
 /// account of `from` unable to answer now, `why`): logged always, and
 /// counted as `UpstreamFallback` by `From` and `To` on Lambda.
 pub(crate) fn fallback(from: &str, to: &str, why: &str) {
+    {
+        let mut counts = FALLBACKS.lock().unwrap_or_else(|e| e.into_inner());
+        *counts
+            .entry((from.to_string(), to.to_string()))
+            .or_default() += 1;
+    }
     tracing::warn!(
         from,
         to,
@@ -20,6 +26,19 @@ pub(crate) fn fallback(from: &str, to: &str, why: &str) {
     if std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some() {
         println!("{}", fallback_line(from, to, now_ms()));
     }
+}
+
+/// Fallbacks this process made, by (from, to): the admin view's.
+static FALLBACKS: std::sync::Mutex<std::collections::BTreeMap<(String, String), u64>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// This process's fallback counts: (from, to, count).
+pub(crate) fn fallbacks() -> Vec<(String, String, u64)> {
+    let counts = FALLBACKS.lock().unwrap_or_else(|e| e.into_inner());
+    counts
+        .iter()
+        .map(|((from, to), n)| (from.clone(), to.clone(), *n))
+        .collect()
 }
 
 fn now_ms() -> u64 {

@@ -25,6 +25,14 @@ use crate::upstream::Upstream;
 /// `runtime::serve`).
 pub async fn run_server() -> Result<(), lambda_http::Error> {
     let state = crate::voice_state_from_env("server").await?;
+    if let Some(shared) = state.credentials.shared_pool() {
+        // A self-hoster names the table; the server makes it.
+        shared
+            .store()
+            .ensure()
+            .await
+            .map_err(|e| format!("the accounts table (ACCOUNTS_TABLE) cannot be used: {e}"))?;
+    }
     if let Some(plan) = maintenance(&state.config, &state.credentials) {
         // The lineages are read before the first request: a refresh token
         // the file names may be spent already, its successor is in here.

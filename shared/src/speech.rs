@@ -18,9 +18,9 @@ use futures_util::StreamExt;
 
 use crate::answer::{on_an_account, Answer, Failed, Pool};
 use crate::config::Config;
-use crate::credentials::pool::Lease;
 use crate::credentials::TokenSet;
 use crate::error::ApiError;
+use crate::pool::local::Lease;
 use crate::upstream::api::speech::{AudioStream, T2aRequest, Transcribed, Transcript};
 use crate::upstream::api::ApiClient;
 use crate::upstream::{ChatTurn, Turn, Upstream, UpstreamError, UpstreamEvent, Voice};
@@ -330,7 +330,7 @@ pub(crate) async fn transcribe(
 ) -> Result<String, ApiError> {
     let mp3 = &mp3;
     let (upstream, voice) = (&upstream, &voice);
-    let (text, _lease) = on_an_account(upstream, config, set, pool, false, |token| async move {
+    let (text, lease) = on_an_account(upstream, config, set, pool, false, |token| async move {
         voice
             .transcribe(&token, mp3.clone())
             .await
@@ -340,6 +340,7 @@ pub(crate) async fn transcribe(
             })
     })
     .await?;
+    lease.release().await;
     Ok(text)
 }
 

@@ -111,7 +111,7 @@ def test_streamed_routes_stream_and_the_rest_are_buffered():
 def routes_of(module: str) -> set[str]:
     text = source(ROOT / "shared" / "src" / "routes" / f"{module}.rs")
     paths = set(re.findall(r'\.route\(\s*"([^"]+)"', text))
-    for merged in re.findall(r"super::(\w+)::routes\(\)", text):
+    for merged in re.findall(r"super::(\w+)::routes\(", text):
         paths |= routes_of(merged)
     return paths
 
@@ -250,13 +250,18 @@ def statements() -> list[dict]:
     return found
 
 
-def test_iam_is_scoped_to_the_two_secrets():
+def test_iam_is_scoped_to_the_two_secrets_and_the_accounts_table():
     found = statements()
     assert found, "the template grants something"
     secrets = {"TokensSecretArn", "TokensSecret", "TokenStatusSecret"}
     for name, statement in found:
         assert statement["Effect"] == "Allow", name
         actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        if any(a.startswith("dynamodb:") for a in actions):
+            # The pool's calls (pool/table.rs), on the accounts table alone.
+            assert set(actions) <= {"dynamodb:UpdateItem", "dynamodb:BatchGetItem", "dynamodb:Scan"}, actions
+            assert statement["Resource"] == {"Fn::GetAtt": ["AccountsTable", "Arn"]}, (name, statement["Resource"])
+            continue
         assert all(a.startswith("secretsmanager:") and "*" not in a for a in actions), (name, actions)
         resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
         for resource in resources:
@@ -267,6 +272,25 @@ def test_iam_is_scoped_to_the_two_secrets():
     for name, function in FUNCTIONS.items():
         for policy in function["Properties"].get("Policies", []):
             assert isinstance(policy, dict), f"{name}: a named policy template grants more than the secrets"
+
+
+def test_the_functions_that_lease_accounts_may_and_only_the_admin_view_scans():
+    table = RESOURCES["AccountsTable"]["Properties"]
+    assert table["BillingMode"] == "PAY_PER_REQUEST"
+    assert table["KeySchema"] == [{"AttributeName": "account", "KeyType": "HASH"}]
+    assert table["TimeToLiveSpecification"] == {"AttributeName": "expires", "Enabled": True}
+    code = source(ROOT / "shared" / "src" / "pool" / "table.rs")
+    assert '.attribute_name("account")' in code and '.attribute_name("expires")' in code, "the server creates the same"
+    def policies(name):
+        return {json.dumps(p) for p in FUNCTIONS[name]["Properties"].get("Policies", [])}
+    answering = ["ChatCompletionsFunction", "MessagesFunction", "ResponsesFunction",
+                 "AudioSpeechFunction", "AudioTranscriptionsFunction"]
+    for name in answering:
+        assert any("PoolTablePolicy" in p for p in policies(name)), name
+        assert not any("PoolViewPolicy" in p for p in policies(name)), name
+    assert any("PoolViewPolicy" in p for p in policies("TokenCheckFunction"))
+    assert not any("Pool" in p for p in policies("ModelsFunction")), "the model list uses no account"
+    assert "ACCOUNTS_TABLE" in TEMPLATE["Globals"]["Function"]["Environment"]["Variables"]
 
 
 def test_a_created_secret_holds_a_key_the_code_reads_and_no_output_shows_it():

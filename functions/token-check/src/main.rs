@@ -1,4 +1,4 @@
-//! POST /token/check.
+//! POST /token/check, and the operator's view: GET /admin/pool, GET /admin.
 
 use hailuo_gateway::{init_tracing, routes, run, state_from_env, Delivery};
 

@@ -28,6 +28,7 @@ pub(crate) fn status_and_type(e: &ApiError) -> (StatusCode, &'static str) {
         | ApiError::RequestTimeout(_)
         | ApiError::UnsupportedMediaType(_) => (e.status(), "invalid_request_error"),
         ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "authentication_error"),
+        ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "permission_error"),
         ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found_error"),
         ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "request_too_large"),
         ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error"),

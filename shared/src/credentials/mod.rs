@@ -7,7 +7,7 @@
 //! tokens. Tokens and keys are only ever named by `fingerprint`.
 
 pub mod document;
-pub mod pool;
+
 pub mod renewal;
 pub mod secret;
 pub mod secrets_manager;
@@ -21,9 +21,9 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
+use crate::pool::local::{Cooling, DeadTokens, Leases};
 use crate::redact::fingerprint;
 use document::{Document, FileDocument, Latest};
-use pool::{Cooling, DeadTokens, Leases};
 use secret::{CachedDocument, SecretError, StatusDocument, TokensDocument};
 
 /// The longest `Authorization` (or `x-api-key`) value read: room for a few
@@ -186,6 +186,23 @@ impl TokenSet {
     }
 }
 
+/// One account of the deployment, for the operator (never a token).
+#[derive(Clone, Debug, Default)]
+pub struct AccountInfo {
+    pub fingerprint: String,
+    pub upstream: String,
+    pub region: Option<String>,
+    /// A MiniMax Code login's account name (its fingerprinted refresh lineage).
+    pub account: Option<String>,
+    /// Unix seconds.
+    pub access_expires_at: Option<u64>,
+    /// Why its refresh token is dead.
+    pub refresh_dead: Option<String>,
+    pub last_error: Option<String>,
+    /// The last liveness check: live, reason, when.
+    pub checked: Option<(bool, String, String)>,
+}
+
 /// Who may call, and with which tokens. Built once per execution environment.
 pub struct Credentials {
     mode: Mode,
@@ -198,6 +215,8 @@ pub struct Credentials {
     env_keys: Vec<String>,
     /// Whether the chain has `minimax-api` (header mode takes platform keys).
     serves_api: bool,
+    /// The pool every environment of the deployment shares (`ACCOUNTS_TABLE`).
+    shared: Option<Arc<crate::pool::SharedPool>>,
 }
 
 impl Credentials {
@@ -216,7 +235,19 @@ impl Credentials {
             key_prefix: key_prefix.to_string(),
             env_keys: Vec::new(),
             serves_api: false,
+            shared: None,
         }
+    }
+
+    /// With the deployment's shared pool.
+    pub fn with_shared_pool(mut self, pool: Arc<crate::pool::SharedPool>) -> Self {
+        self.shared = Some(pool);
+        self
+    }
+
+    /// The deployment's shared pool, when it has one.
+    pub fn shared_pool(&self) -> Option<&Arc<crate::pool::SharedPool>> {
+        self.shared.as_ref()
     }
 
     /// In the functions that speak: a caller's platform keys alone are
@@ -290,10 +321,19 @@ impl Credentials {
         } else {
             config.minimax_api_keys.clone()
         };
-        Ok(
-            Self::new(mode, config.dead_token_memory, &config.api_key_prefix)
-                .with_platform(env_keys, serves_api),
-        )
+        let mut credentials = Self::new(mode, config.dead_token_memory, &config.api_key_prefix)
+            .with_platform(env_keys, serves_api);
+        if let Some(table) = &config.accounts_table {
+            tracing::info!(table = %table, "shared pool: accounts leased in DynamoDB");
+            let store =
+                crate::pool::table::AccountsTable::new(&crate::aws::Setup::Env, table, app_name)
+                    .await;
+            credentials = credentials.with_shared_pool(Arc::new(crate::pool::SharedPool::new(
+                Arc::new(store),
+                config.lease_ttl,
+            )));
+        }
+        Ok(credentials)
     }
 
     /// The tokens document and the in-memory status a local liveness timer
@@ -380,6 +420,108 @@ impl Credentials {
                 fingerprint(presented)
             )
         }))
+    }
+
+    /// Let in the operator: one of the tokens document's `admin_api_keys`.
+    /// A caller's key is a 403, anything else a 401; header mode has no
+    /// operator (a 403 that says what to set).
+    pub async fn authorize_admin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let Mode::Secret(secret) = &self.mode else {
+            return Err(ApiError::Forbidden(
+                "The admin view needs secret mode: set TOKENS_SECRET_ID (or TOKENS_FILE) and put \
+                 `admin_api_keys` in the tokens document."
+                    .into(),
+            ));
+        };
+        let presented = presented(headers)?.unwrap_or("");
+        let document = secret.tokens.get().await.map_err(secret_unavailable)?;
+        if document.admin_api_keys.is_empty() {
+            return Err(ApiError::Forbidden(format!(
+                "This deployment has no admin keys: add {{\"admin_api_keys\": [\"sk-admin-...\"]}} to {}.",
+                secret.tokens.id()
+            )));
+        }
+        if presented.is_empty() {
+            return Err(ApiError::Unauthorized(
+                "Missing admin key. Send `Authorization: Bearer <admin key>` with one of the tokens \
+                 document's `admin_api_keys`."
+                    .into(),
+            ));
+        }
+        if is_api_key(presented, &document.admin_api_keys) {
+            return Ok(());
+        }
+        if is_api_key(presented, &document.api_keys) {
+            return Err(ApiError::Forbidden(
+                "This is a caller's API key; the admin view takes only the tokens document's `admin_api_keys`."
+                    .into(),
+            ));
+        }
+        Err(ApiError::Unauthorized(format!(
+            "Invalid admin key (fingerprint {}).",
+            fingerprint(presented)
+        )))
+    }
+
+    /// The deployment's accounts as the operator sees them (secret mode; an
+    /// empty list in header mode, whose accounts are the callers'): by
+    /// fingerprint only, with what the documents say of each.
+    pub async fn accounts(&self, free_upstream: &str) -> Vec<AccountInfo> {
+        let Mode::Secret(secret) = &self.mode else {
+            return Vec::new();
+        };
+        let Ok(document) = secret.tokens.get().await else {
+            return Vec::new();
+        };
+        let status = match &secret.status {
+            Some(s) => s.get().await.ok(),
+            None => None,
+        };
+        let checked = |fp: &str| {
+            status
+                .as_ref()
+                .and_then(|s| s.tokens.get(fp))
+                .map(|t| (t.live, t.reason.clone(), t.checked_at.clone()))
+        };
+        let mut out = Vec::new();
+        for token in &document.tokens {
+            let fp = fingerprint(token);
+            out.push(AccountInfo {
+                checked: checked(&fp),
+                fingerprint: fp,
+                upstream: free_upstream.to_string(),
+                ..AccountInfo::default()
+            });
+        }
+        let none = Default::default();
+        let lineages = status.as_ref().map_or(&none, |s| &s.accounts);
+        for login in &document.code_accounts {
+            let lineage = renewal::lineage_of(login, lineages);
+            let fp = fingerprint(&lineage.access_token);
+            out.push(AccountInfo {
+                checked: checked(&fp),
+                fingerprint: fp,
+                upstream: "minimax-code".into(),
+                region: Some(lineage.region.clone()).filter(|r| !r.is_empty()),
+                account: Some(login.account()),
+                access_expires_at: Some(lineage.expires_at),
+                refresh_dead: lineage.dead.clone(),
+                last_error: lineage.last_error.clone(),
+            });
+        }
+        for key in document.minimax_api_keys.iter().chain(&self.env_keys) {
+            let fp = fingerprint(key);
+            if out.iter().any(|a| a.fingerprint == fp) {
+                continue;
+            }
+            out.push(AccountInfo {
+                checked: checked(&fp),
+                fingerprint: fp,
+                upstream: "minimax-api".into(),
+                ..AccountInfo::default()
+            });
+        }
+        out
     }
 
     /// After the upstream rejected tokens of `set`: the deployment's tokens

@@ -35,6 +35,8 @@ pub struct TokensDocument {
     pub api_keys: Vec<String>,
     pub code_accounts: Vec<CodeLogin>,
     pub minimax_api_keys: Vec<String>,
+    /// Keys for the operator's view (`/admin`), never a caller's.
+    pub admin_api_keys: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -49,6 +51,8 @@ struct RawTokensDocument {
     minimax_code_accounts: Vec<CodeLogin>,
     #[serde(default)]
     minimax_api_keys: Vec<String>,
+    #[serde(default)]
+    admin_api_keys: Vec<String>,
 }
 
 impl From<RawTokensDocument> for TokensDocument {
@@ -73,6 +77,7 @@ impl From<RawTokensDocument> for TokensDocument {
             api_keys: clean(api_keys),
             code_accounts,
             minimax_api_keys: clean(raw.minimax_api_keys),
+            admin_api_keys: clean(raw.admin_api_keys),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! One module per OpenAI route; each builds its `Router`.
 
+pub mod admin;
 pub mod chat;
 pub mod messages;
 pub mod models;
@@ -231,6 +232,7 @@ pub fn all(state: AppState) -> Router {
         .merge(messages::routes(state.clone()))
         .merge(responses::routes(state.clone()))
         .merge(token_check::routes(state.clone()))
+        .merge(admin::routes(state.clone()))
         .merge(speech::routes(state.clone()))
         .merge(transcription::routes(state));
     finish(catch_panics(router), &config)

@@ -26,9 +26,14 @@ struct CheckState {
     verdicts: Cache<[u8; 32], bool>,
 }
 
+/// The token check and, beside it, the operator's view (`admin.rs`): the
+/// function that serves both is the small one every deployment has.
 pub fn router(app: AppState) -> Router {
     let config = app.config.clone();
-    super::finish(routes(app), &config)
+    super::finish(
+        routes(app.clone()).merge(super::admin::routes(app)),
+        &config,
+    )
 }
 
 pub(super) fn routes(app: AppState) -> Router {

@@ -96,6 +96,7 @@ impl Leases {
         held.insert(fingerprint.to_string()).then(|| Lease {
             leases: Some(self.clone()),
             fingerprint: fingerprint.to_string(),
+            shared: None,
         })
     }
 
@@ -105,7 +106,7 @@ impl Leases {
         self.returned.notified()
     }
 
-    #[cfg(test)]
+    /// Whether an answer in this process holds the account.
     pub fn is_held(&self, fingerprint: &str) -> bool {
         let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         held.contains(fingerprint)
@@ -118,6 +119,8 @@ pub struct Lease {
     /// paid platform's): nothing is held.
     leases: Option<Arc<Leases>>,
     fingerprint: String,
+    /// The account's lease in the shared table, when there is one.
+    shared: Option<super::SharedLease>,
 }
 
 impl Lease {
@@ -127,6 +130,21 @@ impl Lease {
         Self {
             leases: None,
             fingerprint: String::new(),
+            shared: None,
+        }
+    }
+
+    /// Held in the shared table too.
+    pub fn with_shared(mut self, shared: super::SharedLease) -> Self {
+        self.shared = Some(shared);
+        self
+    }
+
+    /// Give the account back: in the table first (awaited, so it is done
+    /// before the response ends), then in this process.
+    pub async fn release(mut self) {
+        if let Some(shared) = self.shared.take() {
+            shared.release().await;
         }
     }
 }
