@@ -59,7 +59,7 @@ fi
 
 mkdir -p "$E2E_DIR"
 # Every deployment's port but the header one's ($LAMBDA_PORT).
-DEPLOYMENT_PORTS="9001 9002 9003 9004 9005 9006 9007 9008 9009"
+DEPLOYMENT_PORTS="9001 9002 9003 9004 9005 9006 9007 9008 9009 9010"
 pids=() deployment_pids=()
 cleanup() {
   for p in "${pids[@]}" "${deployment_pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -87,9 +87,12 @@ log "start the MiniMax API (paid platform) simulator on $API_SIM_ADDR"
 pids+=($!)
 wait_http "$API_SIM_URL/_sim/state" 30
 
-log "start moto (local Secrets Manager) on :$MOTO_PORT"
+log "start moto (local Secrets Manager and DynamoDB, requests one at a time) on :$MOTO_PORT"
 # moto keeps its recording in a file in its working directory: run it in .e2e.
-(cd "$E2E_DIR" && exec moto_server -H 127.0.0.1 -p "$MOTO_PORT") >"$E2E_DIR/moto.log" 2>&1 &
+# Serialized: moto's own conditional writes are not atomic under concurrency
+# (tests/e2e/aws/serial_moto.py says what was measured), DynamoDB's are.
+(cd "$E2E_DIR" && exec "$VENV/bin/python" "$ROOT/tests/e2e/aws/serial_moto.py" -H 127.0.0.1 -p "$MOTO_PORT") \
+  >"$E2E_DIR/moto.log" 2>&1 &
 pids+=($!)
 wait_http "$MOTO_URL/moto-api/" 60
 # Record every AWS call, so tests can count GetSecretValue per function.
@@ -158,6 +161,14 @@ start_deployments() {
   deploy api 9008 UPSTREAM=minimax-api "MINIMAX_API_BASE_URL=$API_SIM_URL" FILE_URL_ALLOW_PRIVATE=true
   deploy fallback 9009 UPSTREAM=minimax-code,minimax-api "MINIMAX_API_BASE_URL=$API_SIM_URL" \
     "MINIMAX_CODE_BASE_URL=$CODE_SIM_URL" "MINIMAX_CODE_ACCOUNT_URL=$CODE_SIM_URL" POOL_WAIT_MS=1500
+  # One pool for the deployment (ACCOUNTS_TABLE): on the emulator, each
+  # function is its own process, as each Lambda environment is; the tests
+  # start a second server on the same table for the server kind. The
+  # functions never create the table (the template does): it is made here
+  # for them, and the server makes its own.
+  [[ $GATEWAY_KIND == server ]] || "$VENV/bin/python" "$ROOT/tests/e2e/aws/table.py" "e2e-accounts-$GATEWAY_KIND"
+  deploy shared 9010 "${code[@]}" "ACCOUNTS_TABLE=e2e-accounts-$GATEWAY_KIND" POOL_LEASE_TTL_MS=3000 \
+    POOL_WAIT_MS=30000 UPSTREAM_IDLE_TIMEOUT_MS=5000 UPSTREAM_FIRST_BYTE_TIMEOUT_MS=5000
   for port in "$LAMBDA_PORT" $DEPLOYMENT_PORTS; do wait_http "http://127.0.0.1:$port/" 120; done
   [[ $GATEWAY_KIND == watch ]] || return 0
   # The emulator starts a function on its first request: warm them before any

@@ -151,7 +151,8 @@ where
     if continuing {
         transient_budget = transient_budget.max(candidates.len());
     }
-    let wait_until = Instant::now() + config.pool_wait;
+    let started = Instant::now();
+    let wait_until = started + config.pool_wait;
     // Accounts the upstream called busy, or another environment holds: when
     // to ask again, and how often refused.
     let mut busy: HashMap<String, (Instant, u32)> = HashMap::new();
@@ -219,6 +220,8 @@ where
                 ),
             }
         }
+        // Held: how long this request waited for it.
+        crate::metrics::lease_waited(started.elapsed());
         let (fp, token) = candidates[index].clone();
         let failed = match attempt(token).await {
             Ok(done) => return Ok((done, lease)),
@@ -302,6 +305,17 @@ where
         last_error = Some(error);
     }
     let total = set.tokens.len();
+    crate::metrics::lease_waited(started.elapsed());
+    crate::metrics::unanswerable(
+        upstream.id(),
+        if !candidates.is_empty() {
+            "busy"
+        } else if !cooled.is_empty() {
+            "cooling"
+        } else {
+            "dead"
+        },
+    );
     if !candidates.is_empty() {
         // Waited as long as allowed, and every live account stayed busy.
         let retry_after = config.pool_wait.as_secs().clamp(1, 30);

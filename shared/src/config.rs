@@ -48,6 +48,10 @@ pub struct Config {
     /// The DynamoDB table of the pool shared by every environment of the
     /// deployment, `ACCOUNTS_TABLE` (none: each process keeps its own).
     pub accounts_table: Option<String>,
+    /// The self-hosted server's second listener for `/metrics` without a
+    /// key (a scraper on a private network), `METRICS_LISTEN_ADDR` (none:
+    /// `/metrics` on the main listener, for admin keys only).
+    pub metrics_listen_addr: Option<String>,
     /// How long an account's lease in that table lasts unless its answer
     /// renews it (every third of it), `POOL_LEASE_TTL_MS` (15 s): how long
     /// an account stays taken after its environment died mid-answer.
@@ -154,6 +158,7 @@ impl Config {
             retry_backoff: ms("UPSTREAM_RETRY_BACKOFF_MS", 250),
             pool_wait: ms("POOL_WAIT_MS", 30_000),
             accounts_table: env.value("ACCOUNTS_TABLE"),
+            metrics_listen_addr: env.value("METRICS_LISTEN_ADDR"),
             lease_ttl: ms("POOL_LEASE_TTL_MS", 15_000).max(Duration::from_secs(1)),
             max_request_bytes: num("MAX_REQUEST_BYTES", 6 * 1024 * 1024) as usize,
             tokens_secret_id: env.value("TOKENS_SECRET_ID"),

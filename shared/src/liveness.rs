@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::json;
@@ -153,24 +154,62 @@ pub async fn check_all(
         .map_err(LivenessError::StatusUnwritable)?;
     let mut lineages = previous.accounts.clone();
     let mut renewed = Renewed::default();
+    // With the shared table, maintainers running at once take turns.
+    let locks = match &config.accounts_table {
+        Some(table) => {
+            let table = crate::pool::table::AccountsTable::new(
+                &crate::aws::Setup::Env,
+                table,
+                "token-liveness",
+            )
+            .await;
+            Some(Arc::new(crate::pool::SharedPool::new(
+                Arc::new(table),
+                config.lease_ttl,
+            )))
+        }
+        None => None,
+    };
+    let store = SecretStore {
+        secrets,
+        id: status_id,
+        verdicts: previous.tokens.clone(),
+    };
     if let Some(service) = account_service(config, &document) {
-        let store = SecretStore {
-            secrets,
-            id: status_id,
-            verdicts: previous.tokens.clone(),
-        };
         renewed = renewal::renew_due(
             &document.code_accounts,
             &mut lineages,
             renewal::unix_now(),
             &service,
             &store,
+            locks.as_ref(),
         )
         .await;
     }
     let mut status = check_document(config, upstream, &document, &previous.tokens).await;
     status.accounts = lineages;
-    write_status(secrets, status_id, &status).await?;
+    // Another maintainer's rotations since this one read are kept.
+    let guard = match &locks {
+        Some(pool) => match pool.lock("lock:lineages", Duration::from_secs(20)).await {
+            Ok(held) => held,
+            Err(e) => {
+                tracing::error!(error = %e, "the lineages' lock cannot be taken; writing without it");
+                None
+            }
+        },
+        None => None,
+    };
+    if locks.is_some() {
+        if let Ok(stored) = store.load().await {
+            renewal::merge_newer(&mut status.accounts, stored);
+        }
+    }
+    count_refreshes(&renewed);
+    let written = write_status(secrets, status_id, &status).await;
+    if let Some(guard) = guard {
+        guard.release().await;
+    }
+    written?;
     Ok(Report {
         document: status,
         renewed,
@@ -314,6 +353,8 @@ pub async fn check_local(
             renewal::unix_now(),
             &service,
             state,
+            // One process writes the state file (replicas: see self-hosting.md).
+            None,
         )
         .await;
     }
@@ -323,6 +364,7 @@ pub async fn check_local(
         previous
     };
     status.accounts = lineages;
+    count_refreshes(&renewed);
     state.status.set(status.clone());
     Ok(Report {
         document: status,
@@ -336,20 +378,40 @@ fn short(e: &UpstreamError) -> String {
 
 /// One CloudWatch Embedded Metric Format line with `LiveTokens` and `DeadTokens`.
 pub fn emf_line(report: &Report, service: &str, timestamp_ms: u128) -> String {
+    let r = &report.renewed;
     json!({
         "_aws": {
             "Timestamp": timestamp_ms as u64,
             "CloudWatchMetrics": [{
                 "Namespace": "HailuoGateway",
                 "Dimensions": [["Service"]],
-                "Metrics": [{"Name": "LiveTokens", "Unit": "Count"}, {"Name": "DeadTokens", "Unit": "Count"}],
+                "Metrics": [
+                    {"Name": "LiveTokens", "Unit": "Count"},
+                    {"Name": "DeadTokens", "Unit": "Count"},
+                    {"Name": "Refreshed", "Unit": "Count"},
+                    {"Name": "RefreshFailures", "Unit": "Count"},
+                ],
             }],
         },
         "Service": service,
         "LiveTokens": report.document.live,
         "DeadTokens": report.document.dead,
+        "Refreshed": r.renewed.len(),
+        // A refresh that died, failed without a verdict, or whose successor
+        // could not be stored: each needs an operator before the hour is up.
+        "RefreshFailures": r.dead.len() + r.failed.len() + r.unsaved.len(),
     })
     .to_string()
+}
+
+/// One run's refreshes into the process's figures (the server's /metrics).
+fn count_refreshes(r: &Renewed) {
+    crate::metrics::refreshes(&[
+        ("renewed", r.renewed.len()),
+        ("dead", r.dead.len()),
+        ("failed", r.failed.len()),
+        ("unsaved", r.unsaved.len()),
+    ]);
 }
 
 #[cfg(test)]

@@ -56,6 +56,14 @@ pub async fn run_server() -> Result<(), lambda_http::Error> {
             plan,
         ));
     }
+    if let Some(addr) = state.config.metrics_listen_addr.clone() {
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .map_err(|e| format!("METRICS_LISTEN_ADDR {addr} cannot be bound: {e}"))?;
+        tracing::info!(addr = %addr, "/metrics without a key on its own listener");
+        let metrics = routes::prometheus::open_router(state.clone());
+        tokio::spawn(async move { axum::serve(listener, metrics).await });
+    }
     crate::runtime::serve(routes::all(state)).await
 }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::body::Body;
-use axum::http::{Request, Response};
+use axum::http::{Request, Response, StatusCode};
 use futures_util::StreamExt;
 use tokio::time::Instant;
 
@@ -548,6 +548,26 @@ pub fn state(fake: &FakeUpstream, config: Config) -> AppState {
         platform: None,
         credentials: Arc::new(Credentials::header_mode()),
     }
+}
+
+/// `GET path` with `Authorization: Bearer <key>` when there is one: the
+/// status and the body as text.
+pub async fn get(app: &axum::Router, path: &str, key: Option<&str>) -> (StatusCode, String) {
+    use tower::ServiceExt;
+    let mut request = Request::get(path);
+    if let Some(key) = key {
+        request = request.header("authorization", format!("Bearer {key}"));
+    }
+    let response = app
+        .clone()
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (status, String::from_utf8(body.to_vec()).unwrap())
 }
 
 /// A chat request with `Authorization: Bearer <tokens>`.

@@ -348,6 +348,17 @@ def test_the_dead_tokens_alarm_watches_the_metric_the_check_emits():
     assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 0)
 
 
+def test_the_pool_and_refresh_alarms_watch_metrics_the_code_emits():
+    metrics = source(ROOT / "shared" / "src" / "metrics.rs")
+    assert '"NoUsableAccount"' in metrics and '"Dimensions": [[], names]' in metrics
+    alarm = RESOURCES["NoUsableAccountAlarm"]["Properties"]
+    assert alarm["MetricName"] == "NoUsableAccount" and "Dimensions" not in alarm, "the total, all upstreams"
+    refresh = RESOURCES["RefreshFailuresAlarm"]["Properties"]
+    emf = source(ROOT / "shared" / "src" / "liveness.rs")
+    assert refresh["MetricName"] == "RefreshFailures" and '"RefreshFailures"' in emf
+    assert refresh["Dimensions"] == [{"Name": "Service", "Value": "token-liveness"}]
+
+
 def test_the_liveness_schedule_parses():
     default = TEMPLATE["Parameters"]["LivenessSchedule"]["Default"]
     assert SCHEDULE.match(default), default

@@ -30,10 +30,13 @@
 //! have rotated it a moment before.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::pool::SharedPool;
 use crate::redact::fingerprint;
 use crate::upstream::code::oauth::{Grant, RefreshError};
 
@@ -206,15 +209,70 @@ pub struct Renewed {
     pub next_due: Option<u64>,
 }
 
+/// How long a maintainer waits for another's refresh lock.
+const LOCK_WAIT: Duration = Duration::from_secs(20);
+
+/// Keep, for every account, the newer of two generations (`stored` wins
+/// only when it is newer).
+pub fn merge_newer(ours: &mut HashMap<String, Lineage>, stored: HashMap<String, Lineage>) {
+    for (account, theirs) in stored {
+        match ours.get(&account) {
+            Some(mine) if mine.generation >= theirs.generation => {}
+            _ => {
+                ours.insert(account, theirs);
+            }
+        }
+    }
+}
+
+/// Store the lineages; with `locks`, under the lineages' lock, merged with
+/// what is stored (another maintainer's rotations of other accounts stay).
+pub async fn save_merged(
+    store: &dyn LineageStore,
+    lineages: &mut HashMap<String, Lineage>,
+    locks: Option<&Arc<SharedPool>>,
+) -> Result<(), String> {
+    let Some(pool) = locks else {
+        return store.save(lineages).await;
+    };
+    let guard = match pool.lock("lock:lineages", LOCK_WAIT).await {
+        Ok(Some(held)) => Some(held),
+        Ok(None) => return Err("another maintainer held the lineages' lock too long".into()),
+        Err(e) => {
+            tracing::error!(error = %e, "the lineages' lock cannot be taken (the accounts table); saving without it");
+            None
+        }
+    };
+    let result = match store.load().await {
+        Ok(stored) => {
+            merge_newer(lineages, stored);
+            store.save(lineages).await
+        }
+        Err(e) => Err(e),
+    };
+    if let Some(guard) = guard {
+        guard.release().await;
+    }
+    result
+}
+
 /// Renew every account whose renewal is due, storing each rotation before
 /// the next refresh is made. `lineages` is the writer's current view; it is
 /// updated in place (also with rotations that could not be stored).
+///
+/// With `locks` (the deployment's shared table), several maintainers may
+/// run at once (a duplicated schedule, a retried invocation): each account
+/// is renewed under its refresh lock, by the one writer that holds it, from
+/// the lineage as stored once the lock is held (another may have just
+/// rotated it); and every save merges what is stored, keeping the newer
+/// generation of each account, under the lineages' own lock.
 pub async fn renew_due(
     logins: &[CodeLogin],
     lineages: &mut HashMap<String, Lineage>,
     now: u64,
     refresher: &dyn Refresher,
     store: &dyn LineageStore,
+    locks: Option<&Arc<SharedPool>>,
 ) -> Renewed {
     let mut report = Renewed::default();
     for login in logins {
@@ -222,6 +280,35 @@ pub async fn renew_due(
         let mut lineage = lineage_of(login, lineages);
         if !lineage.is_due(now) {
             continue;
+        }
+        let mut guard = None;
+        if let Some(pool) = locks {
+            match pool
+                .lock(&format!("lock:refresh:{account}"), LOCK_WAIT)
+                .await
+            {
+                Ok(Some(held)) => guard = Some(held),
+                Ok(None) => {
+                    tracing::warn!(account = %account, "another maintainer holds the account's refresh lock; left to it");
+                    report.failed.push(account);
+                    continue;
+                }
+                Err(e) => tracing::error!(account = %account, error = %e,
+                    "the refresh lock cannot be taken (the accounts table); renewing without it"),
+            }
+            // What another writer stored since this one read wins.
+            if let Ok(stored) = store.load().await {
+                merge_newer(lineages, stored);
+            }
+            lineage = lineage_of(login, lineages);
+            if !lineage.is_due(now) {
+                tracing::info!(account = %account, generation = lineage.generation,
+                    "renewed by another maintainer meanwhile; its rotation is kept");
+                if let Some(guard) = guard {
+                    guard.release().await;
+                }
+                continue;
+            }
         }
         // Rule 5: after a timeout (outcome unknown) the token is presented
         // once more; `invalid_grant` then means it is gone.
@@ -246,7 +333,7 @@ pub async fn renew_due(
                     last_error: None,
                 };
                 lineages.insert(account.clone(), lineage.clone());
-                match store.save(lineages).await {
+                match save_merged(store, lineages, locks).await {
                     Ok(()) => {
                         tracing::info!(account = %account, generation = lineage.generation, "access token renewed and stored");
                         report.renewed.push(account);
@@ -276,7 +363,7 @@ pub async fn renew_due(
                     "the account's refresh token is dead: run `gateway login` again for it");
                 lineage.dead = Some(format!("{reason}; run `gateway login` again"));
                 lineages.insert(account.clone(), lineage);
-                if let Err(e) = store.save(lineages).await {
+                if let Err(e) = save_merged(store, lineages, locks).await {
                     tracing::error!(account = %account, error = %e, "the dead mark could not be stored");
                 }
                 report.dead.push(account);
@@ -287,6 +374,9 @@ pub async fn renew_due(
                 lineages.insert(account.clone(), lineage);
                 report.failed.push(account);
             }
+        }
+        if let Some(guard) = guard {
+            guard.release().await;
         }
     }
     report.next_due = logins
@@ -312,6 +402,10 @@ mod tests {
         calls: Mutex<Vec<String>>,
         next: Mutex<u32>,
         fail_with: Mutex<Vec<RefreshError>>,
+        /// How long a refresh takes (so that two writers overlap).
+        latency: Duration,
+        /// Refreshes of one account in flight at once, at most.
+        in_flight: Mutex<(u32, u32)>,
     }
 
     impl Service {
@@ -328,6 +422,15 @@ mod tests {
     impl Refresher for Service {
         async fn refresh(&self, refresh_token: &str) -> Result<Grant, RefreshError> {
             self.calls.lock().unwrap().push(refresh_token.into());
+            if !self.latency.is_zero() {
+                {
+                    let mut f = self.in_flight.lock().unwrap();
+                    f.0 += 1;
+                    f.1 = f.1.max(f.0);
+                }
+                tokio::time::sleep(self.latency).await;
+                self.in_flight.lock().unwrap().0 -= 1;
+            }
             if let Some(e) = self.fail_with.lock().unwrap().pop() {
                 return Err(e);
             }
@@ -384,7 +487,7 @@ mod tests {
         let logins = vec![login(&service, 1000)];
         let mut lineages = HashMap::new();
         // Not before three quarters of 20 s.
-        let r = renew_due(&logins, &mut lineages, 1014, &service, &store).await;
+        let r = renew_due(&logins, &mut lineages, 1014, &service, &store, None).await;
         assert!(r.renewed.is_empty() && service.calls.lock().unwrap().is_empty());
         assert_eq!(r.next_due, Some(1015));
         assert_eq!(
@@ -394,7 +497,7 @@ mod tests {
         );
         // Hours of 20-second tokens, a tick every second.
         for now in 1015..1015 + 3600 {
-            renew_due(&logins, &mut lineages, now, &service, &store).await;
+            renew_due(&logins, &mut lineages, now, &service, &store, None).await;
             assert_eq!(
                 usable_access_tokens(&logins, &lineages, now, 2).len(),
                 1,
@@ -422,9 +525,9 @@ mod tests {
         let logins = vec![login(&service, 1000)];
         // Both writers read the store before either wrote.
         let (mut first, mut second) = (HashMap::new(), HashMap::new());
-        let r1 = renew_due(&logins, &mut first, 1016, &service, &store).await;
+        let r1 = renew_due(&logins, &mut first, 1016, &service, &store, None).await;
         assert_eq!(r1.renewed.len(), 1);
-        let r2 = renew_due(&logins, &mut second, 1016, &service, &store).await;
+        let r2 = renew_due(&logins, &mut second, 1016, &service, &store, None).await;
         assert!(r2.dead.is_empty(), "{r2:?}");
         assert_eq!(
             second, first,
@@ -433,11 +536,76 @@ mod tests {
         // One refresh token was presented twice (what the lease will close),
         // and the account lives on.
         assert_eq!(service.spent.lock().unwrap().len(), 1);
-        let r3 = renew_due(&logins, &mut second, 1016, &service, &store).await;
+        let r3 = renew_due(&logins, &mut second, 1016, &service, &store, None).await;
         assert!(
             r3.renewed.is_empty(),
             "not due again: refreshed within half a life"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn two_maintainers_at_once_spend_each_refresh_token_once_under_the_shared_lock() {
+        let service = Service {
+            latency: Duration::from_millis(800),
+            ..Service::default()
+        };
+        let store = Store::default();
+        let logins = vec![login(&service, 1000), login(&service, 1000)];
+        let table = Arc::new(crate::pool::fake::FakeStore::default());
+        let locks = |_| {
+            Arc::new(SharedPool::new(
+                table.clone() as Arc<dyn crate::pool::store::AccountStore>,
+                Duration::from_secs(15),
+            ))
+        };
+        let (a, b) = (locks(1), locks(2));
+        // Both read the store before either wrote (the schedule fired twice).
+        let (mut first, mut second) = (HashMap::new(), HashMap::new());
+        let (r1, r2) = tokio::join!(
+            renew_due(&logins, &mut first, 1016, &service, &store, Some(&a)),
+            renew_due(&logins, &mut second, 1016, &service, &store, Some(&b)),
+        );
+        assert!(r1.dead.is_empty() && r2.dead.is_empty(), "{r1:?} {r2:?}");
+        assert!(
+            service.spent.lock().unwrap().is_empty(),
+            "no refresh token presented twice"
+        );
+        assert_eq!(
+            service.calls.lock().unwrap().len(),
+            2,
+            "one refresh per account"
+        );
+        assert_eq!(
+            service.in_flight.lock().unwrap().1,
+            1,
+            "never two refreshes at once"
+        );
+        assert_eq!(r1.renewed.len() + r2.renewed.len(), 2);
+        // Both writers end with every rotation, and so does the store.
+        let stored = store.saved.lock().unwrap().clone().unwrap();
+        for login in &logins {
+            let account = login.account();
+            assert_eq!(stored[&account].generation, 1);
+            assert_eq!(first[&account], stored[&account]);
+            assert_eq!(second[&account], stored[&account]);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_the_lock_the_same_two_maintainers_present_a_token_twice() {
+        // The control: the account service is what catches a reuse.
+        let service = Service {
+            latency: Duration::from_millis(800),
+            ..Service::default()
+        };
+        let store = Store::default();
+        let logins = vec![login(&service, 1000)];
+        let (mut first, mut second) = (HashMap::new(), HashMap::new());
+        tokio::join!(
+            renew_due(&logins, &mut first, 1016, &service, &store, None),
+            renew_due(&logins, &mut second, 1016, &service, &store, None),
+        );
+        assert_eq!(service.spent.lock().unwrap().len(), 1);
     }
 
     #[tokio::test]
@@ -452,7 +620,7 @@ mod tests {
             .push(RefreshError::Timeout("slow".into()));
         let store = Store::default();
         let mut lineages = HashMap::new();
-        let r = renew_due(&logins, &mut lineages, 1016, &service, &store).await;
+        let r = renew_due(&logins, &mut lineages, 1016, &service, &store, None).await;
         assert_eq!(r.renewed.len(), 1);
         assert_eq!(service.calls.lock().unwrap().len(), 2);
         // A 5xx: kept, tried again at the next run.
@@ -461,23 +629,23 @@ mod tests {
             .lock()
             .unwrap()
             .push(RefreshError::Retryable("HTTP 502".into()));
-        let r = renew_due(&logins, &mut lineages, 1031, &service, &store).await;
+        let r = renew_due(&logins, &mut lineages, 1031, &service, &store, None).await;
         assert_eq!(r.failed.len(), 1);
         assert!(lineages[&logins[0].account()].last_error.is_some());
-        let r = renew_due(&logins, &mut lineages, 1032, &service, &store).await;
+        let r = renew_due(&logins, &mut lineages, 1032, &service, &store, None).await;
         assert_eq!(r.renewed.len(), 1);
         // The store down: the rotation is held in memory and used.
         let broken = Store {
             broken: true,
             ..Store::default()
         };
-        let r = renew_due(&logins, &mut lineages, 1050, &service, &broken).await;
+        let r = renew_due(&logins, &mut lineages, 1050, &service, &broken, None).await;
         assert_eq!(r.unsaved.len(), 1);
         assert_eq!(lineages[&logins[0].account()].refreshed_at, 1050);
         // A refresh token revoked: dead, with what to do, and not tried again.
         let account = logins[0].account();
         service.live.lock().unwrap().clear();
-        let r = renew_due(&logins, &mut lineages, 1070, &service, &store).await;
+        let r = renew_due(&logins, &mut lineages, 1070, &service, &store, None).await;
         assert_eq!(r.dead, std::slice::from_ref(&account));
         assert!(lineages[&account]
             .dead
@@ -486,7 +654,7 @@ mod tests {
             .contains("gateway login"));
         assert!(usable_access_tokens(&logins, &lineages, 1070, 0).is_empty());
         let calls = service.calls.lock().unwrap().len();
-        let r = renew_due(&logins, &mut lineages, 2000, &service, &store).await;
+        let r = renew_due(&logins, &mut lineages, 2000, &service, &store, None).await;
         assert_eq!(service.calls.lock().unwrap().len(), calls);
         assert_eq!(r.next_due, None);
     }

@@ -189,6 +189,29 @@ impl SharedPool {
         }))
     }
 
+    /// Hold the lock `name` (an item of the table that is no account),
+    /// waiting up to `wait` for another holder to let go; `Ok(None)` when it
+    /// did not. Renewed while held, like an account's lease.
+    pub async fn lock(
+        self: &Arc<Self>,
+        name: &str,
+        wait: Duration,
+    ) -> Result<Option<SharedLease>, String> {
+        let until = tokio::time::Instant::now() + wait;
+        let mut refusals = 0u32;
+        loop {
+            if let Some(held) = self.lease(name, "lock").await? {
+                return Ok(Some(held));
+            }
+            if tokio::time::Instant::now() >= until {
+                return Ok(None);
+            }
+            refusals += 1;
+            let pause = Duration::from_millis(100) * 2u32.pow(refusals.min(4));
+            tokio::time::sleep(pause.mul_f64(rand::random_range(0.5..1.5))).await;
+        }
+    }
+
     /// Tell every environment that the account cannot answer until `left`
     /// from now (dead, or cooling by class). Bounded; a failure is logged.
     pub async fn mark(

@@ -157,9 +157,7 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use axum::body::Body;
-    use axum::http::{Request, StatusCode};
-    use tower::ServiceExt;
+    use axum::http::StatusCode;
 
     use crate::credentials::document::{Document, FileDocument};
     use crate::credentials::{Credentials, Mode, SecretMode};
@@ -167,7 +165,7 @@ mod tests {
     use crate::pool::store::{AccountStore, Mark, State};
     use crate::pool::SharedPool;
     use crate::redact::fingerprint;
-    use crate::testing::{config_of, state, FakeUpstream};
+    use crate::testing::{config_of, get, state, FakeUpstream};
     use crate::upstream::Unavailability;
 
     const DOCUMENT: &str = r#"{"tokens": ["tok-secret-1", "tok-secret-2"],
@@ -196,23 +194,6 @@ mod tests {
         let mut app = state(&fake, config_of(&[]));
         app.credentials = Arc::new(credentials);
         (crate::routes::token_check::router(app), file)
-    }
-
-    async fn get(app: &axum::Router, path: &str, key: Option<&str>) -> (StatusCode, String) {
-        let mut request = Request::get(path);
-        if let Some(key) = key {
-            request = request.header("authorization", format!("Bearer {key}"));
-        }
-        let response = app
-            .clone()
-            .oneshot(request.body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        let status = response.status();
-        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
-            .await
-            .unwrap();
-        (status, String::from_utf8(body.to_vec()).unwrap())
     }
 
     #[tokio::test]

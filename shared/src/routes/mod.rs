@@ -2,8 +2,10 @@
 
 pub mod admin;
 pub mod chat;
+mod measure;
 pub mod messages;
 pub mod models;
+pub(crate) mod prometheus;
 pub mod responses;
 pub mod speech;
 mod stream;
@@ -233,6 +235,7 @@ pub fn all(state: AppState) -> Router {
         .merge(responses::routes(state.clone()))
         .merge(token_check::routes(state.clone()))
         .merge(admin::routes(state.clone()))
+        .merge(prometheus::routes(state.clone()))
         .merge(speech::routes(state.clone()))
         .merge(transcription::routes(state));
     finish(catch_panics(router), &config)
@@ -266,7 +269,8 @@ pub(crate) fn finish(router: Router, config: &Config) -> Router {
                 &uri,
                 ApiError::MethodNotAllowed(format!("{method} is not allowed on {}.", uri.path())),
             )
-        });
+        })
+        .layer(axum::middleware::from_fn(measure::measure));
     match cors(&config.cors_allow_origins) {
         Some(layer) => router.layer(layer),
         None => router,
