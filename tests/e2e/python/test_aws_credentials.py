@@ -68,9 +68,11 @@ class Stub(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
-    def answer(self, status: int, body: str, content_type="text/plain"):
+    def answer(self, status: int, body: str, content_type="text/plain", extra=()):
         self.send_response(status)
         self.send_header("content-type", content_type)
+        for name, value in extra:
+            self.send_header(name, value)
         self.send_header("content-length", str(len(body)))
         self.end_headers()
         self.wfile.write(body.encode())
@@ -83,7 +85,7 @@ class Stub(BaseHTTPRequestHandler):
     def do_PUT(self):
         Stub.hits.append(("PUT", self.path, dict(self.headers)))
         if self.path == "/latest/api/token":
-            return self.answer(200, "imds-session-token")
+            return self.answer(200, "imds-session-token", extra=[("x-aws-ec2-metadata-token-ttl-seconds", "21600")])
         self.answer(404, "")
 
     def do_GET(self):

@@ -88,7 +88,7 @@ def test_concurrent_requests_in_several_processes_never_share_an_account(code_si
     def ask(i):
         try:
             token = tokens[i % 2]
-            text = f"{LONG} #{i}"
+            text = f"#{i} {LONG}"
             # Chat on one process, Messages on the other.
             answer = chat(first, token, text) if i % 4 < 2 else messages(second, token, text)
             results.append((i, answer))
