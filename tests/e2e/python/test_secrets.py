@@ -224,7 +224,7 @@ def test_secret_read_once_per_environment_per_ttl(sim):
         if json.loads(body or "{}").get("SecretId") != "e2e/tokens":
             continue
         ua = headers.get("user-agent", "") + " " + headers.get("x-amz-user-agent", "")
-        app = next((p[4:] for p in ua.split() if p.startswith("app/")), "other")
+        app = next((p[4:].removeprefix("hailuo-gateway-") for p in ua.split() if p.startswith("app/")), "other")
         reads[app] = reads.get(app, 0) + 1
     # The app name each process puts in its user agent: one server reads for every route.
     assert reads.get("server" if ON_SERVER else "chat-completions") == 1, reads
