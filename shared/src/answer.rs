@@ -89,14 +89,6 @@ fn busy_pause(refusals: u32) -> Duration {
     base.mul_f64(rand::rng().random_range(0.5..1.5))
 }
 
-/// The pause before asking again for an account another environment holds:
-/// 100 ms doubling per refusal, at most 800 ms, times a random factor in
-/// [0.5, 1.5), so the environments waiting for it spread.
-fn held_pause(refusals: u32) -> Duration {
-    let base = Duration::from_millis(100) * 2u32.pow(refusals.saturating_sub(1).min(3));
-    base.mul_f64(rand::rng().random_range(0.5..1.5))
-}
-
 /// Run `attempt` on an account of the request's pool, and hand back its
 /// result with the account still held. A failure that is the token's moves
 /// on: a dead token to the next one, a busy account to the next free one
@@ -209,7 +201,10 @@ where
                     // Answering in another environment: asked again soon.
                     drop(lease);
                     let refusals = busy.get(&fp).map_or(0, |(_, n)| *n) + 1;
-                    busy.insert(fp, (Instant::now() + held_pause(refusals), refusals));
+                    busy.insert(
+                        fp,
+                        (Instant::now() + crate::pool::held_pause(refusals), refusals),
+                    );
                     next = index + 1;
                     continue;
                 }

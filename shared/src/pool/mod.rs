@@ -207,8 +207,7 @@ impl SharedPool {
                 return Ok(None);
             }
             refusals += 1;
-            let pause = Duration::from_millis(100) * 2u32.pow(refusals.min(4));
-            tokio::time::sleep(pause.mul_f64(rand::random_range(0.5..1.5))).await;
+            tokio::time::sleep(held_pause(refusals)).await;
         }
     }
 
@@ -291,6 +290,14 @@ impl Drop for SharedLease {
             handle.spawn(async move { release(&pool, &fp, &holder).await });
         }
     }
+}
+
+/// The pause before asking again for an item another environment holds (an
+/// account's lease, a lock): 100 ms doubling per refusal, at most 800 ms,
+/// times a random factor in [0.5, 1.5), so the environments waiting spread.
+pub(crate) fn held_pause(refusals: u32) -> Duration {
+    let base = Duration::from_millis(100) * 2u32.pow(refusals.saturating_sub(1).min(3));
+    base.mul_f64(rand::random_range(0.5..1.5))
 }
 
 /// This process's id in the table: the function (or `server`) and a random
