@@ -2,13 +2,18 @@
 //! gateway makes: Secrets Manager (the tokens and their status) and DynamoDB
 //! (the accounts table of a shared pool).
 //!
-//! Credentials come from aws-config's default chain: the environment (what
-//! Lambda sets from the execution role), the shared config and credentials
-//! files (profiles), web identity, the ECS container credentials endpoint
-//! and EC2's instance metadata (IMDSv2). Region and endpoints come the
-//! SDK's way too: `AWS_REGION`, the profile's region, `AWS_ENDPOINT_URL` and
-//! the per-service `AWS_ENDPOINT_URL_SECRETS_MANAGER` /
-//! `AWS_ENDPOINT_URL_DYNAMODB`.
+//! Where the credentials come from depends on the binary (the
+//! `credential-chain` feature). The self-hosted server, which runs anywhere,
+//! takes aws-config's default chain: the environment, the shared config and
+//! credentials files (profiles, SSO, `credential_process`), web identity,
+//! the ECS container credentials endpoint and EC2's instance metadata
+//! (IMDSv2), with the region and endpoints found the SDK's way too
+//! (`AWS_REGION`, the profile's region, `AWS_ENDPOINT_URL` and the
+//! per-service `AWS_ENDPOINT_URL_SECRETS_MANAGER` /
+//! `AWS_ENDPOINT_URL_DYNAMODB`). A Lambda function reads the environment
+//! alone, where Lambda puts the execution role's credentials and the
+//! region: the rest of the chain is 1.2 MB of every bootstrap that Lambda
+//! would never walk (`from_env`, below).
 //!
 //! Why the SDK's requests go through reqwest (`Reqwest`, below): the SDK's
 //! default HTTP client is a second hyper stack with rustls on aws-lc-rs (a C
@@ -27,6 +32,7 @@ use std::time::Duration;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{AppName, BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_smithy_runtime_api::client::http::{
     HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient,
     SharedHttpConnector,
@@ -98,40 +104,109 @@ impl Setup {
         }
     }
 
-    /// The SDK configuration. For `Env` it is loaded once per process (the
-    /// credential chain is walked once, and its cache is shared).
+    /// The SDK configuration. For `Env` it is made once per process (the
+    /// credentials are resolved once, and their cache is shared).
     pub async fn load(&self, app_name: &str) -> SdkConfig {
         static FROM_ENV: tokio::sync::OnceCell<SdkConfig> = tokio::sync::OnceCell::const_new();
         match self {
-            Self::Env => FROM_ENV
-                .get_or_init(|| async { base(app_name).load().await })
-                .await
-                .clone(),
+            Self::Env => FROM_ENV.get_or_init(|| from_env(app_name)).await.clone(),
             Self::Explicit {
                 region,
                 endpoint,
                 access_key_id,
                 secret_access_key,
-            } => {
-                let mut loader = base(app_name)
-                    .region(Region::new(region.clone()))
-                    .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
-                        access_key_id,
-                        secret_access_key,
-                        None,
-                        None,
-                        "explicit",
-                    ));
-                if let Some(endpoint) = endpoint {
-                    loader = loader.endpoint_url(endpoint);
-                }
-                loader.load().await
-            }
+            } => assemble(
+                app_name,
+                Some(Region::new(region.clone())),
+                endpoint.clone(),
+                SharedCredentialsProvider::new(aws_credential_types::Credentials::new(
+                    access_key_id,
+                    secret_access_key,
+                    None,
+                    None,
+                    "explicit",
+                )),
+            ),
         }
     }
 }
 
-fn base(app_name: &str) -> aws_config::ConfigLoader {
+/// The self-hosted server: aws-config's loader and its whole default chain
+/// (environment, profiles with SSO and `credential_process`, web identity,
+/// the ECS endpoint, IMDSv2), with the region and endpoints found the same
+/// way.
+#[cfg(feature = "credential-chain")]
+async fn from_env(app_name: &str) -> SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .http_client(Reqwest::client())
+        .retry_config(retries())
+        .timeout_config(timeouts());
+    if let Some(app) = app(app_name) {
+        loader = loader.app_name(app);
+    }
+    loader.load().await
+}
+
+/// A Lambda function: the environment alone. Lambda puts the execution
+/// role's credentials there (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+/// `AWS_SESSION_TOKEN`) with `AWS_REGION`, and has no profile files, web
+/// identity, container endpoint or instance metadata to walk; the loader and
+/// those providers are 1.2 MB of code (the STS client among them) that a
+/// bootstrap would carry for nothing. `AWS_ENDPOINT_URL` is read, as the
+/// loader reads it (the per-service variants are the server's only).
+#[cfg(not(feature = "credential-chain"))]
+async fn from_env(app_name: &str) -> SdkConfig {
+    let env = |key: &str| std::env::var(key).ok().filter(|v| !v.trim().is_empty());
+    assemble(
+        app_name,
+        env("AWS_REGION")
+            .or_else(|| env("AWS_DEFAULT_REGION"))
+            .map(Region::new),
+        env("AWS_ENDPOINT_URL"),
+        SharedCredentialsProvider::new(
+            aws_config::environment::EnvironmentVariableCredentialsProvider::new(),
+        ),
+    )
+}
+
+/// A configuration from parts, without the loader: what it would have set
+/// (the behaviour version, a lazy identity cache, tokio's sleep for the
+/// retries' back-off) and ours.
+fn assemble(
+    app_name: &str,
+    region: Option<Region>,
+    endpoint: Option<String>,
+    credentials: SharedCredentialsProvider,
+) -> SdkConfig {
+    let mut config = SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .http_client(Reqwest::client())
+        .retry_config(retries())
+        .timeout_config(timeouts())
+        .credentials_provider(credentials)
+        .identity_cache(aws_config::identity::IdentityCache::lazy().build());
+    config.set_region(region);
+    config.set_endpoint_url(endpoint);
+    config.set_app_name(app(app_name));
+    config.set_sleep_impl(aws_smithy_async::rt::sleep::default_async_sleep());
+    config.build()
+}
+
+fn retries() -> RetryConfig {
+    RetryConfig::standard().with_max_attempts(ATTEMPTS)
+}
+
+fn timeouts() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+        .operation_timeout(OPERATION_TIMEOUT)
+        .build()
+}
+
+/// `hailuo-gateway-<function>` in the SDK's user agent, in the characters
+/// a user agent's token may hold.
+fn app(app_name: &str) -> Option<AppName> {
     let app: String = format!("hailuo-gateway-{app_name}")
         .chars()
         .map(|c| {
@@ -142,30 +217,51 @@ fn base(app_name: &str) -> aws_config::ConfigLoader {
             }
         })
         .collect();
-    let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .http_client(Reqwest::client())
-        .retry_config(RetryConfig::standard().with_max_attempts(ATTEMPTS))
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(CONNECT_TIMEOUT)
-                .operation_attempt_timeout(ATTEMPT_TIMEOUT)
-                .operation_timeout(OPERATION_TIMEOUT)
-                .build(),
-        );
-    if let Ok(app) = AppName::new(app) {
-        loader = loader.app_name(app);
-    }
-    loader
+    AppName::new(app).ok()
 }
 
-/// An SDK error in a sentence: the service's code and message when it
-/// answered, else what went wrong on the way (the whole cause chain).
-pub(crate) fn describe<E, R>(e: &aws_smithy_runtime_api::client::result::SdkError<E, R>) -> String
+/// What an SDK failure that is not the service's own answer says.
+pub(crate) enum Failure {
+    /// The call could not be made: no credentials or no region. The text says
+    /// what is missing and what to set, in one line.
+    Setup(String),
+    /// Made, and it never got an answer (connect, timeout, a broken reply).
+    Transport(String),
+}
+
+/// An SDK error that is not a service error, by what the caller can do.
+/// A missing credential or region is named by itself and its innermost
+/// cause (the chain's own sentence); the SDK's whole cause chain is for
+/// transport failures only, and clipped.
+pub(crate) fn failure<E, R>(e: &aws_smithy_runtime_api::client::result::SdkError<E, R>) -> Failure
 where
     E: std::error::Error + 'static,
-    R: std::fmt::Debug,
+    R: std::fmt::Debug + 'static,
 {
-    crate::text::clip(&DisplayErrorContext(e).to_string(), 400)
+    let mut credentials = false;
+    let mut innermost = String::new();
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(now) = cause {
+        credentials |= now
+            .downcast_ref::<aws_credential_types::provider::error::CredentialsError>()
+            .is_some();
+        innermost = now.to_string();
+        cause = now.source();
+    }
+    let whole = DisplayErrorContext(e).to_string();
+    if credentials {
+        Failure::Setup(format!(
+            "no AWS credentials ({}): Lambda sets them from the execution role; \
+             elsewhere set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile, \
+             or run with a container or instance role",
+            crate::text::clip(&innermost, 120)
+        ))
+    } else if innermost.ends_with("Missing Region") {
+        // The endpoint resolver's words when no region is configured.
+        Failure::Setup("no AWS region: set AWS_REGION".into())
+    } else {
+        Failure::Transport(crate::text::clip(&whole, 300))
+    }
 }
 
 /// The SDK's requests over reqwest (see the module comment).
@@ -240,5 +336,95 @@ impl HttpConnector for Reqwest {
             *answer.headers_mut() = headers;
             HttpResponse::try_from(answer).map_err(|e| ConnectorError::other(e.into(), None))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_credential_types::provider::{error::CredentialsError, future, ProvideCredentials};
+
+    /// A source with nothing to give, as the environment is without keys.
+    #[derive(Debug)]
+    struct Nothing;
+
+    impl ProvideCredentials for Nothing {
+        fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+        where
+            Self: 'a,
+        {
+            future::ProvideCredentials::ready(Err(CredentialsError::not_loaded(
+                "no providers in chain provided credentials",
+            )))
+        }
+    }
+
+    /// A `GetSecretValue` that cannot succeed, and its error.
+    async fn failed_call(
+        config: &SdkConfig,
+    ) -> aws_smithy_runtime_api::client::result::SdkError<
+        aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError,
+        HttpResponse,
+    > {
+        aws_sdk_secretsmanager::Client::new(config)
+            .get_secret_value()
+            .secret_id("s")
+            .send()
+            .await
+            .unwrap_err()
+    }
+
+    #[tokio::test]
+    async fn missing_credentials_are_one_short_sentence_that_says_what_to_set() {
+        let config = assemble(
+            "unit-test",
+            Some(Region::new("us-east-1")),
+            // Never reached: the credentials fail first.
+            Some("http://127.0.0.1:9".into()),
+            SharedCredentialsProvider::new(Nothing),
+        );
+        let e = failed_call(&config).await;
+        let Failure::Setup(text) = failure(&e) else {
+            panic!("not a setup failure: {}", DisplayErrorContext(&e));
+        };
+        assert!(
+            text.starts_with("no AWS credentials (no providers in chain provided credentials)"),
+            "{text}"
+        );
+        assert!(text.contains("AWS_ACCESS_KEY_ID"), "{text}");
+        // The SDK's own chain ("dispatch failure: other: ...") is not repeated.
+        assert!(!text.contains("dispatch failure"), "{text}");
+        assert!(text.len() < 300, "{text}");
+    }
+
+    #[tokio::test]
+    async fn no_region_is_named_as_such_and_a_closed_port_is_a_transport_failure() {
+        let keys = || {
+            SharedCredentialsProvider::new(aws_credential_types::Credentials::new(
+                "AKIDTEST", "secret", None, None, "test",
+            ))
+        };
+        let e = failed_call(&assemble("unit-test", None, None, keys())).await;
+        assert!(
+            matches!(failure(&e), Failure::Setup(t) if t == "no AWS region: set AWS_REGION"),
+            "{}",
+            DisplayErrorContext(&e)
+        );
+
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://{}", closed.local_addr().unwrap());
+        drop(closed);
+        let config = assemble(
+            "unit-test",
+            Some(Region::new("us-east-1")),
+            Some(endpoint),
+            keys(),
+        );
+        let e = failed_call(&config).await;
+        assert!(
+            matches!(failure(&e), Failure::Transport(t) if t.len() <= 303),
+            "{}",
+            DisplayErrorContext(&e)
+        );
     }
 }

@@ -25,11 +25,11 @@ use crate::upstream::Upstream;
 /// `runtime::serve`).
 pub async fn run_server() -> Result<(), lambda_http::Error> {
     let state = crate::voice_state_from_env("server").await?;
-    if let Some(shared) = state.credentials.shared_pool() {
+    if let Some(name) = &state.config.accounts_table {
         // A self-hoster names the table; the server makes it.
-        shared
-            .store()
-            .ensure()
+        crate::pool::table::AccountsTable::new(&crate::aws::Setup::Env, name, "server")
+            .await
+            .create_unless_there()
             .await
             .map_err(|e| format!("the accounts table (ACCOUNTS_TABLE) cannot be used: {e}"))?;
     }

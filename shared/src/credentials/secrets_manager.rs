@@ -1,16 +1,17 @@
 //! The four Secrets Manager calls the gateway makes (`GetSecretValue`,
 //! `DescribeSecret`, `PutSecretValue`, `CreateSecret`), through
 //! `aws-sdk-secretsmanager` with the process's SDK configuration (`aws.rs`:
-//! the default credential chain, the SDK's standard retry, bounded calls).
+//! its credentials, the SDK's standard retry, bounded calls).
 //!
 //! The client is built at the first call, so a function in header mode
 //! never reads any AWS setting, and what is missing (a region, credentials)
 //! is the error of the call that needed it.
 
 use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 
-use crate::aws::Setup;
+use crate::aws::{Failure, Setup};
 use crate::settings::Lookup;
 
 #[derive(Debug, thiserror::Error)]
@@ -36,45 +37,22 @@ impl AwsError {
 }
 
 /// An SDK failure as one of ours: the service's answer by its code and
-/// message (never its raw body), a request that could not be built (no
-/// region, no credentials) as what to set, anything else as unreachable.
-pub(crate) fn aws_error<E, R>(e: SdkError<E, R>) -> AwsError
+/// message (never its raw body), a call that could not be made (no region,
+/// no credentials) as what to set, anything else as unreachable.
+pub(crate) fn aws_error<E>(e: SdkError<E, HttpResponse>) -> AwsError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug + HasStatus,
 {
     match &e {
         SdkError::ServiceError(service) => AwsError::Service {
             code: service.err().code().unwrap_or("Unknown").to_string(),
             message: crate::text::clip(service.err().message().unwrap_or_default(), 300),
-            status: service.raw().status_code(),
+            status: service.raw().status().as_u16(),
         },
-        SdkError::ConstructionFailure(_) => AwsError::Setup(crate::aws::describe(&e)),
-        _ => {
-            let text = crate::aws::describe(&e);
-            // A chain with no credentials fails at dispatch, before anything is sent.
-            if text.contains("no providers in chain provided credentials")
-                || text.contains("region")
-            {
-                AwsError::Setup(format!(
-                    "{text} (set AWS_REGION and credentials: Lambda sets them from the execution role; \
-                     elsewhere the environment, a profile, the ECS endpoint or the instance's role)"
-                ))
-            } else {
-                AwsError::Transport(text)
-            }
-        }
-    }
-}
-
-/// The status of an SDK's raw response.
-pub(crate) trait HasStatus {
-    fn status_code(&self) -> u16;
-}
-
-impl HasStatus for aws_smithy_runtime_api::client::orchestrator::HttpResponse {
-    fn status_code(&self) -> u16 {
-        self.status().as_u16()
+        _ => match crate::aws::failure(&e) {
+            Failure::Setup(text) => AwsError::Setup(text),
+            Failure::Transport(text) => AwsError::Transport(text),
+        },
     }
 }
 

@@ -127,9 +127,4 @@ pub trait AccountStore: Send + Sync {
     async fn read(&self, accounts: &[String]) -> Result<Vec<Record>, StoreError>;
     /// Every account record (the admin view).
     async fn all(&self) -> Result<Vec<Record>, StoreError>;
-    /// Make the store ready: the self-hosted server creates the table when
-    /// it does not exist (the Lambda functions never do; the template does).
-    async fn ensure(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
 }
