@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::json;
@@ -188,26 +187,14 @@ pub async fn check_all(
     }
     let mut status = check_document(config, upstream, &document, &previous.tokens).await;
     status.accounts = lineages;
-    // Another maintainer's rotations since this one read are kept.
-    let guard = match &locks {
-        Some(pool) => match pool.lock("lock:lineages", Duration::from_secs(20)).await {
-            Ok(held) => held,
-            Err(e) => {
-                tracing::error!(error = %e, "the lineages' lock cannot be taken; writing without it");
-                None
-            }
-        },
-        None => None,
-    };
-    if locks.is_some() {
-        if let Ok(stored) = store.load().await {
-            renewal::merge_newer(&mut status.accounts, stored);
-        }
-    }
     count_refreshes(&renewed);
+    // Another maintainer's rotations since this one read are kept.
+    let held = renewal::merge_stored(&store, &mut status.accounts, locks.as_ref())
+        .await
+        .map_err(LivenessError::StatusUnwritable)?;
     let written = write_status(secrets, status_id, &status).await;
-    if let Some(guard) = guard {
-        guard.release().await;
+    if let Some(held) = held {
+        held.release().await;
     }
     written?;
     Ok(Report {

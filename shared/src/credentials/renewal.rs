@@ -36,7 +36,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::pool::SharedPool;
+use crate::pool::{SharedLease, SharedPool};
 use crate::redact::fingerprint;
 use crate::upstream::code::oauth::{Grant, RefreshError};
 
@@ -232,10 +232,30 @@ pub async fn save_merged(
     lineages: &mut HashMap<String, Lineage>,
     locks: Option<&Arc<SharedPool>>,
 ) -> Result<(), String> {
+    let held = merge_stored(store, lineages, locks).await?;
+    let saved = store.save(lineages).await;
+    if let Some(held) = held {
+        held.release().await;
+    }
+    saved
+}
+
+/// Before a writer stores `lineages` whole (with `locks`: the deployment's
+/// table): take the lineages' lock and merge what is stored, the newer
+/// generation of each account winning. The caller writes, then releases
+/// what this returns. Without `locks` there is one writer and nothing to
+/// merge. If the table is down the merge still happens, without the lock
+/// (logged); if another writer holds the lock past its wait, nothing may be
+/// written (a write now could put back a spent refresh token).
+pub async fn merge_stored(
+    store: &dyn LineageStore,
+    lineages: &mut HashMap<String, Lineage>,
+    locks: Option<&Arc<SharedPool>>,
+) -> Result<Option<SharedLease>, String> {
     let Some(pool) = locks else {
-        return store.save(lineages).await;
+        return Ok(None);
     };
-    let guard = match pool.lock("lock:lineages", LOCK_WAIT).await {
+    let held = match pool.lock("lock:lineages", LOCK_WAIT).await {
         Ok(Some(held)) => Some(held),
         Ok(None) => return Err("another maintainer held the lineages' lock too long".into()),
         Err(e) => {
@@ -243,17 +263,18 @@ pub async fn save_merged(
             None
         }
     };
-    let result = match store.load().await {
+    match store.load().await {
         Ok(stored) => {
             merge_newer(lineages, stored);
-            store.save(lineages).await
+            Ok(held)
         }
-        Err(e) => Err(e),
-    };
-    if let Some(guard) = guard {
-        guard.release().await;
+        Err(e) => {
+            if let Some(held) = held {
+                held.release().await;
+            }
+            Err(e)
+        }
     }
-    result
 }
 
 /// Renew every account whose renewal is due, storing each rotation before
