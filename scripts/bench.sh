@@ -7,6 +7,8 @@
 #                                        chat, the default, messages or responses)
 #   scripts/bench.sh audio               the transcription function's transcoder (audio-bench)
 #   scripts/bench.sh startup             each Lambda bootstrap's size, zip and start → ready (lambda-startup)
+#   scripts/bench.sh pool [args]         what the shared pool's table costs a request: calls and ms
+#                                        against moto's DynamoDB on loopback (pool-bench)
 #   scripts/bench.sh load                100/300/1,000 concurrent streams through the server (server-load;
 #                                        --split-cores gives the server a CPU of its own;
 #                                        --server-url URL --sim-addr 0.0.0.0:18080 drives a
@@ -18,6 +20,12 @@ case ${1:-} in
 code)
   cargo build --release --locked -p chat-completions -p chat-bench --bin chat-completions --bin code-bench
   exec "$ROOT/target/release/code-bench" --gateway-bin "$ROOT/target/release/chat-completions" "${@:2}"
+  ;;
+pool)
+  "$ROOT/scripts/setup.sh" >/dev/null
+  cargo build --release --locked -p chat-completions -p chat-bench --bin chat-completions --bin pool-bench
+  exec "$ROOT/target/release/pool-bench" --gateway-bin "$ROOT/target/release/chat-completions" \
+    --python "$VENV/bin/python" "${@:2}"
   ;;
 load)
   # The server as it ships (the `server` profile: release, unwinding panics).

@@ -216,3 +216,60 @@ pub async fn read_chat_stream(
     }
     Err(format!("stream ended without [DONE] after {have} bytes"))
 }
+
+/// An access token, by the device flow against the MiniMax Code simulator (its clock
+/// moved past the poll interval rather than waited for).
+pub async fn code_login(http: &reqwest::Client, sim_url: &str) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    // A fixed verifier: PKCE only binds the poll to its start here.
+    let verifier = b64.encode([7u8; 32]);
+    let challenge = b64.encode(sha2::Sha256::digest(verifier.as_bytes()));
+    let start: serde_json::Value = http
+        .post(format!("{sim_url}/oauth2/device/code"))
+        .form(&[
+            ("client_id", "mcode-public"),
+            ("code_challenge", &challenge),
+            ("code_challenge_method", "S256"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let control = |path: &str, body: serde_json::Value| {
+        http.post(format!("{sim_url}{path}")).json(&body).send()
+    };
+    control(
+        "/_sim/device/approve",
+        serde_json::json!({"user_code": start["user_code"], "account": "bench"}),
+    )
+    .await
+    .unwrap();
+    control(
+        "/_sim/clock",
+        serde_json::json!({"advance_s": start["interval"]}),
+    )
+    .await
+    .unwrap();
+    let grant: serde_json::Value = http
+        .post(format!("{sim_url}/oauth2/token"))
+        .form(&[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+            ("device_code", start["device_code"].as_str().unwrap()),
+            ("client_id", "mcode-public"),
+            ("code_verifier", &verifier),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    grant["access_token"]
+        .as_str()
+        .expect("an access token")
+        .to_string()
+}

@@ -13,7 +13,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use base64::Engine;
 use chat_bench::{status_kib, summarize, Run, Started};
 use hailuo_gateway::conversation::{
     Conversation, Message, ResponseFormat, Role, ThinkingWanted, ToolChoice,
@@ -22,7 +21,6 @@ use hailuo_gateway::settings::Lookup;
 use hailuo_gateway::upstream::code::{CodeClient, CodeConfig};
 use hailuo_gateway::upstream::{Turn, Upstream};
 use hailuo_simulator::code::{CodeState, Script, SharedCode};
-use sha2::Digest;
 
 /// Latencies of the newest answer the simulator sent.
 fn latencies_for(sim: &SharedCode, received: &[(Instant, usize)]) -> Vec<f64> {
@@ -114,61 +112,6 @@ async fn gateway_run(
     }
 }
 
-/// An access token, by the device flow against the simulator (its clock
-/// moved past the poll interval rather than waited for).
-async fn login(http: &reqwest::Client, sim_url: &str) -> String {
-    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    // A fixed verifier: PKCE only binds the poll to its start here.
-    let verifier = b64.encode([7u8; 32]);
-    let challenge = b64.encode(sha2::Sha256::digest(verifier.as_bytes()));
-    let start: serde_json::Value = http
-        .post(format!("{sim_url}/oauth2/device/code"))
-        .form(&[
-            ("client_id", "mcode-public"),
-            ("code_challenge", &challenge),
-            ("code_challenge_method", "S256"),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let control = |path: &str, body: serde_json::Value| {
-        http.post(format!("{sim_url}{path}")).json(&body).send()
-    };
-    control(
-        "/_sim/device/approve",
-        serde_json::json!({"user_code": start["user_code"], "account": "bench"}),
-    )
-    .await
-    .unwrap();
-    control(
-        "/_sim/clock",
-        serde_json::json!({"advance_s": start["interval"]}),
-    )
-    .await
-    .unwrap();
-    let grant: serde_json::Value = http
-        .post(format!("{sim_url}/oauth2/token"))
-        .form(&[
-            ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
-            ("device_code", start["device_code"].as_str().unwrap()),
-            ("client_id", "mcode-public"),
-            ("code_verifier", &verifier),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    grant["access_token"]
-        .as_str()
-        .expect("an access token")
-        .to_string()
-}
-
 #[tokio::main]
 async fn main() {
     let mut gateway_bin = "target/release/chat-completions".to_string();
@@ -194,7 +137,7 @@ async fn main() {
     tokio::spawn(hailuo_simulator::code::serve(listener, sim.clone()));
 
     let http = reqwest::Client::new();
-    let token = login(&http, &sim_url).await;
+    let token = chat_bench::code_login(&http, &sim_url).await;
     let env = [
         ("UPSTREAM", "minimax-code"),
         ("MINIMAX_CODE_BASE_URL", sim_url.as_str()),
