@@ -17,6 +17,8 @@ command -v espeak-ng >/dev/null || need_apt+=(espeak-ng)
 # nghttpx and openssl: the TLS + HTTP/2 front the transport test puts before the simulator.
 command -v nghttpx >/dev/null || need_apt+=(nghttp2-proxy)
 command -v openssl >/dev/null || need_apt+=(openssl)
+# Chromium, headless: the operator's page (/admin) is checked in a real browser.
+command -v chromium >/dev/null || need_apt+=(chromium)
 if ((${#need_apt[@]})); then
   log "apt-get install ${need_apt[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"

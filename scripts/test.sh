@@ -30,7 +30,11 @@ if ((${#focus[@]} == 0)); then
 fi
 
 log "build functions and simulator"
-cargo build --workspace --bins --locked
+# The functions as Lambda runs them: without the server in the same build,
+# whose `credential-chain` feature would be unified into every binary (the
+# functions read AWS credentials from the environment alone, aws.rs). The
+# server kind runs the static build below.
+cargo build --workspace --bins --exclude server --locked
 
 if ((${#focus[@]} == 0)); then
   # What `sam build` does (BuildMethod rust-cargolambda), for the host

@@ -64,8 +64,9 @@
 //! - `reply.rs`: a conversation answered, as door-neutral pieces.
 //! - `routes/`: one `Router` per function (`chat` with `chat_tests.rs` and
 //!   `chat_native_tests.rs`, `messages`, `responses`, `models`,
-//!   `token_check`, `speech`, `transcription`), with the fallbacks, limits
-//!   and CORS they share; `stream.rs`, one streamed answer in any door's
+//!   `token_check`, `speech`, `transcription`, `admin`: the operator's view
+//!   of the pool, `prometheus`: the server's `/metrics`), with the
+//!   fallbacks, limits, CORS and measurements (`measure.rs`) they share; `stream.rs`, one streamed answer in any door's
 //!   dialect.
 //! - `anthropic/`: the Messages door (request, message and events, errors
 //!   in Anthropic's shape); `responses/`: the Responses door (request,
@@ -81,15 +82,24 @@
 //! - `speech.rs`: synthesis and recognition on an account of the pool: on
 //!   the paid platform with a platform key (`Platform`), else Hailuo's
 //!   repeat turn and voice call; OpenAI voices mapped to each one's.
-//! - `metrics.rs`: events that cost money (an upstream fallback) as EMF
-//!   lines on Lambda, log events on the server.
+//! - `metrics.rs`: requests, lease waits, refreshes, fallbacks, unanswerable
+//!   requests and pool states, in one Prometheus registry (the server's
+//!   `/metrics`) and as EMF lines on Lambda.
 //! - `audio/`: codecs in-process (decode any accepted file, encode the
 //!   voice call's mp3, mp3 parts to 24 kHz PCM). Sans I/O; imports nothing
 //!   of ours.
-//! - `credentials/`: header or secret mode, API keys; `secret.rs` (Secrets
-//!   Manager documents), `pool.rs` (tokens seen dead, accounts cooling,
-//!   accounts in use), `renewal.rs` (MiniMax Code's rotating refresh tokens
-//!   and their one writer).
+//! - `credentials/`: header or secret mode, API keys, admin keys;
+//!   `secret.rs` (Secrets Manager documents), `secrets_manager.rs` (its four
+//!   calls), `renewal.rs` (MiniMax Code's rotating refresh tokens, spent by
+//!   one writer under the table's refresh lock).
+//! - `pool/`: the account pool: `local.rs` (this process's tokens seen dead,
+//!   accounts cooling, accounts in use), `store.rs` (the shared store's
+//!   trait), `table.rs` (DynamoDB's accounts table), `fake.rs` (tests), and
+//!   `SharedPool` (`mod.rs`: leases renewed while an answer lasts, marks
+//!   seen by every environment, named locks).
+//! - `aws.rs`: the AWS SDK's configuration, one per process: credentials
+//!   (the environment on Lambda, the default chain on the server), the
+//!   SDK's requests over our reqwest, retries and timeouts.
 //! - `answer.rs`: one upstream answer: lease, open with retries, timeouts,
 //!   cleanup.
 //! - `upstream/`: the `Upstream` trait (`Turn`, `Capabilities`) and its

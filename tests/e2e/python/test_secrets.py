@@ -24,10 +24,11 @@ NOKEYS_URL = "http://127.0.0.1:9003"  # e2e/tokens-no-keys
 
 LIVE, DEAD, BUSY = "tok-e2e-pool-live", "tok-e2e-pool-dead", "tok-e2e-pool-busy"
 KEY, OTHER_KEY = "sk-e2e-key-one", "sk-e2e-key-two"
+ADMIN_KEY = "sk-e2e-admin-key"
 ALL_DEAD = ["tok-e2e-alldead-1", "tok-e2e-alldead-2"]
 KEY_C = "sk-e2e-key-c"
 SECRETS = {
-    "e2e/tokens": {"tokens": [LIVE, DEAD, BUSY], "api_keys": [KEY, OTHER_KEY]},
+    "e2e/tokens": {"tokens": [LIVE, DEAD, BUSY], "api_keys": [KEY, OTHER_KEY], "admin_api_keys": [ADMIN_KEY]},
     "e2e/tokens-all-dead": {"tokens": ALL_DEAD, "api_keys": [KEY_C]},
     "e2e/tokens-no-keys": {"tokens": ["tok-e2e-nokeys-1"]},
 }
@@ -229,3 +230,97 @@ def test_secret_read_once_per_environment_per_ttl(sim):
     # The app name each process puts in its user agent: one server reads for every route.
     assert reads.get("server" if ON_SERVER else "chat-completions") == 1, reads
     assert all(n <= 1 for app, n in reads.items() if app != "other"), reads
+
+
+class Browser:
+    """Headless Chromium driven over the DevTools protocol (one page)."""
+
+    def __init__(self, tmp_path):
+        import shutil
+        import urllib.request
+
+        from websockets.sync.client import connect
+
+        binary = shutil.which("chromium") or shutil.which("chromium-browser")
+        if not binary:
+            pytest.fail("chromium is not installed (scripts/setup.sh installs it)")
+        profile = tmp_path / "chromium"
+        self.process = subprocess.Popen(
+            [binary, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
+             f"--user-data-dir={profile}", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        port_file = profile / "DevToolsActivePort"
+        deadline = time.monotonic() + 60
+        while not (port_file.exists() and port_file.read_text().count("\n") >= 1):
+            assert time.monotonic() < deadline and self.process.poll() is None, "chromium did not start"
+            time.sleep(0.1)
+        port = port_file.read_text().split("\n")[0]
+        targets = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list"))
+        page = next(t for t in targets if t["type"] == "page")
+        self.ws = connect(page["webSocketDebuggerUrl"], max_size=None)
+        self.next_id = 0
+
+    def call(self, method, **params):
+        self.next_id += 1
+        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        while True:
+            message = json.loads(self.ws.recv(timeout=30))
+            if message.get("id") == self.next_id:
+                assert "error" not in message, message
+                return message["result"]
+
+    def js(self, expression):
+        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        assert "exceptionDetails" not in result, result
+        return result["result"].get("value")
+
+    def until(self, expression, timeout=20):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = self.js(expression)
+            if value:
+                return value
+            time.sleep(0.1)
+        raise AssertionError(f"never true in the page: {expression}")
+
+    def close(self):
+        self.ws.close()
+        self.process.kill()
+        self.process.wait()
+
+
+@pytest.fixture
+def browser(tmp_path):
+    b = Browser(tmp_path)
+    yield b
+    b.close()
+
+
+def test_the_operators_page_shows_the_pool_in_a_browser_for_an_admin_key_only(browser):
+    ask(client(SECRET_URL, KEY))  # the pool has been used
+    browser.call("Page.navigate", url=f"{SECRET_URL}/admin")
+    browser.until("document.readyState === 'complete' && !!document.getElementById('key')")
+
+    def sign_in(key):
+        browser.js(f"document.getElementById('key').value = {json.dumps(key)};"
+                   "document.querySelector('#login button').click()")
+
+    # A caller's key: the page says so and shows no account.
+    sign_in(KEY)
+    error = browser.until("document.getElementById('error').textContent")
+    assert "admin" in error.lower(), error
+    assert browser.js("document.getElementById('accounts').hidden") is True
+
+    sign_in(ADMIN_KEY)
+    rows = browser.until("(() => { const r = [...document.querySelectorAll('#accounts tbody tr')];"
+                         " return r.length ? r.map(tr => [...tr.cells].map(c => c.textContent)) : null })()")
+    assert browser.js("document.getElementById('accounts').hidden") is False
+    shown = {row[0] for row in rows}
+    assert shown == {fingerprint(t) for t in (LIVE, DEAD, BUSY)}, rows
+    assert all(row[3] for row in rows), rows  # every account has a state
+    summary = browser.js("document.getElementById('summary').textContent")
+    assert summary and "this process" in summary, summary
+    text = browser.js("document.documentElement.outerHTML + document.body.innerText")
+    for secret in (LIVE, DEAD, BUSY, KEY, OTHER_KEY, ADMIN_KEY):
+        assert secret not in text, f"{secret} in the page"
