@@ -41,8 +41,8 @@ if $lambda && ! [ -x "$VENV/bin/cargo-lambda" ]; then
     "$(grep '^cargo-lambda==' tests/e2e/requirements.txt)" "$(grep '^ziglang==' tests/e2e/requirements.txt)"
 fi
 
-bins=(--bin gateway)
-$offline && bins+=(--bin hailuo-simulator)
+bins=(-p server --bin gateway)
+$offline && bins+=(-p hailuo-simulator --bin hailuo-simulator)
 log "build: ${bins[*]}$($lambda && echo ' and the functions')"
 cargo build --locked "${bins[@]}"
 if $lambda; then

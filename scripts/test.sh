@@ -30,11 +30,12 @@ if ((${#focus[@]} == 0)); then
 fi
 
 log "build functions and simulator"
-# The functions as Lambda runs them: without the server in the same build,
-# whose `credential-chain` feature would be unified into every binary (the
-# functions read AWS credentials from the environment alone, aws.rs). The
-# server kind runs the static build below.
-cargo build --workspace --bins --exclude server --locked
+# The functions as Lambda runs them: the workspace's default members, without
+# the server, whose `credential-chain` feature would be unified into every
+# binary (the functions read AWS credentials from the environment alone,
+# aws.rs); `cargo lambda watch` resolves features the same way. The server
+# kind runs the static build below.
+cargo build --bins --locked
 
 if ((${#focus[@]} == 0)); then
   # What `sam build` does (BuildMethod rust-cargolambda), for the host
@@ -50,8 +51,8 @@ if ((${#focus[@]} == 0)); then
 fi
 # The self-hosted server, static (musl), as the Dockerfile ships it: the
 # server kind of the end-to-end run uses this binary.
-log "static server: cargo lambda build --target x86_64-unknown-linux-musl --bin gateway"
-cargo lambda build --target x86_64-unknown-linux-musl --bin gateway --locked --lambda-dir "$ROOT/target/static"
+log "static server: cargo lambda build --target x86_64-unknown-linux-musl -p server --bin gateway"
+cargo lambda build --target x86_64-unknown-linux-musl -p server --bin gateway --locked --lambda-dir "$ROOT/target/static"
 mkdir -p "$ROOT/target/static/bin"
 # A hard link, not a copy: the binary is the one cargo lambda wrote.
 ln -f "$ROOT/target/static/gateway/bootstrap" "$ROOT/target/static/bin/gateway"
