@@ -146,6 +146,25 @@ def test_the_lambda_build_is_the_release_profile_cargo_toml_states():
     assert re.search(r"cargo build --profile server\b.*-p server", source(ROOT / "Dockerfile"))
 
 
+def test_sam_builds_a_function_without_the_servers_credential_chain():
+    """`sam build` runs `cargo lambda build --release --bin <function>` with
+    no package named, so features are unified over the workspace's default
+    members: the server (whose `credential-chain` feature links aws-config's
+    whole chain) must not be one of them, and every function must."""
+    workspace = tomllib.loads(source(ROOT / "Cargo.toml"))["workspace"]
+    defaults = set(workspace["default-members"])
+    assert "server" not in defaults
+    functions = {f"functions/{d.name}" for d in (ROOT / "functions").iterdir() if d.is_dir()}
+    assert functions <= defaults, functions - defaults
+    assert defaults == set(workspace["members"]) - {"server"}
+    server = tomllib.loads(source(ROOT / "server" / "Cargo.toml"))
+    assert "credential-chain" in server["dependencies"]["hailuo-gateway"]["features"]
+    for fn in functions:
+        manifest = tomllib.loads(source(ROOT / fn / "Cargo.toml"))
+        gateway = manifest["dependencies"]["hailuo-gateway"]
+        assert not isinstance(gateway, dict) or "credential-chain" not in gateway.get("features", []), fn
+
+
 CACHING_DISABLED = "4135ea2d-6df8-44a3-9df3-4b5a84be39ad"
 ALL_VIEWER_EXCEPT_HOST = "b689b0a8-53d0-40ab-baf2-68738e2966ac"
 
