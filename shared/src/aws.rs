@@ -222,8 +222,9 @@ fn app(app_name: &str) -> Option<AppName> {
 
 /// What an SDK failure that is not the service's own answer says.
 pub(crate) enum Failure {
-    /// The call could not be made: no credentials or no region. The text says
-    /// what is missing and what to set, in one line.
+    /// The call could not be made: no credentials or no region (the text says
+    /// what is missing and what to set, in one line), or a request the SDK
+    /// could not build.
     Setup(String),
     /// Made, and it never got an answer (connect, timeout, a broken reply).
     Transport(String),
@@ -248,7 +249,7 @@ where
         innermost = now.to_string();
         cause = now.source();
     }
-    let whole = DisplayErrorContext(e).to_string();
+    let whole = || crate::text::clip(&DisplayErrorContext(e).to_string(), 300);
     if credentials {
         Failure::Setup(format!(
             "no AWS credentials ({}): Lambda sets them from the execution role; \
@@ -259,8 +260,14 @@ where
     } else if innermost.ends_with("Missing Region") {
         // The endpoint resolver's words when no region is configured.
         Failure::Setup("no AWS region: set AWS_REGION".into())
+    } else if matches!(
+        e,
+        aws_smithy_runtime_api::client::result::SdkError::ConstructionFailure(_)
+    ) {
+        // The request could not be built: nothing was sent.
+        Failure::Setup(whole())
     } else {
-        Failure::Transport(crate::text::clip(&whole, 300))
+        Failure::Transport(whole())
     }
 }
 
