@@ -117,6 +117,18 @@ pub async fn start_simulator(
     (sim, url)
 }
 
+/// The MiniMax Code simulator in this process on a free loopback port, in
+/// `state`: its shared state and its base URL.
+pub async fn start_code_simulator(
+    state: hailuo_simulator::code::CodeState,
+) -> (hailuo_simulator::code::SharedCode, String) {
+    let sim: hailuo_simulator::code::SharedCode = std::sync::Arc::new(std::sync::Mutex::new(state));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(hailuo_simulator::code::serve(listener, sim.clone()));
+    (sim, url)
+}
+
 /// One streamed answer as a client saw it.
 pub struct Run {
     /// Seconds from the upstream sending text to the client holding it, per chunk.

@@ -10,7 +10,6 @@
 //! available. What the function adds is the difference. Also time to first
 //! byte on short answers and the function's peak RSS (VmHWM) while streaming.
 
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use chat_bench::{status_kib, summarize, Run, Started};
@@ -131,10 +130,7 @@ async fn main() {
     let mut state = CodeState::with_region("en");
     state.settings.pace_ms = 1;
     state.settings.chunk_chars = 100;
-    let sim: SharedCode = Arc::new(Mutex::new(state));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sim_url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(hailuo_simulator::code::serve(listener, sim.clone()));
+    let (sim, sim_url) = chat_bench::start_code_simulator(state).await;
 
     let http = reqwest::Client::new();
     let token = chat_bench::code_login(&http, &sim_url).await;

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use chat_bench::{code_login, free_port, percentile, Started};
 use futures_util::StreamExt;
-use hailuo_simulator::code::{CodeState, Script, SharedCode};
+use hailuo_simulator::code::{CodeState, Script};
 
 type Counts = Arc<Mutex<BTreeMap<String, u64>>>;
 
@@ -123,10 +123,7 @@ async fn main() {
 
     let mut state = CodeState::with_region("en");
     state.settings.pace_ms = 1;
-    let sim: SharedCode = Arc::new(Mutex::new(state));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sim_url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(hailuo_simulator::code::serve(listener, sim.clone()));
+    let (sim, sim_url) = chat_bench::start_code_simulator(state).await;
     let http = reqwest::Client::new();
     let token = code_login(&http, &sim_url).await;
 
