@@ -64,7 +64,8 @@ if $offline; then
   "$ROOT/target/debug/hailuo-simulator" --protocol "$protocol" --addr "$addr" >"$E2E_DIR/simulator.log" 2>&1 &
   pids+=($!)
   wait_http "$url$state" 30
-  export HAILUO_BASE_URL="$url" AGENT_BASE_URL="$url" MINIMAX_CODE_BASE_URL="$url" MINIMAX_CODE_ACCOUNT_URL="$url"
+  export HAILUO_BASE_URL="$url" AGENT_BASE_URL="$url" MINIMAX_CODE_BASE_URL="$url" MINIMAX_CODE_ACCOUNT_URL="$url" \
+    MINIMAX_CODE_PLATFORM_URL="$url"
   if [[ $protocol == minimax-code ]]; then
     # A simulated account, logged in as `gateway login` does it for real:
     # the simulator approves the code it prints.

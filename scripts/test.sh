@@ -156,6 +156,7 @@ start_deployments() {
   # token-liveness binary the tests run as the one writer.
   # Its speech and transcription go to the paid platform, with a caller's key.
   local code=(UPSTREAM=minimax-code "MINIMAX_CODE_BASE_URL=$CODE_SIM_URL" "MINIMAX_CODE_ACCOUNT_URL=$CODE_SIM_URL"
+    "MINIMAX_CODE_PLATFORM_URL=$CODE_SIM_URL"
     FILE_URL_ALLOW_PRIVATE=true "MINIMAX_API_BASE_URL=$API_SIM_URL")
   deploy code 9006 "${code[@]}"
   deploy codeacct 9007 "${code[@]}" TOKENS_SECRET_ID=e2e/code-tokens TOKEN_STATUS_SECRET_ID=e2e/code-status \
@@ -165,7 +166,8 @@ start_deployments() {
   # key serves when every account cannot answer now).
   deploy api 9008 UPSTREAM=minimax-api "MINIMAX_API_BASE_URL=$API_SIM_URL" FILE_URL_ALLOW_PRIVATE=true
   deploy fallback 9009 UPSTREAM=minimax-code,minimax-api "MINIMAX_API_BASE_URL=$API_SIM_URL" \
-    "MINIMAX_CODE_BASE_URL=$CODE_SIM_URL" "MINIMAX_CODE_ACCOUNT_URL=$CODE_SIM_URL" POOL_WAIT_MS=1500
+    "MINIMAX_CODE_BASE_URL=$CODE_SIM_URL" "MINIMAX_CODE_ACCOUNT_URL=$CODE_SIM_URL" \
+    "MINIMAX_CODE_PLATFORM_URL=$CODE_SIM_URL" POOL_WAIT_MS=1500
   # One pool for the deployment (ACCOUNTS_TABLE): on the emulator, each
   # function is its own process, as each Lambda environment is; the tests
   # start a second server on the same table for the server kind. The

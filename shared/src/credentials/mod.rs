@@ -201,6 +201,9 @@ pub struct AccountInfo {
     pub last_error: Option<String>,
     /// The last liveness check: live, reason, when.
     pub checked: Option<(bool, String, String)>,
+    /// The token the account answers with now, for the readings the view
+    /// makes with it (credits, plan windows); never shown.
+    pub token: crate::redact::Secret,
 }
 
 /// Who may call, and with which tokens. Built once per execution environment.
@@ -490,6 +493,7 @@ impl Credentials {
                 checked: checked(&fp),
                 fingerprint: fp,
                 upstream: free_upstream.to_string(),
+                token: crate::redact::Secret::new(token.as_str()),
                 ..AccountInfo::default()
             });
         }
@@ -507,6 +511,7 @@ impl Credentials {
                 access_expires_at: Some(lineage.expires_at),
                 refresh_dead: lineage.dead.clone(),
                 last_error: lineage.last_error.clone(),
+                token: crate::redact::Secret::new(lineage.access_token.as_str()),
             });
         }
         for key in document.minimax_api_keys.iter().chain(&self.env_keys) {
@@ -518,6 +523,7 @@ impl Credentials {
                 checked: checked(&fp),
                 fingerprint: fp,
                 upstream: "minimax-api".into(),
+                token: crate::redact::Secret::new(key.as_str()),
                 ..AccountInfo::default()
             });
         }

@@ -6,31 +6,120 @@
 //! or key is in it, nor any upstream's raw answer. With `ACCOUNTS_TABLE` the
 //! states and leases are the deployment's (every environment's); without it,
 //! this process's. The fallback counts are this process's.
+//!
+//! A MiniMax Code account's credits and plan windows are read with its
+//! access token when the view is asked for, and kept for a minute: the page
+//! asks every five seconds, and the upstream need not be polled that often.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use moka::future::Cache;
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
+use crate::upstream::{Quota, Quotas};
 use crate::AppState;
 
+/// How long an account's credits and plan reading is shown before it is
+/// read again.
+const READING_TTL: Duration = Duration::from_secs(60);
+
+/// Something that builds the reading source on first use.
+type MakeSource = dyn Fn() -> Option<Arc<dyn Quotas>> + Send + Sync;
+
+/// Where credits and plan windows are read from, and the last readings by
+/// account fingerprint (a rotated token is another fingerprint, read anew).
+/// The source is built on the first view asked for, not at start-up: its
+/// HTTP client (TLS roots and all) costs start time in every process that
+/// mounts these routes, and most never serve the view.
+#[derive(Clone)]
+pub(crate) struct Readings {
+    source: Arc<std::sync::OnceLock<Option<Arc<dyn Quotas>>>>,
+    make: Arc<MakeSource>,
+    cache: Cache<String, Quota>,
+}
+
+impl Readings {
+    #[cfg(test)]
+    pub(crate) fn new(source: Arc<dyn Quotas>) -> Self {
+        Self::lazy(move || Some(source.clone()))
+    }
+
+    pub(crate) fn lazy(make: impl Fn() -> Option<Arc<dyn Quotas>> + Send + Sync + 'static) -> Self {
+        Self {
+            source: Arc::default(),
+            make: Arc::new(make),
+            cache: Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(READING_TTL)
+                .build(),
+        }
+    }
+
+    async fn read(&self, fingerprint: &str, token: &crate::redact::Secret) -> Quota {
+        let Some(source) = self.source.get_or_init(|| (self.make)()).clone() else {
+            let why = "the MiniMax Code client could not be built";
+            return Quota {
+                credits: crate::upstream::Reading::failed(why),
+                plan: crate::upstream::Reading::failed(why),
+            };
+        };
+        let token = token.clone();
+        self.cache
+            .get_with(fingerprint.to_string(), async move {
+                source.quota(token.expose()).await
+            })
+            .await
+    }
+}
+
+#[derive(Clone)]
+struct AdminState {
+    app: AppState,
+    readings: Option<Readings>,
+}
+
+/// The view's routes; credits and plan windows are read where MiniMax Code
+/// is in the chain.
 pub fn routes(state: AppState) -> Router {
+    let on_code = state.upstreams.iter().any(|u| u.id() == "minimax-code");
+    let config = state.config.code.clone();
+    let readings = on_code.then(|| {
+        Readings::lazy(move || {
+            let client = crate::upstream::code::CodeClient::new(config.clone()).ok()?;
+            Some(Arc::new(client) as Arc<dyn Quotas>)
+        })
+    });
+    routes_with(state, readings)
+}
+
+pub(crate) fn routes_with(state: AppState, readings: Option<Readings>) -> Router {
     Router::new()
         .route("/admin/pool", get(pool))
         .route("/admin", get(page))
-        .with_state(state)
+        .with_state(AdminState {
+            app: state,
+            readings,
+        })
 }
 
-async fn pool(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
-    state.credentials.authorize_admin(&headers).await?;
-    Ok(Json(view(&state).await))
+async fn pool(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    state.app.credentials.authorize_admin(&headers).await?;
+    Ok(Json(view(&state.app, state.readings.as_ref()).await))
 }
 
-/// The pool as JSON (see the module comment).
-pub(crate) async fn view(state: &AppState) -> Value {
+/// The pool as JSON (see the module comment); with `readings`, each MiniMax
+/// Code account's credits and plan windows where it has a live token.
+pub(crate) async fn view(state: &AppState, readings: Option<&Readings>) -> Value {
     let free = state
         .config
         .upstreams
@@ -68,6 +157,8 @@ pub(crate) async fn view(state: &AppState) -> Value {
             "holder": Value::Null,
             "last_error": Value::Null,
             "access_token_expires_at": account.access_expires_at,
+            "credits": Value::Null,
+            "plan": Value::Null,
         });
         if let Some(name) = &account.account {
             row["account"] = json!(name);
@@ -116,6 +207,9 @@ pub(crate) async fn view(state: &AppState) -> Value {
         *totals.entry(state_name).or_default() += 1;
         rows.push(row);
     }
+    if let Some(readings) = readings {
+        read_quotas(readings, &state.config.code, &accounts, &mut rows, now_ms).await;
+    }
     let fallbacks: Vec<Value> = crate::metrics::fallbacks()
         .into_iter()
         .map(|(from, to, count)| json!({"from": from, "to": to, "count": count}))
@@ -132,6 +226,40 @@ pub(crate) async fn view(state: &AppState) -> Value {
         "totals": totals,
         "fallbacks": fallbacks,
     })
+}
+
+/// Each MiniMax Code account's credits and plan windows, read at once
+/// (each reading within its own timeout), into its row. A dead account, an
+/// expired access token or another region's account is not asked.
+async fn read_quotas(
+    readings: &Readings,
+    code: &crate::upstream::code::CodeConfig,
+    accounts: &[crate::credentials::AccountInfo],
+    rows: &mut [Value],
+    now_ms: u64,
+) {
+    let region = code.region.as_str();
+    let asked = accounts
+        .iter()
+        .zip(rows.iter())
+        .map(|(account, row)| async move {
+            let on_code = account.upstream == "minimax-code";
+            let expired = account
+                .access_expires_at
+                .is_some_and(|at| at.saturating_mul(1000) <= now_ms);
+            let elsewhere = account.region.as_deref().is_some_and(|r| r != region);
+            if !on_code || expired || elsewhere || row["state"] == "dead" {
+                return None;
+            }
+            Some(readings.read(&account.fingerprint, &account.token).await)
+        });
+    let quotas = futures_util::future::join_all(asked).await;
+    for (row, quota) in rows.iter_mut().zip(quotas) {
+        if let Some(quota) = quota {
+            row["credits"] = serde_json::to_value(&quota.credits).unwrap_or_default();
+            row["plan"] = serde_json::to_value(&quota.plan).unwrap_or_default();
+        }
+    }
 }
 
 /// The page: no data of its own; it asks for the admin key once (kept in
@@ -166,13 +294,18 @@ mod tests {
     use crate::pool::SharedPool;
     use crate::redact::fingerprint;
     use crate::testing::{config_of, get, state, FakeUpstream};
-    use crate::upstream::Unavailability;
+    use crate::upstream::{Credits, Quota, Quotas, Reading, Unavailability};
 
     const DOCUMENT: &str = r#"{"tokens": ["tok-secret-1", "tok-secret-2"],
         "api_keys": ["sk-caller"], "admin_api_keys": ["sk-admin"],
         "minimax_api_keys": ["sk-api-paid-key"]}"#;
 
     fn app(shared: Option<Arc<FakeStore>>) -> (axum::Router, std::path::PathBuf) {
+        let (app, file) = app_state(shared);
+        (crate::routes::token_check::router(app), file)
+    }
+
+    fn app_state(shared: Option<Arc<FakeStore>>) -> (crate::AppState, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("gw-admin-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("tokens.json");
@@ -193,7 +326,106 @@ mod tests {
         let fake = FakeUpstream::answering("x", Duration::from_millis(1));
         let mut app = state(&fake, config_of(&[]));
         app.credentials = Arc::new(credentials);
-        (crate::routes::token_check::router(app), file)
+        (app, file)
+    }
+
+    /// Readings by token: the first account has credits and no plan, the
+    /// second's reading fails; every call is counted.
+    #[derive(Default)]
+    struct FakeQuotas {
+        calls: std::sync::Mutex<Vec<String>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Quotas for FakeQuotas {
+        async fn quota(&self, token: &str) -> Quota {
+            self.calls.lock().unwrap().push(token.to_string());
+            match token {
+                "tok-secret-1" => Quota {
+                    credits: Reading::Read(Credits {
+                        balance: 812.5,
+                        grants: 2,
+                    }),
+                    plan: Reading::not_readable("no Token Plan on this account (2062)"),
+                },
+                _ => Quota {
+                    credits: Reading::failed("credit/details could not be reached"),
+                    plan: Reading::failed("coding_plan/remains could not be reached"),
+                },
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn credits_and_plans_are_read_once_a_minute_for_live_code_accounts_only() {
+        let store = Arc::new(FakeStore::default());
+        let (state, _file) = app_state(Some(store.clone()));
+        let quotas = Arc::new(FakeQuotas::default());
+        let app = super::routes_with(state, Some(super::Readings::new(quotas.clone())));
+
+        let (status, body) = get(&app, "/admin/pool", Some("sk-admin")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(!body.contains("tok-secret"), "{body}");
+        let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let row = |fp: &str| {
+            view["accounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|a| a["fingerprint"] == fp)
+                .unwrap()
+                .clone()
+        };
+        let first = row(&fingerprint("tok-secret-1"));
+        assert_eq!(
+            first["credits"],
+            serde_json::json!({"balance": 812.5, "grants": 2})
+        );
+        assert_eq!(first["plan"]["readable"], false);
+        let second = row(&fingerprint("tok-secret-2"));
+        assert_eq!(
+            second["credits"]["error"],
+            "credit/details could not be reached"
+        );
+        // The paid key is not MiniMax Code's: not asked, nothing shown.
+        assert!(row(&fingerprint("sk-api-paid-key"))["credits"].is_null());
+        let mut asked = quotas.calls.lock().unwrap().clone();
+        asked.sort();
+        assert_eq!(asked, ["tok-secret-1", "tok-secret-2"]);
+
+        // Asked again within the minute: the readings are the last ones.
+        let (_, again) = get(&app, "/admin/pool", Some("sk-admin")).await;
+        assert!(again.contains("812.5"), "{again}");
+        assert_eq!(quotas.calls.lock().unwrap().len(), 2, "read once a minute");
+
+        // A dead account is not asked (a fresh cache: a new router).
+        store
+            .mark(
+                &fingerprint("tok-secret-2"),
+                &Mark {
+                    upstream: "minimax-code".into(),
+                    state: State::Dead,
+                    for_ms: 60_000,
+                    reason: "rejected".into(),
+                    holder: "test".into(),
+                },
+            )
+            .await
+            .unwrap();
+        let quotas = Arc::new(FakeQuotas::default());
+        let (state, _file2) = app_state(Some(store.clone()));
+        let app = super::routes_with(state, Some(super::Readings::new(quotas.clone())));
+        let (_, body) = get(&app, "/admin/pool", Some("sk-admin")).await;
+        let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let dead = view["accounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["fingerprint"] == fingerprint("tok-secret-2"))
+            .unwrap();
+        assert_eq!(dead["state"], "dead");
+        assert!(dead["credits"].is_null());
+        assert_eq!(*quotas.calls.lock().unwrap(), ["tok-secret-1"]);
     }
 
     #[tokio::test]

@@ -37,7 +37,7 @@ async fn with_key(State(state): State<AppState>, headers: HeaderMap) -> Result<R
 /// Every figure (`metrics::encode`) with the pool's states as the admin
 /// view reads them now, in the OpenMetrics text Prometheus scrapes.
 async fn prometheus(state: &AppState) -> Response {
-    let view = super::admin::view(state).await;
+    let view = super::admin::view(state, None).await;
     let mut counts = std::collections::BTreeMap::<(String, String), u64>::new();
     for account in view["accounts"].as_array().into_iter().flatten() {
         let key = (

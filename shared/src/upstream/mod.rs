@@ -447,6 +447,88 @@ pub trait Voice: Send + Sync + 'static {
     async fn transcribe(&self, token: &str, mp3: bytes::Bytes) -> Result<String, UpstreamError>;
 }
 
+/// What an account may still spend, where its upstream reports it (MiniMax
+/// Code's account service, section 7): for the operator's view, never on a
+/// request's path.
+///
+/// Its own trait, as `Voice` is: only the routes that show the pool (the
+/// token-check function and the server) make one, so the chat functions
+/// link none of it.
+#[async_trait]
+pub trait Quotas: Send + Sync + 'static {
+    /// The account's credits and plan windows, read with its access token.
+    /// Each half says on its own whether it was read, not readable, or failed.
+    async fn quota(&self, token: &str) -> Quota;
+}
+
+/// An account's credits and Token Plan windows.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Quota {
+    pub credits: Reading<Credits>,
+    pub plan: Reading<Plan>,
+}
+
+/// One half of a [`Quota`], as the upstream answered.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(untagged)]
+pub enum Reading<T> {
+    Read(T),
+    /// The upstream says there is nothing to read for this account (no
+    /// plan, or a token that may not read it): not an account fault.
+    NotReadable {
+        readable: bool,
+        reason: String,
+    },
+    /// The call failed: what happened, in our words (no upstream body).
+    Failed {
+        error: String,
+    },
+}
+
+impl<T> Reading<T> {
+    pub(crate) fn not_readable(reason: impl Into<String>) -> Self {
+        Reading::NotReadable {
+            readable: false,
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn failed(error: impl Into<String>) -> Self {
+        Reading::Failed {
+            error: error.into(),
+        }
+    }
+}
+
+/// The credits balance: the unexpired grants' remaining amounts, summed.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Credits {
+    /// In the account's credit units (a display figure: the upstream sends
+    /// decimal strings, summed here as `f64` and rounded to hundredths).
+    pub balance: f64,
+    /// How many unexpired grants make it up.
+    pub grants: usize,
+}
+
+/// The Token Plan's two windows (`None` where the upstream sent none).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Plan {
+    /// The rolling 5-hour window.
+    pub interval: Option<PlanWindow>,
+    pub weekly: Option<PlanWindow>,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct PlanWindow {
+    /// What is left of the window, 0 to 100.
+    pub remaining_percent: f64,
+    /// The window has no limit (status 3).
+    pub unlimited: bool,
+    /// Unix seconds.
+    pub starts_at: Option<u64>,
+    pub ends_at: Option<u64>,
+}
+
 /// Whether an answer is an event stream (`Content-Type: text/event-stream`).
 pub(crate) fn is_event_stream(response: &reqwest::Response) -> bool {
     response

@@ -202,6 +202,12 @@ class CodeSim:
     def violations(self) -> list:
         return self.http.get("/_sim/violations").raise_for_status().json()["violations"]
 
+    def account_info(self, account: str, **info):
+        """What an account holds for the credits and plan routes (section 7):
+        `credits`, `expired_credits`, `plan` (`none`, `login_fail`),
+        `plan_remaining_percent`, `plan_unlimited`."""
+        self.http.post("/_sim/accounts", json={"account": account, **info}).raise_for_status()
+
     def requests(self, path_suffix: str = "/messages") -> list[dict]:
         log = self.http.get("/_sim/log").raise_for_status().json()["requests"]
         return [r for r in log if r["path"].endswith(path_suffix)]

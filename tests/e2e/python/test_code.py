@@ -16,6 +16,7 @@ import threading
 import time
 
 import boto3
+import httpx
 import openai
 import pytest
 
@@ -244,7 +245,8 @@ def aws_env() -> dict:
 
 def code_env(**extra) -> dict:
     return {"PATH": os.environ["PATH"], "RUST_LOG": "info", "UPSTREAM": "minimax-code",
-            "MINIMAX_CODE_BASE_URL": CODE_SIM_URL, "MINIMAX_CODE_ACCOUNT_URL": CODE_SIM_URL, **extra}
+            "MINIMAX_CODE_BASE_URL": CODE_SIM_URL, "MINIMAX_CODE_ACCOUNT_URL": CODE_SIM_URL,
+            "MINIMAX_CODE_PLATFORM_URL": CODE_SIM_URL, **extra}
 
 
 def gateway_login(code_sim, account: str, *target: str, env: dict | None = None) -> str:
@@ -330,6 +332,57 @@ def test_login_then_tokens_expiring_under_load_renewed_by_the_one_writer(code_si
         "the user's secret is never rewritten by the gateway"
     # The code_sim fixture asserts no violation: no refresh token spent twice,
     # no two refreshes of one account at once, no foreign token.
+
+
+def test_the_operators_view_shows_each_accounts_credits_and_plan_windows(code_sim):
+    """The deployment on port 9007 shows, for each MiniMax Code account, the
+    credits balance (unexpired grants only) and the Token Plan's windows,
+    read from the simulator's account service with the account's own access
+    token; a plan-less account reads as not readable, not as a fault; a
+    caller's key gets a 403, and no token is in the view."""
+    sm = secretsmanager()
+    put_secret(sm, "e2e/code-tokens", {"api_keys": ["sk-e2e-code"], "admin_api_keys": ["sk-e2e-code-admin"]})
+    put_secret(sm, "e2e/code-status", {})
+    code_sim.account_info("acct-plan", credits="42.00", expired_credits="99.00", plan_remaining_percent=60)
+    code_sim.account_info("acct-noplan", credits="7.25", plan="none")
+    env = code_env(**aws_env())
+    gateway_login(code_sim, "acct-plan", "--secret-id", "e2e/code-tokens", env=env)
+    gateway_login(code_sim, "acct-noplan", "--secret-id", "e2e/code-tokens", env=env)
+    stored = json.loads(sm.get_secret_value(SecretId="e2e/code-tokens")["SecretString"])
+    secrets = [a[k] for a in stored["minimax_code_accounts"] for k in ("access_token", "refresh_token") if a.get(k)]
+    assert len(secrets) >= 2
+
+    http = httpx.Client(base_url=CODE_ACCOUNTS_URL, timeout=30)
+    caller = http.get("/admin/pool", headers={"authorization": "Bearer sk-e2e-code"})
+    assert caller.status_code == 403, caller.text
+    # The deployment reads its secret again after a second.
+    deadline, view = time.monotonic() + 20, {}
+    while time.monotonic() < deadline:
+        r = http.get("/admin/pool", headers={"authorization": "Bearer sk-e2e-code-admin"})
+        if r.status_code == 200 and len((view := r.json())["accounts"]) == 2:
+            break
+        time.sleep(0.3)
+    assert len(view.get("accounts", [])) == 2, view
+    assert not any(s in r.text for s in secrets), "a token is in the view"
+    # Rows are named by fingerprint: told apart here by what they hold.
+    noplan, plan = sorted(view["accounts"], key=lambda a: (a["credits"] or {}).get("balance", 0))
+    assert plan["credits"] == {"balance": 42.0, "grants": 1}, plan
+    window = plan["plan"]["interval"]
+    assert window["remaining_percent"] == 60 and not window["unlimited"], plan
+    assert window["ends_at"] - window["starts_at"] == 5 * 3600, window
+    assert plan["plan"]["weekly"]["ends_at"] - plan["plan"]["weekly"]["starts_at"] == 7 * 24 * 3600
+    assert noplan["credits"] == {"balance": 7.25, "grants": 1}, noplan
+    assert noplan["plan"]["readable"] is False and "2062" in noplan["plan"]["reason"], noplan
+    assert noplan["state"] == "ready"
+
+    # Read once, kept for a minute: the page's refreshes do not poll upstream.
+    asked = len(code_sim.requests("/coding_plan/remains"))
+    assert asked == 2, code_sim.requests("/coding_plan/remains")
+    for _ in range(3):
+        http.get("/admin/pool", headers={"authorization": "Bearer sk-e2e-code-admin"}).raise_for_status()
+    assert len(code_sim.requests("/coding_plan/remains")) == asked
+    # The code_sim fixture asserts no violation: each reading carried an
+    # access token the simulator issued, as a bearer.
 
 
 @server_only

@@ -172,11 +172,25 @@ fn one() -> u32 {
     1
 }
 
-/// What an account holds, for the credits and plan routes.
+/// What an account holds, for the credits and plan routes (section 7).
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct AccountInfo {
+    /// The unexpired grant's `remaining_amount` (`"800.00"` by default).
     #[serde(default)]
     pub credits: Option<String>,
+    /// A second grant, already expired: it must not count in the balance.
+    #[serde(default)]
+    pub expired_credits: Option<String>,
+    /// The Token Plan: `active` (default), `none` (the 2062 answer) or
+    /// `login_fail` (the 1004 answer an mcode token got).
+    #[serde(default)]
+    pub plan: Option<String>,
+    /// The 5-hour window's `remaining_percent` (100 by default).
+    #[serde(default)]
+    pub plan_remaining_percent: Option<f64>,
+    /// `current_interval_status` 3: unlimited.
+    #[serde(default)]
+    pub plan_unlimited: bool,
 }
 
 #[derive(Default)]
@@ -297,6 +311,10 @@ pub fn router(state: SharedCode) -> Router {
         )
         .route("/mavis/api/v1/models", get(catalogue))
         .route("/minimax-cloud/api/v1/credit/details", get(credits))
+        .route(
+            "/v1/api/openplatform/coding_plan/remains",
+            get(plan_remains),
+        )
         .route("/_sim/state", get(control::state))
         .route("/_sim/reset", post(control::reset))
         .route("/_sim/settings", post(control::settings))
@@ -1362,18 +1380,59 @@ async fn catalogue(
 
 async fn credits(AxState(st): AxState<SharedCode>, headers: HeaderMap) -> Response {
     let mut s = st.lock().unwrap();
+    log(&mut s, "/minimax-cloud/api/v1/credit/details", json!({}));
     let account = match authorize(&mut s, &headers, "/minimax-cloud/api/v1/credit/details") {
         Ok(a) => a,
         Err(r) => return *r,
     };
-    let credits = s
-        .accounts
-        .get(&account)
-        .and_then(|a| a.credits.clone())
-        .unwrap_or_else(|| "800.00".into());
-    Json(json!({"details": [{"remaining_amount": credits, "consumed_amount": "0.00",
-        "granted_amount": credits, "credit_type": "grant", "granted_at_ms": 0, "expire_at_ms": 4102444800000u64}],
-        "total_count": 1, "base_resp": {"status_code": 0, "status_msg": ""}}))
+    let info = s.accounts.get(&account).cloned().unwrap_or_default();
+    let credits = info.credits.unwrap_or_else(|| "800.00".into());
+    let mut details = vec![
+        json!({"remaining_amount": credits, "consumed_amount": "0.00",
+        "granted_amount": credits, "credit_type": "grant", "granted_at_ms": 0, "expire_at_ms": 4102444800000u64}),
+    ];
+    if let Some(expired) = info.expired_credits {
+        details.push(json!({"remaining_amount": expired, "consumed_amount": "0.00",
+            "granted_amount": expired, "credit_type": "gift", "granted_at_ms": 0, "expire_at_ms": 1000}));
+    }
+    Json(json!({"details": details, "total_count": details.len(),
+        "base_resp": {"status_code": 0, "status_msg": ""}}))
+    .into_response()
+}
+
+/// The Token Plan's windows (section 7): the 5-hour window and the week,
+/// on the simulator clock, in milliseconds.
+async fn plan_remains(AxState(st): AxState<SharedCode>, headers: HeaderMap) -> Response {
+    let mut s = st.lock().unwrap();
+    let path = "/v1/api/openplatform/coding_plan/remains";
+    log(&mut s, path, json!({}));
+    let account = match authorize(&mut s, &headers, path) {
+        Ok(a) => a,
+        Err(r) => return *r,
+    };
+    let info = s.accounts.get(&account).cloned().unwrap_or_default();
+    let failure = |code: u32, message: &str| {
+        Json(json!({"base_resp": {"status_code": code, "status_msg": message}})).into_response()
+    };
+    match info.plan.as_deref().unwrap_or("active") {
+        "none" => return failure(2062, "no active token plan subscription"),
+        "login_fail" => return failure(1004, "login fail: Please carry the API secret key"),
+        _ => {}
+    }
+    let now_ms = (s.now() * 1000.0) as u64;
+    let (five_hours, week) = (5 * 3600 * 1000u64, 7 * 24 * 3600 * 1000u64);
+    let (start, weekly_start) = (now_ms - now_ms % five_hours, now_ms - now_ms % week);
+    let percent = info.plan_remaining_percent.unwrap_or(100.0);
+    let status = if info.plan_unlimited { 3 } else { 1 };
+    Json(json!({"model_remains": [{
+        "model_name": "general",
+        "start_time": start, "end_time": start + five_hours,
+        "current_interval_total_count": 1500, "current_interval_usage_count": 0,
+        "current_interval_remaining_percent": percent, "current_interval_status": status,
+        "weekly_start_time": weekly_start, "weekly_end_time": weekly_start + week,
+        "current_weekly_total_count": 15000, "current_weekly_usage_count": 0,
+        "current_weekly_remaining_percent": 100, "current_weekly_status": status,
+    }], "base_resp": {"status_code": 0, "status_msg": "success"}}))
     .into_response()
 }
 

@@ -20,8 +20,8 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 pub struct CodeClient {
     /// The web chats' connections (the same TLS roots, `SSL_CERT_FILE`
     /// included, and another connection past an HTTP/2 stream limit).
-    http: crate::upstream::browser::Connections,
-    config: CodeConfig,
+    pub(super) http: crate::upstream::browser::Connections,
+    pub(super) config: CodeConfig,
     catalogue: Catalogue,
 }
 
@@ -76,7 +76,7 @@ impl CodeClient {
 
     /// An access token, never a refresh token: rotating a caller's refresh
     /// token would spend it without handing back its successor.
-    fn check_token(token: &str) -> Result<(), UpstreamError> {
+    pub(super) fn check_token(token: &str) -> Result<(), UpstreamError> {
         if token.starts_with("mmort_") {
             return Err(UpstreamError::InvalidToken {
                 fingerprint: fingerprint(token),

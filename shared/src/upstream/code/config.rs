@@ -42,6 +42,13 @@ impl Region {
             Region::Cn => "https://account.minimax.cn",
         }
     }
+
+    fn default_platform_url(self) -> &'static str {
+        match self {
+            Region::Intl => "https://platform.minimax.io",
+            Region::Cn => "https://www.minimaxi.com",
+        }
+    }
 }
 
 /// Whether the official client's optional headers are sent (section 4.2).
@@ -60,6 +67,9 @@ pub struct CodeConfig {
     pub base_url: String,
     /// OAuth host, `MINIMAX_CODE_ACCOUNT_URL` (by region).
     pub account_url: String,
+    /// Token Plan host, `MINIMAX_CODE_PLATFORM_URL` (by region; section 7):
+    /// read only for the operator's view.
+    pub platform_url: String,
     /// `MINIMAX_CODE_LLM_PATH` (`/mavis/api/v1/llm/v1`): exactly one `/v1`
     /// follows `/llm`, and `/messages` is appended to it.
     pub llm_path: String,
@@ -104,6 +114,7 @@ impl CodeConfig {
             region,
             base_url: url("MINIMAX_CODE_BASE_URL", region.default_base_url()),
             account_url: url("MINIMAX_CODE_ACCOUNT_URL", region.default_account_url()),
+            platform_url: url("MINIMAX_CODE_PLATFORM_URL", region.default_platform_url()),
             llm_path: url("MINIMAX_CODE_LLM_PATH", "/mavis/api/v1/llm/v1"),
             client_id: env.text("MINIMAX_CODE_CLIENT_ID", "mcode-public"),
             anthropic_version: env.text("MINIMAX_CODE_ANTHROPIC_VERSION", "2023-06-01"),
@@ -142,6 +153,11 @@ impl CodeConfig {
                 &self.account_url,
                 &["account.minimax.io", "account.minimax.cn"][..],
             ),
+            (
+                "MINIMAX_CODE_PLATFORM_URL",
+                &self.platform_url,
+                &["platform.minimax.io", "www.minimaxi.com"][..],
+            ),
         ] {
             let parsed = url::Url::parse(value).map_err(|e| format!("{key} is not a URL: {e}"))?;
             let host = parsed.host_str().unwrap_or_default();
@@ -179,10 +195,12 @@ mod tests {
         let c = config(&[]);
         assert_eq!(c.base_url, "https://agent.minimax.io");
         assert_eq!(c.account_url, "https://account.minimax.io");
+        assert_eq!(c.platform_url, "https://platform.minimax.io");
         assert_eq!(c.llm_path, "/mavis/api/v1/llm/v1");
         assert!(c.check_hosts().is_ok() && c.is_intl());
         let c = config(&[("MINIMAX_CODE_REGION", "cn")]);
         assert_eq!(c.base_url, "https://agent.minimax.cn");
+        assert_eq!(c.platform_url, "https://www.minimaxi.com");
         assert!(c.check_hosts().is_ok() && !c.is_intl());
         // The older China host is accepted as a base URL.
         let c = config(&[
@@ -194,6 +212,7 @@ mod tests {
         let c = config(&[
             ("MINIMAX_CODE_BASE_URL", "http://127.0.0.1:18090"),
             ("MINIMAX_CODE_ACCOUNT_URL", "http://127.0.0.1:18090"),
+            ("MINIMAX_CODE_PLATFORM_URL", "http://127.0.0.1:18090"),
         ]);
         assert!(c.check_hosts().is_ok());
     }
@@ -209,5 +228,8 @@ mod tests {
             let e = c.check_hosts().unwrap_err();
             assert!(e.contains("MINIMAX_CODE_BASE_URL"), "{e}");
         }
+        let c = config(&[("MINIMAX_CODE_PLATFORM_URL", "https://platform.example.com")]);
+        let e = c.check_hosts().unwrap_err();
+        assert!(e.contains("MINIMAX_CODE_PLATFORM_URL"), "{e}");
     }
 }

@@ -16,12 +16,14 @@
 //!   400 or 413, the upstream's fault).
 //! - `client.rs`: the HTTP calls of the messages route.
 //! - `oauth.rs`: the account service (device flow, refresh grant).
+//! - `quota.rs`: credits and plan windows, for the operator's view.
 
 mod client;
 pub(crate) mod config;
 mod errors;
 mod models;
 pub mod oauth;
+mod quota;
 mod request;
 mod stream;
 

@@ -138,6 +138,7 @@ async fn main() {
         ("UPSTREAM", "minimax-code"),
         ("MINIMAX_CODE_BASE_URL", sim_url.as_str()),
         ("MINIMAX_CODE_ACCOUNT_URL", sim_url.as_str()),
+        ("MINIMAX_CODE_PLATFORM_URL", sim_url.as_str()),
     ];
     let gateway = Started::gateway(&gateway_bin, &sim_url, &env).wait_until_up();
     let url = format!("http://127.0.0.1:{}/v1/chat/completions", gateway.port);

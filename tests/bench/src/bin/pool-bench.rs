@@ -165,6 +165,7 @@ async fn main() {
         ("UPSTREAM", "minimax-code"),
         ("MINIMAX_CODE_BASE_URL", sim_url.as_str()),
         ("MINIMAX_CODE_ACCOUNT_URL", sim_url.as_str()),
+        ("MINIMAX_CODE_PLATFORM_URL", sim_url.as_str()),
     ];
     let local = Started::gateway(&gateway_bin, &sim_url, &code).wait_until_up();
     let mut shared_env: Vec<(&str, &str)> = code.to_vec();
