@@ -64,7 +64,7 @@ fi
 
 mkdir -p "$E2E_DIR"
 # Every deployment's port but the header one's ($LAMBDA_PORT).
-DEPLOYMENT_PORTS="9001 9002 9003 9004 9005 9006 9007 9008 9009 9010"
+DEPLOYMENT_PORTS="9001 9002 9003 9004 9005 9006 9007 9008 9009 9010 9011 9012"
 pids=() deployment_pids=()
 cleanup() {
   for p in "${pids[@]}" "${deployment_pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -176,6 +176,12 @@ start_deployments() {
   [[ $GATEWAY_KIND == server ]] || "$VENV/bin/python" "$ROOT/tests/e2e/aws/table.py" "e2e-accounts-$GATEWAY_KIND"
   deploy shared 9010 "${code[@]}" "ACCOUNTS_TABLE=e2e-accounts-$GATEWAY_KIND" POOL_LEASE_TTL_MS=3000 \
     POOL_WAIT_MS=30000 UPSTREAM_IDLE_TIMEOUT_MS=5000 UPSTREAM_FIRST_BYTE_TIMEOUT_MS=5000
+  # Two deployments of the Hailuo speech on one table, in header mode: two
+  # environments of one function, for the voice that is per-account state.
+  [[ $GATEWAY_KIND == server ]] || "$VENV/bin/python" "$ROOT/tests/e2e/aws/table.py" "e2e-voices-$GATEWAY_KIND"
+  local voices=("ACCOUNTS_TABLE=e2e-voices-$GATEWAY_KIND" POOL_LEASE_TTL_MS=3000 POOL_WAIT_MS=30000)
+  deploy voices 9011 "${voices[@]}"
+  deploy voices-b 9012 "${voices[@]}"
   for port in "$LAMBDA_PORT" $DEPLOYMENT_PORTS; do wait_http "http://127.0.0.1:$port/" 120; done
   [[ $GATEWAY_KIND == watch ]] || return 0
   # The emulator starts a function on its first request: warm them before any

@@ -6,7 +6,9 @@ The deployment on port 9010 shares the table `e2e-accounts-<kind>`. On the
 emulator every function is its own process, as every Lambda environment is:
 the chat, Messages and Responses doors are three environments. On the server
 kind the tests start a second (and a third) server on the same table, as
-replicas behind a balancer."""
+replicas behind a balancer. Speech across processes runs on Hailuo, whose
+voice is per-account state: the deployments on ports 9011 and 9012 (two
+emulators, or two servers) share `e2e-voices-<kind>`."""
 
 import json
 import os
@@ -209,3 +211,47 @@ def test_two_maintainers_started_together_spend_each_refresh_token_once(code_sim
     assert all(l["generation"] == 1 and "dead" not in l for l in status["accounts"].values()), status
     # The fixture asserts no violation: no refresh token presented twice, no
     # two refreshes of one account in flight at once.
+
+
+VOICE_URLS = ("http://127.0.0.1:9011", "http://127.0.0.1:9012")  # Hailuo, one table
+
+
+def test_two_speeches_on_one_account_take_turns_across_processes(sim, new_token):
+    """The voice is the account's setting upstream (set, then poll): two
+    syntheses on one account at once would speak in each other's voices,
+    which the simulator records as a violation (a poll whose voice is no
+    longer the account's). Two deployments on one table stand for two
+    environments of the speech function; each synthesis holds its lease
+    from the repeat turn to its last part, so the second waits."""
+    # A synthesis that takes a while: a window the other would fall into.
+    sim.settings(tts_polls_before_ready=4)
+    token = new_token("turns")
+    asked = {VOICE_URLS[0]: ("alloy", "male-botong"), VOICE_URLS[1]: ("shimmer", "xiaoyi_mix_hailuo")}
+    audio, errors = {}, []
+    start = threading.Barrier(len(asked))
+
+    def speak(base, voice):
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key=token, max_retries=0, timeout=60)
+        try:
+            start.wait(10)
+            audio[base] = client.audio.speech.create(model="tts-1", voice=voice, input=f"{voice} speaks").content
+        except Exception as e:  # noqa: BLE001 (reported below)
+            errors.append((base, repr(e)))
+
+    threads = [threading.Thread(target=speak, args=(base, voice)) for base, (voice, _) in asked.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(90)
+    assert not errors, errors
+    syntheses = [s for s in sim.state()["syntheses"] if s["token_fp"] == fingerprint(token)]
+    assert sorted(s["voice"] for s in syntheses) == sorted(v for _, v in asked.values())
+    for base, (voice, upstream_voice) in asked.items():
+        spoken = next(s for s in syntheses if s["voice"] == upstream_voice)
+        assert spoken["text"] == f"{voice} speaks"
+        parts = b"".join(httpx.get(u, headers={"Referer": "https://hailuoai.com/"}).content for u in spoken["parts"])
+        assert audio[base] == parts, f"{base} spoke its own text in its own voice"
+    # The fixture asserts no violation: no poll found the other's voice set.
+    item = dynamodb().get_item(TableName=f"e2e-voices-{GATEWAY_KIND}",
+                               Key={"account": {"S": fingerprint(token)}}, ConsistentRead=True).get("Item")
+    assert item and "holder" not in item, f"the lease was taken in the table and given back: {item}"
