@@ -174,11 +174,14 @@ pub use server::run_server;
 /// implementation is linked into the functions that speak and no other.
 type WithVoice = fn(Arc<upstream::hailuo::HailuoClient>) -> Arc<dyn upstream::Voice>;
 
-/// The chat upstreams in the order they are tried, and the first one's
-/// voice when it has one and it was asked for.
+/// The chat upstreams in the order they are tried, the first one's voice
+/// when it has one and it was asked for, and the chain's `minimax-api`
+/// client when it lists one (the functions that speak reuse it for the
+/// platform rather than opening a second connection pool).
 type Upstreams = (
     Arc<[Arc<dyn upstream::Upstream>]>,
     Option<Arc<dyn upstream::Voice>>,
+    Option<Arc<upstream::api::ApiClient>>,
 );
 
 /// The upstreams this deployment talks to (`UPSTREAM`, in order), and the
@@ -194,6 +197,7 @@ fn upstreams(
 ) -> Result<Upstreams, lambda_http::Error> {
     let mut chain: Vec<Arc<dyn upstream::Upstream>> = Vec::new();
     let mut voice = None;
+    let mut api = None;
     for name in &config.upstreams {
         let next: Arc<dyn upstream::Upstream> = match name.as_str() {
             "hailuo" => {
@@ -209,7 +213,11 @@ fn upstreams(
             "minimax-code" | "code" => {
                 Arc::new(upstream::code::CodeClient::new(config.code.clone())?)
             }
-            "minimax-api" | "api" => Arc::new(upstream::api::ApiClient::new(config.api.clone())?),
+            "minimax-api" | "api" => {
+                let client = Arc::new(upstream::api::ApiClient::new(config.api.clone())?);
+                api = Some(client.clone());
+                client
+            }
             other => {
                 return Err(format!(
                     "UPSTREAM lists `minimax-code`, `minimax-api`, `hailuo` or `minimax-agent` \
@@ -237,7 +245,7 @@ fn upstreams(
             "UPSTREAM is empty: name minimax-code, minimax-api, hailuo or minimax-agent".into(),
         );
     }
-    Ok((chain.into(), voice))
+    Ok((chain.into(), voice, api))
 }
 
 /// The first upstream this deployment talks to (`UPSTREAM`), without its voice.
@@ -265,7 +273,7 @@ async fn state_with(
     with_voice: Option<WithVoice>,
 ) -> Result<AppState, lambda_http::Error> {
     let config = Arc::new(Config::from_env());
-    let (upstreams, voice) = upstreams(&config, with_voice)?;
+    let (upstreams, voice, api) = upstreams(&config, with_voice)?;
     let mut credentials = credentials::Credentials::from_env(&config, function).await?;
     if with_voice.is_some() {
         credentials = credentials.taking_platform_keys();
@@ -273,10 +281,12 @@ async fn state_with(
     let credentials = Arc::new(credentials);
     let fetcher = files::fetch::Fetcher::from_config(&config)?;
     // The functions that speak reach the platform whenever a request has a
-    // key for it, whatever the chat upstreams are.
-    let platform = match with_voice {
-        Some(_) => Some(Arc::new(upstream::api::ApiClient::new(config.api.clone())?)),
-        None => None,
+    // key for it, whatever the chat upstreams are: through the chain's
+    // client when it has one.
+    let platform = match (with_voice, api) {
+        (Some(_), Some(api)) => Some(api),
+        (Some(_), None) => Some(Arc::new(upstream::api::ApiClient::new(config.api.clone())?)),
+        (None, _) => None,
     };
     Ok(AppState {
         config,
@@ -286,4 +296,43 @@ async fn state_with(
         credentials,
         fetcher,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(upstream: &str) -> Config {
+        Config::from_lookup(|k| (k == "UPSTREAM").then(|| upstream.to_string()))
+    }
+
+    fn error(upstream: &str) -> String {
+        match upstreams(&config(upstream), None) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("UPSTREAM={upstream} was taken"),
+        }
+    }
+
+    #[test]
+    fn the_chains_platform_client_is_the_one_handed_back() {
+        let (chain, voice, api) = upstreams(&config("minimax-code,minimax-api"), None).unwrap();
+        let ids: Vec<_> = chain.iter().map(|u| u.id()).collect();
+        assert_eq!(ids, ["minimax-code", "minimax-api"]);
+        assert!(voice.is_none(), "not asked for");
+        let api = api.expect("the chain lists minimax-api");
+        assert_eq!(
+            Arc::as_ptr(&chain[1]) as *const (),
+            Arc::as_ptr(&api) as *const (),
+            "one client, not two"
+        );
+        let (_, _, none) = upstreams(&config("minimax-code"), None).unwrap();
+        assert!(none.is_none());
+    }
+
+    #[test]
+    fn a_chain_that_cannot_work_is_refused_saying_why() {
+        assert!(error("minimax-code,minimax-code").contains("lists minimax-code twice"));
+        assert!(error("hailuo,minimax-code").contains("more than one of"));
+        assert!(error("openai").contains("not \"openai\""));
+    }
 }
