@@ -222,25 +222,33 @@ def test_two_speeches_on_one_account_take_turns_across_processes(sim, new_token)
     which the simulator records as a violation (a poll whose voice is no
     longer the account's). Two deployments on one table stand for two
     environments of the speech function; each synthesis holds its lease
-    from the repeat turn to its last part, so the second waits."""
-    # A synthesis that takes a while: a window the other would fall into.
-    sim.settings(tts_polls_before_ready=4)
+    from the repeat turn to its last part, so the second waits.
+
+    The second starts once the first has set its voice and is polling:
+    started together, the simulator's one-answer-per-account refusal of
+    the second repeat turn serialized them without any lease (seen with
+    the two deployments on different tables). Started in that window on
+    different tables, the second sets its voice under the first's polls."""
+    # A synthesis that takes a while (10 polls of 100 ms, inside the 2 s
+    # timeout): the window the other falls into without the lease.
+    sim.settings(tts_polls_before_ready=10)
     token = new_token("turns")
     asked = {VOICE_URLS[0]: ("alloy", "male-botong"), VOICE_URLS[1]: ("shimmer", "xiaoyi_mix_hailuo")}
     audio, errors = {}, []
-    start = threading.Barrier(len(asked))
 
     def speak(base, voice):
         client = openai.OpenAI(base_url=f"{base}/v1", api_key=token, max_retries=0, timeout=60)
         try:
-            start.wait(10)
             audio[base] = client.audio.speech.create(model="tts-1", voice=voice, input=f"{voice} speaks").content
         except Exception as e:  # noqa: BLE001 (reported below)
             errors.append((base, repr(e)))
 
     threads = [threading.Thread(target=speak, args=(base, voice)) for base, (voice, _) in asked.items()]
-    for t in threads:
-        t.start()
+    threads[0].start()
+    first_voice = asked[VOICE_URLS[0]][1]
+    sim.wait_until(lambda st: st["voices"].get(fingerprint(token)) == first_voice or bool(errors), 30,
+                   "the first synthesis to set its voice")
+    threads[1].start()
     for t in threads:
         t.join(90)
     assert not errors, errors
